@@ -1,0 +1,421 @@
+"""Typed configs: dataclasses, YAML presets shipped in the package, dotted overrides.
+
+A task's config is a tree of dataclasses. A *preset* is a YAML file under
+``tunesmith/configs/<task>/<name>.yaml`` whose values are laid over the dataclass
+defaults. Command-line overrides (``optim.lr=3e-4``) are laid over the preset.
+Every layer is validated against the dataclass tree: an unknown key names the
+closest valid key, a wrong type names the key, the value and the expected type.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import json
+import types
+import typing
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config key, value or preset the user supplied is wrong; the message says how to fix it."""
+
+
+# --------------------------------------------------------------------------- common sections
+
+
+@dataclasses.dataclass
+class OptimConfig:
+    """AdamW with weight-decay groups, warmup then cosine (or constant) LR."""
+
+    lr: float = 3e-4
+    betas: list[float] = dataclasses.field(default_factory=lambda: [0.9, 0.95])
+    eps: float = 1e-8
+    weight_decay: float = 0.1
+    warmup_steps: int = 100
+    schedule: Literal["cosine", "constant", "linear"] = "cosine"
+    min_lr: float = 0.0
+    max_grad_norm: float = 1.0  # 0 disables clipping; the norm is logged either way
+
+
+@dataclasses.dataclass
+class EmaConfig:
+    enabled: bool = False
+    decay: float = 0.999
+    every: int = 1  # update the average every N optimizer updates
+    valid_with_ema: bool = True
+
+
+@dataclasses.dataclass
+class CheckpointConfig:
+    every_epochs: int = 1  # numbered checkpoint every N epochs (last is written every epoch)
+    keep_last: int = 3  # numbered checkpoints kept; 0 keeps all
+    save_best: bool = True
+
+
+@dataclasses.dataclass
+class StabilityConfig:
+    max_nan_ratio_per_epoch: float = 0.1  # abort when more updates than this are non-finite
+    max_inf_grad_ratio_per_epoch: float = 0.5  # warn above this (fp16 scaler skips included)
+    adaptive_lr: bool = False  # on a skipped update multiply the LR by lr_backoff
+    lr_backoff: float = 0.5
+    min_lr_factor: float = 0.01
+
+
+@dataclasses.dataclass
+class LogConfig:
+    progress: bool = True
+    every_steps: int = 10
+    tensorboard: bool = True
+    wandb: Literal["off", "offline", "online"] = "off"
+    wandb_project: str = "tunesmith"
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Settings of the shared engine loop."""
+
+    epochs: int = 10
+    updates_per_epoch: int = 100  # an epoch is this many optimizer updates, as in AudioCraft
+    grad_accum: int = 1  # micro-batches per update on each rank
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    compile: bool = False
+    fsdp: bool = False
+    valid_every: int = 1  # epochs
+    valid_max_batches: int = 0  # 0 = the whole valid split, always the same batches
+    evaluate_every: int = 0  # epochs; 0 = only at the end
+    generate_every: int = 0  # epochs; 0 = only at the end
+    num_workers: int = 0
+    max_steps: int = 0  # stop after this many updates in total (0 = epochs decide)
+    ema: EmaConfig = dataclasses.field(default_factory=EmaConfig)
+    checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
+    stability: StabilityConfig = dataclasses.field(default_factory=StabilityConfig)
+    log: LogConfig = dataclasses.field(default_factory=LogConfig)
+
+
+# Keys that never change the math of a run: they are left out of its signature and a
+# difference in them never blocks a resume.
+NON_MATH_KEYS: tuple[str, ...] = (
+    "train.log",
+    "train.num_workers",
+    "train.checkpoint.keep_last",
+    "train.checkpoint.save_best",
+    "train.evaluate_every",
+    "train.generate_every",
+    "train.device",
+    "dataset.num_workers",
+    "generate",
+)
+
+
+# --------------------------------------------------------------------------- conversions
+
+
+def to_dict(cfg: Any) -> Any:
+    """Dataclass tree → plain containers (dict/list/str/numbers)."""
+    if dataclasses.is_dataclass(cfg):
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, dict):
+        return {k: to_dict(v) for k, v in cfg.items()}
+    if isinstance(cfg, (list, tuple)):
+        return [to_dict(v) for v in cfg]
+    return cfg
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in get_args(tp))
+    if origin is not None:
+        return str(tp).replace("typing.", "")
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against type ``tp`` (with lenient int→float and str parsing)."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin is Literal:
+        choices = get_args(tp)
+        if value in choices:
+            return value
+        close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"{key}={value!r}: expected {_type_name(tp)}{hint}")
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(f"{key}={value!r}: expected {_type_name(tp)}")
+    if origin in (list, tuple):
+        if isinstance(value, str):
+            value = parse_value(value)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}={value!r}: expected a list ({_type_name(tp)})")
+        (item_tp, *_) = get_args(tp) or (Any,)
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}={value!r}: expected a mapping ({_type_name(tp)})")
+        _, val_tp = get_args(tp) or (str, Any)
+        return {str(k): _coerce(v, val_tp, f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+            return value.lower() in ("true", "yes", "on", "1")
+        raise ConfigError(f"{key}={value!r}: expected bool (true/false)")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r}: expected int")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}={value!r}: expected int")
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r}: expected float")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}={value!r}: expected float")
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{key}={value!r}: expected str")
+        return "" if value is None else str(value)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}={value!r}: expected a section (mapping) of {tp.__name__}")
+        return value
+    return value
+
+
+def parse_value(text: str) -> Any:
+    """Parse a command-line value: JSON/YAML lists and dicts, numbers (3e-4 too), bools, null."""
+    stripped = text.strip()
+    if stripped[:1] in ("[", "{"):
+        try:
+            return yaml.safe_load(stripped)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"cannot parse {text!r}: {err}") from None
+    low = stripped.lower()
+    if low in ("null", "none", "~"):
+        return None
+    if low in ("true", "false"):
+        return low == "true"
+    for cast in (int, float):
+        try:
+            return cast(stripped)
+        except ValueError:
+            pass
+    return text
+
+
+def _fields(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _all_keys(cls: type, prefix: str = "") -> list[str]:
+    keys = []
+    for name, tp in _fields(cls).items():
+        full = f"{prefix}{name}"
+        keys.append(full)
+        if dataclasses.is_dataclass(tp):
+            keys.extend(_all_keys(tp, full + "."))
+    return keys
+
+
+def _unknown_key(cls: type, root: type, key: str) -> ConfigError:
+    valid = _all_keys(root)
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    if not close:
+        leaf = key.rsplit(".", 1)[-1]
+        close = [k for k in valid if k.rsplit(".", 1)[-1] == leaf][:1] or difflib.get_close_matches(
+            leaf, valid, n=1, cutoff=0.6
+        )
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return ConfigError(f"unknown config key {key!r}{hint}")
+
+
+def merge_into(base: dict, update: dict, cls: type, root: type | None = None, prefix: str = "") -> dict:
+    """Lay ``update`` over ``base`` (plain dicts of dataclass ``cls``), validating every key."""
+    root = root or cls
+    fields = _fields(cls)
+    out = copy.deepcopy(base)
+    for name, value in update.items():
+        key = f"{prefix}{name}"
+        if name not in fields:
+            raise _unknown_key(cls, root, key)
+        tp = fields[name]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{key} is a section; set its keys, e.g. {key}.{next(iter(_fields(tp)))}=...")
+            out[name] = merge_into(out.get(name) or {}, value, tp, root, key + ".")
+        else:
+            out[name] = _coerce(value, tp, key)
+    return out
+
+
+def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
+    """Plain dict → dataclass tree (values assumed validated by :func:`merge_into`)."""
+    kwargs = {}
+    for name, tp in _fields(cls).items():
+        if name not in data:
+            continue
+        value = data[name]
+        kwargs[name] = from_dict(tp, value, f"{prefix}{name}.") if dataclasses.is_dataclass(tp) else value
+    return cls(**kwargs)
+
+
+def dotted_to_nested(pairs: dict[str, Any]) -> dict:
+    nested: dict = {}
+    for key, value in pairs.items():
+        node = nested
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{key}: {part} is set to a value and used as a section")
+        node[parts[-1]] = value
+    return nested
+
+
+def parse_overrides(args: list[str]) -> dict[str, Any]:
+    """``["optim.lr=3e-4", "data=DIR"]`` → ``{"optim.lr": 3e-4, "data": "DIR"}``."""
+    out: dict[str, Any] = {}
+    for arg in args:
+        if "=" not in arg:
+            raise ConfigError(f"override {arg!r} is not of the form key=value (e.g. optim.lr=3e-4)")
+        key, value = arg.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise ConfigError(f"override {arg!r} has an empty key")
+        out[key] = parse_value(value)
+    return out
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, full + "."))
+        else:
+            out[full] = value
+    return out
+
+
+def diff(a: dict, b: dict) -> dict[str, tuple[Any, Any]]:
+    """Keys (dotted) whose values differ between two plain config dicts: key → (a, b)."""
+    fa, fb = flatten(a), flatten(b)
+    return {k: (fa.get(k), fb.get(k)) for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)}
+
+
+def is_math_key(key: str, extra_non_math: tuple[str, ...] = ()) -> bool:
+    for prefix in NON_MATH_KEYS + extra_non_math:
+        if key == prefix or key.startswith(prefix + "."):
+            return False
+    return True
+
+
+# --------------------------------------------------------------------------- presets
+
+
+def presets_dir(task: str) -> Path:
+    return Path(str(resources.files("tunesmith") / "configs" / task))
+
+
+def list_presets(task: str) -> list[str]:
+    folder = presets_dir(task)
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def load_preset_file(task: str, preset: str) -> dict:
+    """Read a preset's YAML (following ``extends: other``), or a path to a YAML file."""
+    path = Path(preset)
+    if not (path.suffix in (".yaml", ".yml") and path.is_file()):
+        path = presets_dir(task) / f"{preset}.yaml"
+    if not path.is_file():
+        names = list_presets(task)
+        close = difflib.get_close_matches(preset, names, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"no preset {preset!r} for task {task!r} (have: {', '.join(names) or 'none'}){hint}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a preset must be a mapping of keys to values")
+    parent = data.pop("extends", None)
+    if parent:
+        base = load_preset_file(task, parent)
+        data = _deep_update(base, data)
+    return data
+
+
+def _deep_update(base: dict, update: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_update(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+@dataclasses.dataclass
+class Resolved:
+    """A resolved config: the dataclass, its plain form and the preset's plain defaults."""
+
+    task: str
+    preset: str
+    config: Any
+    data: dict
+    defaults: dict
+
+    def delta(self) -> dict[str, tuple[Any, Any]]:
+        """Keys set away from the preset: key → (preset value, resolved value)."""
+        return diff(self.defaults, self.data)
+
+
+def resolve(task: str, cls: type, preset: str, overrides: dict[str, Any] | list[str] | None = None) -> Resolved:
+    """Dataclass defaults ← preset YAML ← overrides, each layer validated."""
+    if isinstance(overrides, list):
+        overrides = parse_overrides(overrides)
+    base = to_dict(cls())
+    defaults = merge_into(base, load_preset_file(task, preset), cls)
+    data = merge_into(defaults, dotted_to_nested(overrides or {}), cls)
+    return Resolved(task, preset, from_dict(cls, data), data, defaults)
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
