@@ -1,0 +1,1 @@
+"""MIDI piano models: note arrays, tokenizers, piano tasks, the MIDI GPT."""
