@@ -341,10 +341,7 @@ def diff(a: dict, b: dict) -> dict[str, tuple[Any, Any]]:
 
 
 def is_math_key(key: str, extra_non_math: tuple[str, ...] = ()) -> bool:
-    for prefix in NON_MATH_KEYS + extra_non_math:
-        if key == prefix or key.startswith(prefix + "."):
-            return False
-    return True
+    return not any(key == prefix or key.startswith(prefix + ".") for prefix in NON_MATH_KEYS + extra_non_math)
 
 
 # --------------------------------------------------------------------------- presets
