@@ -203,7 +203,7 @@ def track_metadata(params: dict[str, Any]) -> dict[str, Any]:
         "description": description,
         "name": f"synthetic_{params['index']:06d}",
         "instrument": ", ".join(instruments),
-        "keywords": [style.substyle, *instruments, "drums" if style.drums else "no drums"],
+        "keywords": [style.substyle, *instruments] + ([] if style.drums else ["no drums"]),
     }
 
 

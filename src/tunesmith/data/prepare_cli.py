@@ -1,0 +1,78 @@
+"""`tunesmith prepare SOURCE... --out DIR`: audio → segments + AudioCraft manifests."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "prepare",
+        help="turn audio (folder, FMA, MTG-Jamendo, LJSpeech, synthetic) into segments and manifests",
+        description="Decode, resample and cut audio into segments with sidecar metadata and AudioCraft "
+        "manifests (DIR/egs/{train,valid}/data.jsonl). Resumable: run the same command again after an "
+        "interruption, or with new files added.",
+    )
+    p.add_argument("sources", nargs="*", metavar="SOURCE", help="audio folders or files, or a dataset root")
+    p.add_argument("--out", required=True, metavar="DIR", help="dataset folder to create or continue")
+    p.add_argument(
+        "--source",
+        default="auto",
+        choices=("auto", "folder", "fma", "jamendo", "ljspeech", "synthetic"),
+        help="kind of SOURCE (default: detected per path)",
+    )
+    p.add_argument("--sample-rate", type=int, default=32000, help="output sample rate in Hz (default 32000)")
+    p.add_argument("--channels", type=int, default=1, choices=(1, 2), help="output channels (default 1)")
+    p.add_argument("--segment", type=float, default=10.0, help="segment length in seconds (default 10)")
+    p.add_argument("--min-segment", type=float, default=5.0, help="keep a tail at least this long (default 5)")
+    p.add_argument("--valid-fraction", type=float, default=0.1, help="share of tracks in valid (default 0.1)")
+    p.add_argument("--seed", type=int, default=0, help="split seed (and synthetic generation seed)")
+    p.add_argument("--format", default="wav", choices=("wav", "flac"), help="segment file format (default wav)")
+    p.add_argument("--workers", type=int, default=1, help="parallel worker processes (default 1)")
+    p.add_argument("--num-tracks", type=int, default=None, help="synthetic: number of tracks")
+    p.add_argument("--track-duration", type=float, default=None, help="synthetic: track length, s (default: --segment)")
+    p.add_argument("--silence-db", type=float, default=-60.0, help="drop segments quieter than this RMS (dBFS)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tunesmith.data.prepare import prepare_dataset
+
+    summary = prepare_dataset(
+        args.sources,
+        args.out,
+        source=args.source,
+        sample_rate=args.sample_rate,
+        channels=args.channels,
+        segment=args.segment,
+        min_segment=args.min_segment,
+        valid_fraction=args.valid_fraction,
+        seed=args.seed,
+        format=args.format,
+        workers=args.workers,
+        num_tracks=args.num_tracks,
+        track_duration=args.track_duration,
+        progress=not args.no_progress,
+        silence_db=args.silence_db,
+    )
+    if args.json:
+        print(json.dumps(summary, indent=1, ensure_ascii=False))
+        return 0
+    counts, hours, run_info = summary["counts"], summary["hours"], summary["run"]
+    print(
+        f"{summary['root']}: {counts['tracks']['total']} tracks, {counts['segments']['total']} segments "
+        f"(train {counts['segments']['train']}, valid {counts['segments']['valid']}), "
+        f"{hours['total']:.3f} h; caption coverage {summary['caption_coverage']:.0%}"
+    )
+    print(
+        f"this run: {run_info['processed']} processed, {run_info['rejected']} rejected, "
+        f"{run_info['skipped_already_done']} already done, {run_info['seconds']:.1f} s"
+    )
+    if counts["rejected"]:
+        print(f"{counts['rejected']} inputs not used: see {summary['root']}/rejected.jsonl")
+    if counts["silent_segments_dropped"]:
+        print(f"{counts['silent_segments_dropped']} near-silent segments dropped")
+    return 0
