@@ -368,7 +368,12 @@ class Solver:
             return
         c = self.cfg.train.checkpoint
         meta = {"task": self.task, "preset": self.run.preset, "signature": self.run.signature}
-        config = {"meta": meta, "config": self.resolved.data}
+        config = {
+            "model_type": f"tunesmith-{self.task}",
+            "format_version": 1,
+            "meta": meta,
+            "config": self.resolved.data,
+        }
         last = ckpt.save_checkpoint(
             self.run.checkpoints_dir / "last", weights=self._weights(), state=state, config=config
         )
