@@ -1,0 +1,364 @@
+"""Generation with a trained LM: codes (:func:`generate_codes`) and audio (:class:`Generator`).
+
+Decoding runs the pattern steps one at a time with a preallocated KV cache; with classifier-free
+guidance the conditional and unconditional streams run as one doubled batch and the logits are
+mixed as ``uncond + cfg · (cond − uncond)``. Each item draws from its own seeded generator, so an
+item's tokens depend on its seed, not on where it sits in a batch (up to float rounding).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from tunesmith.errors import UserError
+from tunesmith.models.lm.conditioners import ConditionTensors
+from tunesmith.models.lm.model import LMModel
+from tunesmith.sampling import check_sampling, sample_next
+
+log = logging.getLogger(__name__)
+
+UNKNOWN = -1
+
+
+def _generators(generator: torch.Generator | Sequence[torch.Generator] | None, batch: int) -> list:
+    if generator is None or isinstance(generator, torch.Generator):
+        return [generator] * batch if batch == 1 or generator is None else _split_generator(generator, batch)
+    gens = list(generator)
+    if len(gens) != batch:
+        raise ValueError(f"{len(gens)} generators for a batch of {batch}")
+    return gens
+
+
+def _split_generator(generator: torch.Generator, batch: int) -> list[torch.Generator]:
+    seeds = torch.randint(0, 2**62, (batch,), generator=generator).tolist()
+    return [torch.Generator().manual_seed(s) for s in seeds]
+
+
+@torch.inference_mode()
+def generate_codes(
+    model: LMModel,
+    conditions: list[dict] | None,
+    num_frames: int,
+    cfg_coef: float = 3.0,
+    temperature: float = 1.0,
+    top_k: int = 250,
+    top_p: float = 0.0,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
+    prompt_codes: Tensor | None = None,
+    *,
+    batch_size: int | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+) -> Tensor:
+    """Sample ``num_frames`` codec frames per item → Long[B, K, num_frames].
+
+    ``conditions``: one dict per item (``{}`` = unconditional), or None (B from ``batch_size`` or the
+    prompt). ``cfg_coef`` 1 (or an unconditional model) disables guidance. ``generator``: one per item
+    (reproducible per item) or a single one. ``prompt_codes`` Long[B, K, P]: frames to continue (kept
+    as the first P output frames). ``on_step(done, total)`` reports progress in pattern steps.
+    """
+    check_sampling(temperature, top_k, top_p)
+    device = model.embed.weight.device
+    if prompt_codes is not None:
+        batch = prompt_codes.shape[0]
+    elif conditions is not None:
+        batch = len(conditions)
+    else:
+        batch = batch_size or 1
+    if conditions is not None and len(conditions) != batch:
+        raise ValueError(f"{len(conditions)} conditions for a batch of {batch}")
+    pattern, special, k = model.pattern, model.special, model.num_codebooks
+    frames = torch.full((batch, k, num_frames), UNKNOWN, dtype=torch.long, device=device)
+    if prompt_codes is not None:
+        p = prompt_codes.shape[2]
+        if prompt_codes.shape[1] != k or p > num_frames:
+            raise ValueError(f"prompt codes {tuple(prompt_codes.shape)} do not fit {k} codebooks × {num_frames} frames")
+        frames[:, :, :p] = prompt_codes.to(device)
+    seq = pattern.build(frames, special)  # [B, K, S]; UNKNOWN where a code is still to be drawn
+    steps = seq.shape[2]
+    gens = _generators(generator, batch)
+
+    use_cfg = model.conditioner is not None and cfg_coef != 1.0
+    conds = list(conditions) if conditions is not None else [{}] * batch
+    cond_tensors: ConditionTensors | None = None
+    if model.conditioner is not None:
+        cond_tensors = model.prepare_conditions(conds + [{}] * batch if use_cfg else conds)
+    rows = 2 * batch if use_cfg else batch
+    prefix = cond_tensors.embeddings.shape[1] if cond_tensors is not None and model.fuse == "prefix" else 0
+    cache = model.transformer.make_cache(rows, prefix + steps)
+
+    unknown_cols = (seq == UNKNOWN).any(dim=0).any(dim=0).nonzero()
+    first = int(unknown_cols[0]) if len(unknown_cols) else steps
+    inputs = pattern.model_input(seq, special)  # column s is the input that predicts step s
+    if first == steps:
+        return frames
+
+    def step_logits(cols: Tensor, conditions_in: ConditionTensors | None) -> Tensor:
+        """Input columns [B, K, n] → mixed logits of the last column [B, K, card]."""
+        x = torch.cat([cols, cols]) if use_cfg else cols
+        h = model.hidden(x, conditions_in, cache)[:, -1:]
+        logits = model.project(h)[:, 0].float()  # [rows, K, card]
+        if use_cfg:
+            cond, uncond = logits.chunk(2)
+            logits = uncond + cfg_coef * (cond - uncond)
+        return logits
+
+    logits = step_logits(inputs[:, :, : first + 1], cond_tensors)  # prefill: prompt + start
+    for s in range(first, steps):
+        known = seq[:, :, s]
+        if bool((known == UNKNOWN).any()):
+            drawn = torch.stack([sample_next(logits[b], temperature, top_k, top_p, gens[b]) for b in range(batch)])
+            seq[:, :, s] = torch.where(known == UNKNOWN, drawn, known)
+        if on_step is not None:
+            on_step(s + 1, steps)
+        if s + 1 < steps:
+            logits = step_logits(seq[:, :, s : s + 1], None)
+    return pattern.revert(seq)
+
+
+# --------------------------------------------------------------------------- audio
+
+
+@dataclasses.dataclass
+class GenerationItem:
+    """One thing to generate; the fields of a prompts.jsonl line."""
+
+    prompt: str = ""
+    seed: int = 0
+    duration: float = 10.0  # seconds
+    cfg: float = 3.0
+    temperature: float = 1.0
+    top_k: int = 250
+    top_p: float = 0.0
+    conditions: dict = dataclasses.field(default_factory=dict)  # extra attributes (genre, bpm, ...)
+
+    def condition(self, text_field: str) -> dict:
+        cond = dict(self.conditions)
+        if self.prompt:
+            cond[text_field] = self.prompt
+        return cond
+
+    def batch_key(self) -> tuple:
+        return (self.duration, self.cfg, self.temperature, self.top_k, self.top_p)
+
+
+ITEM_FIELDS = {f.name for f in dataclasses.fields(GenerationItem)}
+
+
+def parse_item(data: dict, defaults: dict | None = None) -> GenerationItem:
+    """A prompt dict (with ``defaults`` under it) → GenerationItem; ValueError naming a bad field."""
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+    merged = {**(defaults or {}), **data}
+    if "text" in merged and "prompt" not in merged:
+        merged["prompt"] = merged.pop("text")
+    merged.pop("text", None)
+    conditions = dict(merged.pop("conditions", None) or {})
+    for name in ("genre", "bpm", "key", "instrument", "description", "transcript", "moods", "keywords"):
+        if name in merged:
+            conditions[name] = merged.pop(name)
+    unknown = sorted(set(merged) - ITEM_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown field(s) {unknown}; allowed: {sorted(ITEM_FIELDS - {'conditions'})}")
+    casts: dict[str, Callable[[Any], Any]] = {
+        "prompt": str, "seed": int, "duration": float, "cfg": float, "temperature": float, "top_k": int, "top_p": float
+    }  # fmt: skip
+    values: dict[str, Any] = {}
+    for name, value in merged.items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or (name != "prompt" and isinstance(value, (str, list, dict))):
+            raise ValueError(f"{name}={value!r}: expected a number")
+        values[name] = casts[name](value)
+    item = GenerationItem(**values, conditions=conditions)
+    if not (item.duration > 0 and math.isfinite(item.duration)):
+        raise ValueError(f"duration={item.duration}: must be a positive number of seconds")
+    if not math.isfinite(item.cfg) or item.cfg < 0:
+        raise ValueError(f"cfg={item.cfg}: must be >= 0")
+    check_sampling(item.temperature, item.top_k, item.top_p)
+    return item
+
+
+@dataclasses.dataclass
+class Result:
+    """A generated item: ``wav`` float32 [C, T] at ``sample_rate`` Hz, ``codes`` [K, F], timing ``stats``."""
+
+    item: GenerationItem
+    wav: np.ndarray
+    sample_rate: int
+    codes: np.ndarray
+    stats: dict[str, float]
+
+
+def _resolve_codec_path(value: str, checkpoint: Path, run_dir: Path | None) -> Path | None:
+    path = Path(value).expanduser()
+    candidates = [path] if path.is_absolute() else [Path.cwd() / path, checkpoint / path]
+    if run_dir is not None and not path.is_absolute():
+        candidates += [run_dir / path, *(parent / path for parent in run_dir.parents)]
+    return next((c for c in candidates if c.exists()), None)
+
+
+class Generator:
+    """An LM and its codec, ready to turn prompt items into audio."""
+
+    def __init__(
+        self, model: LMModel, codec: Any, *, config: dict | None = None, name: str = "", max_batch: int = 8
+    ) -> None:
+        self.model = model.eval()
+        self.codec = codec
+        self.config = config or {}
+        self.name = name
+        self.max_batch = max_batch
+        if (
+            getattr(codec, "bins", model.card) != model.card
+            or getattr(codec, "n_q", model.num_codebooks) < model.num_codebooks
+        ):
+            raise UserError(
+                f"the codec ({codec.n_q} codebooks × {codec.bins} bins) does not match the LM "
+                f"({model.num_codebooks} × {model.card}); pass the codec the LM was trained with"
+            )
+        self.text_field = model.cfg.conditioner.text_field
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.codec.sample_rate)
+
+    @property
+    def frame_rate(self) -> float:
+        return float(self.codec.frame_rate)
+
+    @classmethod
+    def from_path(
+        cls, path: str | Path, device: str = "cpu", *, which: str = "best", codec: str | Path | None = None
+    ) -> Generator:
+        """Load an LM run folder, checkpoint folder or exported model dir, and the codec it was trained with.
+
+        The codec is the ``codec`` recorded in the LM's config (resolved against the working directory
+        and the run folder), a ``codec/`` folder inside an exported model dir, or ``codec`` when given.
+        """
+        from tunesmith.engine import checkpoint as ckpt
+        from tunesmith.models.codec import load_codec
+        from tunesmith.models.lm.model import LMConfig, build_lm
+
+        folder = ckpt.find_checkpoint(path, which=which)
+        raw = ckpt.read_config(folder)
+        meta = raw.get("meta") if isinstance(raw.get("meta"), dict) else {}
+        if meta.get("task") not in (None, "lm"):
+            raise UserError(f"{path}: this is a {meta.get('task')!r} model, not an LM")
+        run_cfg = raw.get("config", raw)
+        if not isinstance(run_cfg, dict) or not isinstance(run_cfg.get("model"), dict):
+            raise UserError(f"{folder}/config.json: no LM 'model' section; is it a tunesmith LM?")
+        lm_cfg = _lm_config_from(run_cfg["model"], LMConfig, folder)
+        weights = ckpt.load_weights(folder, "model")
+        try:
+            model = build_lm(lm_cfg, weights)
+        except (ValueError, RuntimeError) as err:
+            raise UserError(f"{folder}: the weights do not fit the LM config: {err}") from err
+        model.to(device)
+        codec_path: Path | None
+        run_dir = folder.parent.parent if folder.parent.name == "checkpoints" else None
+        if codec is not None:
+            codec_path = Path(codec)
+        elif (folder / "codec").is_dir():
+            codec_path = folder / "codec"
+        else:
+            recorded = str(run_cfg.get("codec") or "")
+            codec_path = _resolve_codec_path(recorded, folder, run_dir) if recorded else None
+            if codec_path is None:
+                raise UserError(
+                    f"{path}: cannot find the codec this LM was trained with (config says codec={recorded!r}); "
+                    "pass it with --codec RUN_OR_MODEL"
+                )
+        bandwidth = run_cfg.get("codec_bandwidth") or None
+        codec_model = load_codec(codec_path, bandwidth=bandwidth, device=device)
+        return cls(model, codec_model, config=run_cfg, name=str(path))
+
+    def generate(
+        self,
+        items: list[GenerationItem | dict],
+        *,
+        prompt_wavs: list[np.ndarray | None] | None = None,
+        on_step: Callable[[int, int], None] | None = None,
+    ) -> list[Result]:
+        """Items (or prompt dicts) → one Result each, in order; compatible items share one batch.
+
+        ``prompt_wavs``: optional audio [C, T] at :attr:`sample_rate` per item to continue.
+        """
+        parsed = [it if isinstance(it, GenerationItem) else parse_item(it) for it in items]
+        prompts = prompt_wavs or [None] * len(parsed)
+        groups: dict[tuple, list[int]] = {}
+        for i, it in enumerate(parsed):
+            key = it.batch_key() + ((i,) if prompts[i] is not None else ())  # prompted items run alone
+            groups.setdefault(key, []).append(i)
+        results: list[Result | None] = [None] * len(parsed)
+        for indices in groups.values():
+            for start in range(0, len(indices), self.max_batch):
+                chunk = indices[start : start + self.max_batch]
+                prompt = prompts[chunk[0]] if len(chunk) == 1 else None
+                for i, res in zip(
+                    chunk, self._generate_batch([parsed[i] for i in chunk], prompt, on_step), strict=True
+                ):
+                    results[i] = res
+        return [r for r in results if r is not None]
+
+    @torch.inference_mode()
+    def _generate_batch(
+        self, items: list[GenerationItem], prompt_wav: np.ndarray | None, on_step: Callable | None
+    ) -> list[Result]:
+        first = items[0]
+        num_frames = max(1, round(first.duration * self.frame_rate))
+        device = self.model.embed.weight.device
+        prompt_codes = None
+        if prompt_wav is not None:
+            wav = torch.as_tensor(np.asarray(prompt_wav, dtype=np.float32), device=device)
+            wav = wav[None] if wav.dim() == 2 else wav.view(1, 1, -1)
+            prompt_codes = self.codec.encode(wav)[:, : self.model.num_codebooks, :num_frames]
+        start = time.perf_counter()
+        codes = generate_codes(
+            self.model,
+            [it.condition(self.text_field) for it in items],
+            num_frames,
+            cfg_coef=first.cfg,
+            temperature=first.temperature,
+            top_k=first.top_k,
+            top_p=first.top_p,
+            generator=[torch.Generator().manual_seed(it.seed) for it in items],
+            prompt_codes=prompt_codes,
+            on_step=on_step,
+        )
+        lm_seconds = time.perf_counter() - start
+        wav = self.codec.decode(codes).float().cpu().numpy()
+        seconds = time.perf_counter() - start
+        audio_seconds = num_frames / self.frame_rate
+        out = []
+        for i, it in enumerate(items):
+            stats = {
+                "seconds": seconds / len(items),
+                "batch_seconds": seconds,
+                "lm_seconds": lm_seconds,
+                "batch_size": float(len(items)),
+                "audio_seconds": audio_seconds,
+                "real_time_factor": audio_seconds * len(items) / seconds,
+                "frames_per_second": num_frames * len(items) / lm_seconds,
+            }
+            out.append(Result(it, wav[i].astype(np.float32), self.sample_rate, codes[i].cpu().numpy(), stats))
+        return out
+
+
+def _lm_config_from(data: dict, cls: type, where: Path):
+    from tunesmith.config import ConfigError, from_dict, merge_into, to_dict
+
+    try:
+        merged = merge_into(to_dict(cls()), data, cls)
+        return from_dict(cls, merged)
+    except (ConfigError, ValueError) as err:
+        raise UserError(f"{where}/config.json: bad LM model section: {err}") from err
