@@ -24,7 +24,8 @@ import numpy as np
 from tunesmith.errors import UserError
 
 # Formats whose headers give an exact frame count, so a shortfall means the file is truncated.
-_EXACT_LENGTH_FORMATS = frozenset({"WAV", "WAVEX", "RF64", "W64", "AIFF", "FLAC", "CAF", "AU"})
+# (libsndfile reports the frames actually present for WAV, so WAV's header is read by _wav_data_frames.)
+_EXACT_LENGTH_FORMATS = frozenset({"WAV", "WAVEX", "FLAC"})
 _WRITE_SUBTYPES = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16")}
 DEFAULT_BLOCK_SECONDS = 5.0
 
@@ -113,7 +114,10 @@ def probe_audio(path: str | Path) -> AudioInfo:
 
     try:
         info = sf.info(str(path))
-        return AudioInfo(int(info.samplerate), int(info.channels), int(info.frames) or None, "soundfile", info.format)
+        frames = int(info.frames) or None
+        if info.format in ("WAV", "WAVEX"):
+            frames = _wav_data_frames(path) or frames
+        return AudioInfo(int(info.samplerate), int(info.channels), frames, "soundfile", info.format)
     except Exception as sf_err:  # libsndfile refuses: try ffmpeg
         try:
             return _probe_pyav(path)
@@ -121,6 +125,32 @@ def probe_audio(path: str | Path) -> AudioInfo:
             raise
         except Exception as av_err:
             raise _undecodable(path, sf_err, av_err) from None
+
+
+def _wav_data_frames(path: Path) -> int | None:
+    """Frames the RIFF header's ``data`` chunk declares (None if unknown, e.g. a streamed WAV)."""
+    import struct
+
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        block_align = None
+        while True:
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return None
+            cid, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if cid == b"fmt ":
+                fmt = f.read(size + (size & 1))
+                if len(fmt) >= 14:
+                    block_align = struct.unpack("<H", fmt[12:14])[0]
+            elif cid == b"data":
+                if not block_align or size in (0, 0xFFFFFFFF):
+                    return None
+                return size // block_align
+            else:
+                f.seek(size + (size & 1), 1)
 
 
 def _probe_pyav(path: Path) -> AudioInfo:
@@ -203,17 +233,28 @@ class AudioStream:
             convert_channels(np.zeros((self.info.channels, 1), np.float32), self.channels)  # raises the UserError
         self.block_frames = max(1024, int(block_seconds * self.info.sample_rate))
         self.frames_in = 0
+        # Frames the header promises and how many may be missing before the file counts as truncated:
+        # exact for PCM/FLAC, a tolerance for an MP3's Xing/size-based estimate, unknown otherwise.
+        self.declared_frames: int | None = None
+        self._tolerance = 0
+        if self.info.frames and self.info.exact_length:
+            self.declared_frames = self.info.frames
+        elif self.info.frames and self.info.backend == "soundfile" and self.info.format == "MP3":
+            self.declared_frames = self.info.frames
+            self._tolerance = max(self.info.sample_rate, self.info.frames // 50)
 
     @property
     def truncated(self) -> bool:
-        """True when a PCM/FLAC header declared more frames than could be decoded."""
-        return bool(self.info.exact_length and self.info.frames and self.frames_in < self.info.frames)
+        """True when the header declared (clearly) more frames than could be decoded."""
+        return self.declared_frames is not None and self.frames_in < self.declared_frames - self._tolerance
 
     def _native_blocks(self) -> Iterator[np.ndarray]:
         if self.info.backend == "soundfile":
             try:
                 yield from _blocks_soundfile(self.path, self.block_frames)
-                return
+                if self.frames_in:
+                    return
+                sf_error: BaseException = RuntimeError("libsndfile decoded no frames")
             except Exception as sf_err:
                 if self.frames_in:  # failed mid-file: do not restart with another decoder
                     where = f"{self.path}: decoding failed after {self._seconds_in():.2f} s"
