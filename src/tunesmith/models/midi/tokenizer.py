@@ -82,6 +82,8 @@ class MidiTokenizer:
 
     vocab: list[str]
     token_types: np.ndarray  # int8 [vocab_size]
+    pitch_min: int
+    pitch_max: int
 
     def __init__(self, vocab: list[str], token_types: np.ndarray) -> None:
         self.vocab = vocab

@@ -1,0 +1,153 @@
+"""Piano tasks: records where the model predicts a target token sequence from a source.
+
+A record is built from a slice of ``notes_per_record`` notes, times measured from its first onset:
+
+    task_first:  BOS Task_x source... SEP target... EOS
+    task_last:   BOS source... Task_x target... EOS
+
+Only the target tokens and the closing EOS are trained on (``target_mask``). Tasks:
+
+- ``velocity``: source = the notes without their velocity tokens; target = the velocity tokens, in
+  note order.
+- ``velocity_denoise``: source = the notes with Gaussian noise (``noise_std``) on their velocities;
+  target = the true velocity tokens.
+- ``loud_from_soft`` / ``soft_from_loud``: notes split at the slice's median velocity (above the
+  median is "loud"); source = one half, target = the other half (all their tokens).
+- ``high_from_low`` / ``low_from_high``: the same split by pitch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import numpy as np
+
+from tunesmith.errors import UserError
+from tunesmith.models.midi.notes import Notes
+from tunesmith.models.midi.tokenizer import PITCH, TASK_NAMES, VELOCITY, MidiTokenizer
+
+VELOCITY_TASKS: tuple[str, ...] = ("velocity", "velocity_denoise")
+
+
+@dataclasses.dataclass
+class PianoTaskConfig:
+    """The ``piano_task:`` section: which tasks, record size and prompt format."""
+
+    tasks: list[str] = dataclasses.field(default_factory=lambda: ["velocity"])
+    notes_per_record: int = 64
+    prompt_format: Literal["task_first", "task_last"] = "task_first"
+    noise_std: float = 12.0  # velocity_denoise: std of the Gaussian noise on velocities (velocity units)
+    min_notes: int = 8  # shorter slices (at the end of a piece) are not used
+
+
+def check_task_config(cfg: PianoTaskConfig) -> None:
+    """Raise ``UserError`` naming the key when the piano-task section is unusable."""
+    if not cfg.tasks:
+        raise UserError(f"piano_task.tasks is empty; choose from {', '.join(TASK_NAMES)}")
+    unknown = [t for t in cfg.tasks if t not in TASK_NAMES]
+    if unknown:
+        raise UserError(f"piano_task.tasks: unknown task(s) {unknown}; choose from {', '.join(TASK_NAMES)}")
+    if cfg.notes_per_record < 2 or cfg.min_notes < 1:
+        raise UserError("piano_task.notes_per_record must be >= 2 and piano_task.min_notes >= 1")
+    if cfg.noise_std < 0:
+        raise UserError(f"piano_task.noise_std={cfg.noise_std}: must be >= 0")
+
+
+@dataclasses.dataclass
+class TaskRecord:
+    """tokens ``[T]`` int64 and target_mask ``[T]`` bool (True where the token is a training target)."""
+
+    tokens: np.ndarray
+    target_mask: np.ndarray
+    task: str
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+
+def source_and_target(
+    tok: MidiTokenizer, task: str, notes: Notes, cfg: PianoTaskConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """The source and target token arrays of ``task`` on a slice of notes (sorted by onset, pitch)."""
+    if not len(notes):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    origin = float(notes.start.min())
+    if task in VELOCITY_TASKS:
+        full = tok.encode(notes, origin)
+        is_velocity = tok.types_of(full) == VELOCITY
+        target = full[is_velocity]
+        if task == "velocity":
+            return full[~is_velocity], target
+        noisy = np.clip(np.round(notes.velocity + rng.normal(0.0, cfg.noise_std, len(notes))), 1, 127)
+        return tok.encode(notes.with_velocity(noisy), origin), target
+    attribute, upper_is_target = {
+        "loud_from_soft": ("velocity", True),
+        "soft_from_loud": ("velocity", False),
+        "high_from_low": ("pitch", True),
+        "low_from_high": ("pitch", False),
+    }[task]
+    values = getattr(notes, attribute).astype(np.float64)
+    upper = values > np.median(values)
+    source_notes, target_notes = (notes.take(~upper), notes.take(upper))
+    if not upper_is_target:
+        source_notes, target_notes = target_notes, source_notes
+    return tok.encode(source_notes, origin), tok.encode(target_notes, origin)
+
+
+def assemble(
+    tok: MidiTokenizer, task: str, source: np.ndarray, target: np.ndarray, fmt: str, *, with_target: bool = True
+) -> TaskRecord:
+    """Lay out a record in ``fmt``; without the target it is the prompt a model continues from."""
+    task_id = tok.task_id(task)
+    if fmt == "task_first":
+        head = [tok.bos_id, task_id, *source.tolist(), tok.sep_id]
+    elif fmt == "task_last":
+        head = [tok.bos_id, *source.tolist(), task_id]
+    else:
+        raise UserError(f"piano_task.prompt_format={fmt!r}: expected task_first or task_last")
+    tail = [*target.tolist(), tok.eos_id] if with_target else []
+    tokens = np.asarray(head + tail, np.int64)
+    mask = np.zeros(len(tokens), bool)
+    mask[len(head) :] = True
+    return TaskRecord(tokens, mask, task)
+
+
+def build_record(
+    tok: MidiTokenizer,
+    task: str,
+    notes: Notes,
+    cfg: PianoTaskConfig,
+    rng: np.random.Generator,
+    max_tokens: int,
+) -> TaskRecord:
+    """A training/eval record of at most ``max_tokens`` tokens: trailing notes are dropped until it fits."""
+    n = len(notes)
+    while True:
+        source, target = source_and_target(tok, task, notes.take(slice(0, n)), cfg, rng)
+        record = assemble(tok, task, source, target, cfg.prompt_format)
+        if len(record) <= max_tokens:
+            return record
+        if n <= 1:
+            raise UserError(
+                f"a single note of task {task!r} takes {len(record)} tokens, more than the model's "
+                f"context ({max_tokens}); raise model.max_seq_len"
+            )
+        n = max(1, min(n - 1, int(n * max_tokens / len(record))))
+
+
+def merge_velocities(tok: MidiTokenizer, source: np.ndarray, velocities: np.ndarray) -> np.ndarray:
+    """Put velocity tokens back after each pitch token of a velocity-free source.
+
+    ``velocities`` holds one velocity token per pitch token, in order; missing ones (fewer given)
+    leave the note without a velocity token (the decoder then uses its default).
+    """
+    pitch_positions = np.nonzero(tok.types_of(source) == PITCH)[0]
+    k = min(len(pitch_positions), len(velocities))
+    return np.insert(source, pitch_positions[:k] + 1, velocities[:k])
+
+
+def slice_starts(n_notes: int, cfg: PianoTaskConfig) -> list[int]:
+    """Fixed, non-overlapping slice starts over a piece of ``n_notes`` notes (short tails skipped)."""
+    step = cfg.notes_per_record
+    return [s for s in range(0, n_notes, step) if min(step, n_notes - s) >= cfg.min_notes]

@@ -1,0 +1,377 @@
+"""The MIDI solver: next-token pretraining of a piano GPT, then piano-task fine-tuning.
+
+    tunesmith train midi tiny data=DIR stage=pretrain
+    tunesmith train midi tiny data=DIR stage=piano_task init_from=RUN
+
+``stage=pretrain`` trains on windows of ``dataset.context_size`` tokens of the token stream;
+``stage=piano_task`` on piano-task records (loss on target tokens only). The engine normalises the
+summed loss by the number of target tokens across accumulation and ranks. Evaluation covers the
+full validation split and every named split in ``eval_splits`` (metadata filters, e.g.
+``composer~Chopin``) with fixed windows/records, reporting the loss per token type and, for
+velocity tasks, the velocity MAE. Checkpoints carry the tokenizer description (``extra.tokenizer``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+
+from tunesmith.config import OptimConfig, TrainConfig, to_dict
+from tunesmith.engine.solver import LossOutput, Solver
+from tunesmith.errors import UserError
+from tunesmith.models.midi.gpt import MidiGPT, MidiGPTConfig
+from tunesmith.models.midi.tasks import VELOCITY_TASKS, PianoTaskConfig, check_task_config
+from tunesmith.models.midi.tokenizer import (
+    TASK_NAMES,
+    TOKEN_TYPES,
+    VELOCITY,
+    MidiTokenizer,
+    MidiTokenizerConfig,
+    build_tokenizer,
+)
+
+log = logging.getLogger("tunesmith.midi")
+
+# model keys that may differ between a pretrained run and its fine-tuning (the rest fixes the weights' shapes)
+FREE_MODEL_KEYS = ("dropout",)
+
+
+@dataclasses.dataclass
+class MidiDatasetConfig:
+    batch_size: int = 8
+    context_size: int = 256  # pretrain: tokens per training window (<= model.max_seq_len)
+    eval_base_split: str = "valid"  # named eval splits select from this split unless their filter sets split=
+
+
+@dataclasses.dataclass
+class MidiGenerateConfig:
+    """Samples written at the generate stage (runs/<...>/samples/epoch_N/)."""
+
+    num_samples: int = 2
+    tokens: int = 256  # new tokens per continuation
+    prompt_tokens: int = 64  # tokens of a validation piece used as the prompt
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 0.95
+    render_wav: bool = False  # also render .wav with fluidsynth when it is installed
+
+
+@dataclasses.dataclass
+class MidiConfig:
+    data: str = ""  # a folder written by `tunesmith prepare-midi`
+    stage: Literal["pretrain", "piano_task"] = "pretrain"
+    init_from: str = ""  # run / checkpoint / model dir whose weights start this run (piano_task)
+    tokenizer: MidiTokenizerConfig = dataclasses.field(default_factory=MidiTokenizerConfig)
+    model: MidiGPTConfig = dataclasses.field(default_factory=MidiGPTConfig)
+    dataset: MidiDatasetConfig = dataclasses.field(default_factory=MidiDatasetConfig)
+    piano_task: PianoTaskConfig = dataclasses.field(default_factory=PianoTaskConfig)
+    eval_splits: dict[str, str] = dataclasses.field(default_factory=dict)  # name → metadata filter
+    generate: MidiGenerateConfig = dataclasses.field(default_factory=MidiGenerateConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+
+
+def lm_loss(
+    model: nn.Module, tokens: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Summed next-token cross-entropy over the targets of ``tokens [B, T]`` where ``mask [B, T-1]``.
+
+    Returns (loss_sum, per-target losses ``[M]``, logits of the targets ``[M, V]``) and their labels are
+    ``tokens[:, 1:][mask]``. With every position a target, the head runs on all of them without a gather.
+    """
+    inputs, labels = tokens[:, :-1], tokens[:, 1:]
+    if bool(mask.all()):
+        logits = model(inputs).flatten(0, 1)
+        labels = labels.flatten()
+    else:
+        logits = model(inputs, select=mask)
+        labels = labels[mask]
+    per_target = F.cross_entropy(logits.float(), labels, reduction="none")
+    return per_target.sum(), per_target, logits
+
+
+class MidiSolver(Solver):
+    task = "midi"
+    config_class = MidiConfig
+    best_metric = "loss"
+    best_mode = "min"
+
+    def __init__(self, resolved, run) -> None:
+        super().__init__(resolved, run)
+        self.tokenizer: MidiTokenizer = build_tokenizer(self.cfg.tokenizer)
+        if self.cfg.stage == "piano_task":
+            check_task_config(self.cfg.piano_task)
+        self._store = None
+        self._eval_sets: dict[str, Dataset] | None = None
+        self._flops: float | None = None
+
+    # ------------------------------------------------------------------ data
+
+    @property
+    def store(self):
+        from tunesmith.data.midi_prepare import MidiNotesStore
+
+        if self._store is None:
+            if not self.cfg.data:
+                raise UserError("no dataset: pass data=DIR (a folder written by `tunesmith prepare-midi`)")
+            self._store = MidiNotesStore(self.cfg.data)
+        return self._store
+
+    def _dataset(self, piece_ids: list[int], *, train: bool) -> Dataset:
+        from tunesmith.models.midi.datasets import PianoTaskRecords, TokenWindows, token_stream
+
+        if self.cfg.stage == "pretrain":
+            stream = token_stream(self.store, piece_ids, self.tokenizer)
+            return TokenWindows(stream, self.cfg.dataset.context_size, random_crop=train, pad_id=self.tokenizer.pad_id)
+        return PianoTaskRecords(
+            self.store, piece_ids, self.tokenizer, self.cfg.piano_task, self.cfg.model.max_seq_len, train=train
+        )
+
+    def build_datasets(self) -> dict[str, Dataset]:
+        self._check_settings()
+        datasets = {"train": self._dataset(self.store.select("train"), train=True)}
+        valid_ids = self.store.select("valid")
+        if valid_ids:
+            datasets["valid"] = self._dataset(valid_ids, train=False)
+        else:
+            log.warning("%s has no valid split: no validation loss, no best checkpoint", self.cfg.data)
+        return datasets
+
+    def eval_sets(self) -> dict[str, Dataset]:
+        """ "valid" (the whole split) and each named split of ``eval_splits``; empty ones are skipped (logged)."""
+        from tunesmith.data.midi_prepare import mentions_split
+
+        if self._eval_sets is None:
+            base = self.cfg.dataset.eval_base_split
+            sets: dict[str, Dataset] = {}
+            if "valid" in self.datasets:
+                sets["valid"] = self.datasets["valid"]
+            for name, where in self.cfg.eval_splits.items():
+                split = None if mentions_split(where) else base
+                ids = self.store.select(split, where, name=f"eval_splits.{name}")
+                if not ids:
+                    log.warning(
+                        "eval_splits.%s (%r) matches no piece%s: skipped",
+                        name,
+                        where,
+                        f" in split {base!r}" if split else "",
+                    )
+                    continue
+                sets[name] = self._dataset(ids, train=False)
+            self._eval_sets = sets
+        return self._eval_sets
+
+    def _check_settings(self) -> None:
+        d, m, t = self.cfg.dataset, self.cfg.model, self.cfg.tokenizer
+        if "valid" in self.cfg.eval_splits:
+            raise UserError("eval_splits.valid: the name 'valid' is taken by the whole validation split; rename it")
+        if self.cfg.stage == "pretrain" and d.context_size > m.max_seq_len:
+            raise UserError(
+                f"dataset.context_size={d.context_size} is longer than model.max_seq_len={m.max_seq_len}; "
+                f"lower context_size or raise max_seq_len (for a new model)"
+            )
+        sustain = self.store.summary.get("sustain")
+        if t.pedal_tokens and sustain != "events":
+            log.warning(
+                "tokenizer.pedal_tokens=true but %s was prepared with --sustain %s: pedal tokens %s",
+                self.cfg.data,
+                sustain,
+                "repeat what the lengthened notes already say" if sustain == "apply" else "will be absent",
+            )
+        for name, where in self.cfg.eval_splits.items():
+            from tunesmith.data.midi_prepare import parse_filter
+
+            parse_filter(where, field_name=f"eval_splits.{name}")
+
+    # ------------------------------------------------------------------ model
+
+    def build_model(self) -> nn.Module:
+        if self.cfg.init_from:
+            self._check_init_source(self.cfg.init_from)
+        return MidiGPT(self.cfg.model, self.tokenizer.vocab_size)
+
+    def _check_init_source(self, source: str) -> None:
+        """The run we start from must have the same tokenizer and model shape."""
+        from tunesmith.config import diff
+        from tunesmith.engine import checkpoint as ckpt
+
+        folder = ckpt.find_checkpoint(source, which="best")
+        stored = ckpt.read_config(folder).get("config") or {}
+        mine = self.resolved.data
+        problems = []
+        for section in ("tokenizer", "model"):
+            if section not in stored:
+                problems.append(f"{section} (not in {folder}/config.json: not a midi run?)")
+                continue
+            for key, (theirs, ours) in diff(stored[section], mine[section]).items():
+                if section == "model" and key in FREE_MODEL_KEYS:
+                    continue
+                problems.append(f"{section}.{key}: {theirs!r} there, {ours!r} here")
+        if problems:
+            raise UserError(
+                f"init_from={source}: the source differs in settings that fix the weights: "
+                + "; ".join(problems)
+                + ". Use the preset it was trained with (and the same overrides)."
+            )
+
+    def collate(self, items: list) -> dict[str, torch.Tensor]:
+        from tunesmith.models.midi.datasets import collate
+
+        return collate(items, self.tokenizer.pad_id)
+
+    def count_targets(self, batch: dict[str, torch.Tensor]) -> int:
+        return int(batch["mask"].sum())
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> LossOutput:
+        loss_sum, _, logits = lm_loss(model, batch["tokens"], batch["mask"])
+        labels = batch["tokens"][:, 1:][batch["mask"]]
+        correct = (logits.detach().argmax(-1) == labels).sum()
+        return LossOutput(loss_sum, {"accuracy": correct.float()})
+
+    def flops_per_target(self) -> float | None:
+        """FLOPs per target token: exact for pretraining; for piano tasks averaged over the first
+        validation (else training) records, the LM head counted on target positions only."""
+        if self._flops is None:
+            model: MidiGPT = self.model
+            if self.cfg.stage == "pretrain":
+                self._flops = model.flops_per_token(self.cfg.dataset.context_size)
+            else:
+                dataset = self.datasets.get("valid") or self.datasets["train"]
+                n = min(len(dataset), 32)
+                lengths = [len(dataset[(i, 0)]["tokens"]) - 1 for i in range(n)]
+                targets = [int(dataset[(i, 0)]["mask"].sum()) for i in range(n)]
+                head = model.head.weight.numel()
+                body = model.num_params(non_embedding=True) - head
+                per_record = [
+                    6.0 * body * t + 6.0 * head * m + 12.0 * model.cfg.num_layers * model.cfg.dim * t * t
+                    for t, m in zip(lengths, targets, strict=True)
+                ]
+                self._flops = sum(per_record) / max(sum(targets), 1)
+        return self._flops
+
+    # ------------------------------------------------------------------ evaluate
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, epoch: int) -> dict[str, float]:
+        """Loss, loss per token type, accuracy and (velocity tasks) velocity MAE on every eval split."""
+        from tunesmith.engine.distributed import all_reduce_sum
+        from tunesmith.engine.precision import input_dtype, move_batch
+        from tunesmith.engine.sampler import valid_batches
+        from tunesmith.models.midi.generate import velocity_values
+
+        types = torch.from_numpy(self.tokenizer.token_types.astype(np.int64)).to(self.device)
+        values = torch.from_numpy(velocity_values(self.tokenizer)).to(self.device).float()
+        is_velocity_token = types == VELOCITY
+        velocity_task_ids = torch.tensor([TASK_NAMES.index(t) for t in VELOCITY_TASKS], device=self.device)
+        n_types, n_tasks = len(TOKEN_TYPES), len(TASK_NAMES)
+        results: dict[str, float] = {}
+        for name, dataset in self.eval_sets().items():
+            # [loss, count, correct, vel_abs_err, vel_count, type loss × n_types, type count × n_types,
+            #  task loss × n_tasks, task count × n_tasks]
+            sums = torch.zeros(5 + 2 * n_types + 2 * n_tasks, dtype=torch.float64, device=self.device)
+            batches = valid_batches(len(dataset), self.batch_size, world_size=self.dist.world_size, rank=self.dist.rank)
+            for keys in batches:
+                batch = move_batch(self.collate([dataset[k] for k in keys]), self.device, input_dtype(model))
+                with self.autocast():
+                    _, per_target, logits = lm_loss(model, batch["tokens"], batch["mask"])
+                mask = batch["mask"]
+                labels = batch["tokens"][:, 1:][mask]
+                task = batch["task"][:, None].expand_as(mask)[mask]
+                label_type = types[labels]
+                per_target = per_target.double()
+                sums[0] += per_target.sum()
+                sums[1] += len(labels)
+                sums[2] += (logits.argmax(-1) == labels).sum()
+                velocity_targets = (label_type == VELOCITY) & torch.isin(task, velocity_task_ids)
+                if velocity_targets.any():
+                    restricted = logits[velocity_targets].float().masked_fill(~is_velocity_token, float("-inf"))
+                    predicted = values[restricted.argmax(-1)]
+                    sums[3] += (predicted - values[labels[velocity_targets]]).abs().sum().double()
+                    sums[4] += int(velocity_targets.sum())
+                sums[5 : 5 + n_types] += torch.zeros(n_types, dtype=torch.float64, device=self.device).index_add_(
+                    0, label_type.long(), per_target
+                )
+                sums[5 + n_types : 5 + 2 * n_types] += torch.bincount(label_type.long(), minlength=n_types).double()
+                has_task = task >= 0
+                if has_task.any():
+                    off = 5 + 2 * n_types
+                    sums[off : off + n_tasks] += torch.zeros(
+                        n_tasks, dtype=torch.float64, device=self.device
+                    ).index_add_(0, task[has_task], per_target[has_task])
+                    sums[off + n_tasks :] += torch.bincount(task[has_task], minlength=n_tasks).double()
+            sums = all_reduce_sum(sums).cpu().tolist()
+            if sums[1] == 0:
+                continue
+            results[f"{name}/loss"] = sums[0] / sums[1]
+            results[f"{name}/accuracy"] = sums[2] / sums[1]
+            results[f"{name}/targets"] = sums[1]
+            if sums[4]:
+                results[f"{name}/velocity_mae"] = sums[3] / sums[4]
+            for k, type_name in enumerate(TOKEN_TYPES):
+                count = sums[5 + n_types + k]
+                if count:
+                    results[f"{name}/loss_{type_name}"] = sums[5 + k] / count
+            if self.cfg.stage == "piano_task":
+                off = 5 + 2 * n_types
+                for k, task_name in enumerate(TASK_NAMES):
+                    count = sums[off + n_tasks + k]
+                    if count:
+                        results[f"{name}/{task_name}/loss"] = sums[off + k] / count
+        return results
+
+    # ------------------------------------------------------------------ generate
+
+    @torch.no_grad()
+    def generate(self, model: nn.Module, epoch: int) -> None:
+        """A few samples under samples/epoch_N/: continuations (pretrain) or filled-in velocities."""
+        from tunesmith.models.midi.generate import SamplingConfig, continue_notes, fill_velocities
+        from tunesmith.models.midi.notes import write_midi
+        from tunesmith.models.midi.render import render_wav
+
+        g = self.cfg.generate
+        ids = self.store.select("valid") or self.store.select("train")
+        out = self.run.samples_dir / f"epoch_{epoch:04d}"
+        written = []
+        for k, piece in enumerate(ids[: g.num_samples]):
+            notes = self.store.notes(piece)
+            sampling = SamplingConfig(g.temperature, g.top_k, g.top_p, seed=k)
+            if self.cfg.stage == "piano_task" and any(t in VELOCITY_TASKS for t in self.cfg.piano_task.tasks):
+                part = notes.take(slice(0, 2 * self.cfg.piano_task.notes_per_record))
+                filled = fill_velocities(model, self.tokenizer, part, self.cfg.piano_task, sampling)
+                written.append(write_midi(part, out / f"{k:02d}_original.mid"))
+                written.append(write_midi(filled, out / f"{k:02d}_velocity.mid"))
+            else:
+                prompt = self.tokenizer.decode(self.tokenizer.encode(notes)[: g.prompt_tokens])
+                continued, _ = continue_notes(model, self.tokenizer, prompt, g.tokens, sampling)
+                written.append(write_midi(continued, out / f"{k:02d}_continuation.mid"))
+        if g.render_wav:
+            for path in written:
+                render_wav(path)
+        if written:
+            log.info("wrote %d MIDI samples to %s", len(written), out)
+
+    # ------------------------------------------------------------------ checkpoint extras
+
+    def extra_state(self) -> dict:
+        state = {"tokenizer": self.tokenizer.describe(), "stage": self.cfg.stage}
+        if self.cfg.stage == "piano_task":
+            state["piano_task"] = to_dict(self.cfg.piano_task)
+        return state
+
+    def load_extra_state(self, state: dict) -> None:
+        stored = dict(state.get("tokenizer") or {})
+        current = self.tokenizer.describe()
+        for desc in (stored, current):
+            desc.pop("miditok_version", None)  # the vocabulary itself is compared
+        if stored and stored != current:
+            raise UserError(
+                "this run's checkpoint was trained with another tokenizer vocabulary than the one built now "
+                "(a different MidiTok version?); resume with the library versions it was trained with"
+            )
