@@ -20,6 +20,7 @@ MusicDataset looks for it.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -142,6 +143,16 @@ def write_manifest(path: str | Path, entries: list[ManifestEntry]) -> bool:
 
 
 def _recorded_root(dataset_dir: Path) -> str | None:
+    """The absolute folder the dataset was prepared in (dataset.json "root"), cached per file version."""
+    try:
+        mtime = (dataset_dir / DATASET_JSON).stat().st_mtime_ns
+    except OSError:
+        return None
+    return _root_of(str(dataset_dir), mtime)
+
+
+@functools.lru_cache(maxsize=64)
+def _root_of(dataset_dir: str, mtime_ns: int) -> str | None:
     try:
         root = read_dataset_json(dataset_dir).get("root")
     except UserError:
@@ -151,22 +162,23 @@ def _recorded_root(dataset_dir: Path) -> str | None:
 
 def resolve_path(dataset_dir: str | Path, entry: ManifestEntry | str) -> Path:
     """The file an entry points to: relative paths from ``dataset_dir``; absolute paths as they are,
-    or re-rooted under ``dataset_dir`` when they went stale because the dataset was moved."""
+    or re-rooted under ``dataset_dir`` when the dataset was moved or copied (the root recorded in
+    dataset.json differs from ``dataset_dir``) and the re-rooted file exists."""
     dataset_dir = Path(dataset_dir)
     raw = entry.path if isinstance(entry, ManifestEntry) else str(entry)
     path = Path(raw)
     if not path.is_absolute():
         return dataset_dir / path
-    if path.exists():
-        return path
     root = _recorded_root(dataset_dir)
-    if root:
+    if root and Path(root) != dataset_dir.absolute():  # moved or copied: prefer the files under dataset_dir
         try:
             moved = dataset_dir / path.relative_to(root)
         except ValueError:
             moved = None
         if moved is not None and moved.exists():
             return moved
+    if path.exists():
+        return path
     parts = path.parts
     if SEGMENTS_DIR in parts:  # last resort: DIR/segments/... under the current folder
         tail = parts[len(parts) - 1 - parts[::-1].index(SEGMENTS_DIR) :]
