@@ -53,7 +53,9 @@ def _band_features(x: np.ndarray) -> np.ndarray:
     spec = np.abs(np.fft.rfft(frames, axis=1)) ** 2
     freqs = np.fft.rfftfreq(512, 1 / SR)
     edges = np.geomspace(60, SR / 2, 13)
-    bands = np.stack([spec[:, (freqs >= lo) & (freqs < hi)].sum(1) for lo, hi in zip(edges[:-1], edges[1:])], 1)
+    bands = np.stack(
+        [spec[:, (freqs >= lo) & (freqs < hi)].sum(1) for lo, hi in zip(edges[:-1], edges[1:], strict=True)], 1
+    )
     log_bands = np.log(bands + 1e-8)
     high_flux = np.abs(np.diff(log_bands[:, -4:], axis=0)).mean()
     return np.concatenate([log_bands.mean(0), [high_flux]])
