@@ -1,0 +1,73 @@
+"""Load a trained MIDI GPT for inference from a run, checkpoint folder or exported model dir.
+
+The tokenizer comes from the checkpoint's training state (``extra.tokenizer``, the description the
+run trained with); a folder without a training state (an exported model) rebuilds it from the
+stored config's ``tokenizer`` section, and the embedding size is checked against it either way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from tunesmith.config import from_dict
+from tunesmith.errors import UserError
+from tunesmith.models.midi.gpt import MidiGPT, MidiGPTConfig
+from tunesmith.models.midi.tasks import PianoTaskConfig
+from tunesmith.models.midi.tokenizer import MidiTokenizer, MidiTokenizerConfig, build_tokenizer, tokenizer_from_desc
+
+
+@dataclasses.dataclass
+class LoadedMidiModel:
+    model: MidiGPT
+    tokenizer: MidiTokenizer
+    stage: str
+    piano_task: PianoTaskConfig
+    folder: Path
+
+
+def resolve_checkpoint(ref: str | Path, which: str = "best") -> Path:
+    """A checkpoint folder from a path (run, checkpoint, model dir) or a run reference (``midi/SIG``, SIG prefix)."""
+    from tunesmith.engine import checkpoint as ckpt
+    from tunesmith.xp import find_run
+
+    path = Path(ref)
+    if not path.exists():
+        path = find_run(str(ref))
+    return ckpt.find_checkpoint(path, which=which)
+
+
+def load_midi_model(ref: str | Path, *, which: str = "best", device: str | torch.device = "cpu") -> LoadedMidiModel:
+    from tunesmith.engine import checkpoint as ckpt
+
+    folder = resolve_checkpoint(ref, which)
+    stored = ckpt.read_config(folder)
+    config = stored.get("config") or {}
+    task = (stored.get("meta") or {}).get("task") or stored.get("model_type", "").removeprefix("tunesmith-")
+    if task != "midi" or "model" not in config:
+        raise UserError(
+            f"{folder}: a {task or 'unknown'} model, not a MIDI GPT (train one with `tunesmith train midi`)"
+        )
+    extra: dict = {}
+    if (folder / ckpt.STATE).is_file():
+        extra = ckpt.load_state(folder).get("extra") or {}
+    if extra.get("tokenizer"):
+        tokenizer = tokenizer_from_desc(extra["tokenizer"])
+    else:
+        tokenizer = build_tokenizer(from_dict(MidiTokenizerConfig, config.get("tokenizer") or {}))
+    model_cfg = from_dict(MidiGPTConfig, config["model"])
+    model = MidiGPT(model_cfg, tokenizer.vocab_size)
+    weights = ckpt.load_weights(folder, "model")
+    embed = weights.get("embed.weight")
+    if embed is not None and embed.shape[0] != tokenizer.vocab_size:
+        raise UserError(
+            f"{folder}: the model has {embed.shape[0]} tokens but its tokenizer {tokenizer.vocab_size}; "
+            "the checkpoint and its config do not belong together"
+        )
+    model.load_state_dict(weights)
+    model.to(device).eval()
+    piano_task = from_dict(PianoTaskConfig, extra.get("piano_task") or config.get("piano_task") or {})
+    stage = extra.get("stage") or config.get("stage", "pretrain")
+    return LoadedMidiModel(model, tokenizer, stage, piano_task, folder)
