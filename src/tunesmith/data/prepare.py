@@ -105,10 +105,10 @@ def process_track(track: dict[str, Any], settings: dict[str, Any], out_dir: str)
     seg_frames = int(round(settings["segment"] * sr))
     min_frames = max(1, int(round(settings["min_segment"] * sr)))
 
-    def reject(reason: str) -> dict[str, Any]:
+    def reject(reason: str, **extra: Any) -> dict[str, Any]:
         if seg_dir.exists():
             shutil.rmtree(seg_dir, ignore_errors=True)
-        return {**base, "status": "rejected", "reason": reason}
+        return {**base, "status": "rejected", "reason": reason, **extra}
 
     try:
         stream = None
@@ -161,7 +161,7 @@ def process_track(track: dict[str, Any], settings: dict[str, Any], out_dir: str)
             seconds = frames_out / sr
             if not t.whole and frames_out < min_frames:
                 return reject(f"too short: {seconds:.2f} s < --min-segment {settings['min_segment']:g} s")
-            return reject(f"near-silent: every segment is below {settings['silence_db']:g} dBFS RMS")
+            return reject(f"near-silent: every segment is below {settings['silence_db']:g} dBFS RMS", silent=silent)
         return {
             **base,
             "status": "done",
@@ -505,12 +505,12 @@ def _write_outputs(
     rejected = [r.to_dict() for r in scan_rejected]
     for track_id in sorted(records):
         record = records[track_id]
+        silent += record.get("silent", 0)
         if record["status"] != "done":
             rejected.append({"file": record["file"], "reason": record["reason"], "track_id": track_id})
             continue
         split = record.get("split") if record.get("split") in SPLITS else "train"
         track_counts[split] += 1
-        silent += record.get("silent", 0)
         genres[record.get("genre") or ""] += len(record["segments"])
         for rel, duration, amplitude in record["segments"]:
             entries[split].append(ManifestEntry(str(out / rel), duration, settings["sample_rate"], amplitude, 1.0))
