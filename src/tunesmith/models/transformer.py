@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tunesmith.config import ConfigError
+
 
 @dataclass
 class TransformerConfig:
@@ -53,9 +55,9 @@ class TransformerConfig:
 
     def __post_init__(self) -> None:
         if self.dim % self.num_heads:
-            raise ValueError(f"transformer dim={self.dim} is not divisible by num_heads={self.num_heads}")
+            raise ConfigError(f"transformer dim={self.dim} is not divisible by num_heads={self.num_heads}")
         if self.positional == "rope" and (self.dim // self.num_heads) % 2:
-            raise ValueError(f"rope needs an even head dim; dim/num_heads = {self.dim // self.num_heads}")
+            raise ConfigError(f"rope needs an even head dim; dim/num_heads = {self.dim // self.num_heads}")
 
     @property
     def head_dim(self) -> int:

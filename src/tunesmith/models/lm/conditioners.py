@@ -24,6 +24,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from tunesmith.config import ConfigError
 from tunesmith.errors import UserError
 from tunesmith.models.lm.text_tokenizer import PAD, UNK, TextTokenizer, vocab_from_tensor, vocab_to_tensor
 from tunesmith.models.transformer import sinusoidal_embedding
@@ -55,9 +56,7 @@ class ConditionerConfig:
     def __post_init__(self) -> None:
         bad = [a for a in self.attributes if a not in ATTRIBUTES]
         if bad:
-            raise ValueError(f"model.conditioner.attributes: unknown {bad}; choose from {list(ATTRIBUTES)}")
-        if self.text == "t5" and not self.t5_path:
-            raise ValueError("model.conditioner.text=t5 needs model.conditioner.t5_path=DIR (a local T5 checkpoint)")
+            raise ConfigError(f"model.conditioner.attributes: unknown {bad}; choose from {list(ATTRIBUTES)}")
 
     @property
     def enabled(self) -> bool:
@@ -239,6 +238,8 @@ class T5TextEncoder(nn.Module):
 
     def __init__(self, cfg: ConditionerConfig, out_dim: int) -> None:
         super().__init__()
+        if not cfg.t5_path:
+            raise UserError("model.conditioner.text=t5 needs model.conditioner.t5_path=DIR (a local T5 checkpoint)")
         path = Path(cfg.t5_path).expanduser()
         if not path.is_dir():
             raise UserError(f"model.conditioner.t5_path={cfg.t5_path}: not a directory (a local T5 checkpoint)")

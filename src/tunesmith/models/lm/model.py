@@ -109,31 +109,54 @@ class LMModel(nn.Module):
         return (h.reshape(b * t, d) @ self.heads.view(-1, d).t()).view(b, t, self.num_codebooks, self.card)
 
     def forward(
-        self, codes: Tensor, conditions: ConditionTensors | list[dict] | None = None, cache: KVCache | None = None
-    ) -> Tensor:
-        """codes Long[B, K, T] (pattern-applied model input) → logits [B, K, T, card]."""
+        self,
+        codes: Tensor,
+        conditions: ConditionTensors | list[dict] | None = None,
+        cache: KVCache | None = None,
+        *,
+        return_loss: bool = False,
+        lengths: Tensor | None = None,
+    ) -> Tensor | tuple[Tensor, Tensor, Tensor]:
+        """codes Long[B, K, T] (pattern-applied model input) → logits [B, K, T, card].
+
+        With ``return_loss=True`` (the training path, so that DDP sees a forward call), ``codes`` are
+        codec frames Long[B, K, F] and the result is :meth:`loss`'s.
+        """
+        if return_loss:
+            return self.loss(codes, conditions, lengths)
         return self.project(self.hidden(codes, conditions, cache)).permute(0, 2, 1, 3)
 
     # ------------------------------------------------------------------ training
 
     def loss(
-        self, frames: Tensor, conditions: ConditionTensors | list[dict] | None = None
+        self,
+        frames: Tensor,
+        conditions: ConditionTensors | list[dict] | None = None,
+        lengths: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Cross-entropy on codec frames Long[B, K, F] through the pattern.
 
-        Returns (loss_sum over all real codes, ce_sum per codebook [K], count per codebook [K]);
-        pattern padding is masked. Divide ``loss_sum`` by ``count.sum()`` for the mean CE (nats).
+        ``lengths`` Long[B]: real frames per item (the rest is padding, masked like pattern padding).
+        Returns (loss_sum over all real codes, ce_sum per codebook [K] (detached), count per codebook
+        [K]). Divide ``loss_sum`` by ``count.sum()`` for the mean CE in nats.
         """
+        b, _, f = frames.shape
+        if lengths is not None:  # padding frames become the special token: no garbage ids in the input
+            frames = frames.masked_fill(torch.arange(f, device=frames.device) >= lengths[:, None, None], self.special)
         seq = self.pattern.build(frames, self.special)  # [B, K, S]
         inputs = self.pattern.model_input(seq, self.special)
         logits = self.project(self.hidden(inputs, conditions))  # [B, S, K, card]
-        valid = self.pattern.valid_mask(frames.shape[2], frames.device)  # [K, S]
+        valid = self.pattern.valid_mask(f, frames.device).expand(b, -1, -1)  # [B, K, S]
+        if lengths is not None:
+            delays = torch.tensor(self.pattern.delays, device=frames.device)
+            steps = torch.arange(seq.shape[2], device=frames.device)
+            valid = valid & (steps[None, None, :] < delays[None, :, None] + lengths[:, None, None])
         targets = seq.masked_fill(~valid, -100).transpose(1, 2)  # [B, S, K]
         ce = F.cross_entropy(
             logits.reshape(-1, self.card).float(), targets.reshape(-1), ignore_index=-100, reduction="none"
         ).view(targets.shape)
         per_codebook = ce.sum(dim=(0, 1))
-        counts = valid.sum(dim=1).to(ce.dtype) * frames.shape[0]
+        counts = valid.sum(dim=(0, 2)).to(ce.dtype)
         return per_codebook.sum(), per_codebook.detach(), counts
 
     def flops_per_token(self, seq_len: int, cond_len: int = 0) -> float:
