@@ -1,0 +1,448 @@
+"""The codec task: train an EnCodec-style compression model on a prepared dataset.
+
+One update = generator step (reconstruction, multi-scale mel, adversarial and feature-matching losses,
+optionally balanced by their gradient norms, plus the quantizer's commitment loss) followed by a
+discriminator step (hinge loss on the same reconstructions, detached). Training items are random crops
+of ``dataset.segment_duration`` seconds drawn with the sample key's seed; valid items are fixed crops.
+Valid metrics: SI-SNR (dB, higher is better), mel distance, L1. The evaluate stage runs the codec check
+on fixed valid segments; the generate stage writes their reconstructions under ``samples/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from tunesmith.config import OptimConfig, TrainConfig
+from tunesmith.engine.distributed import all_reduce_sum
+from tunesmith.engine.solver import LossOutput, Solver
+from tunesmith.errors import UserError
+from tunesmith.models.codec.balancer import GradientBalancer
+from tunesmith.models.codec.discriminator import MultiScaleSTFTDiscriminator
+from tunesmith.models.codec.losses import (
+    MultiScaleMelLoss,
+    discriminator_loss,
+    feature_matching_loss,
+    generator_adversarial_loss,
+    sisnr_loss,
+)
+from tunesmith.models.codec.model import CodecModel, CodecModelConfig
+
+log = logging.getLogger("tunesmith.codec")
+
+
+# --------------------------------------------------------------------------- config
+
+
+@dataclasses.dataclass
+class CodecDatasetConfig:
+    batch_size: int = 8
+    segment_duration: float = 1.0  # seconds per training crop
+    valid_duration: float = 2.0  # seconds per (fixed) valid crop
+    num_workers: int = 0
+
+
+@dataclasses.dataclass
+class CodecLossConfig:
+    """Loss weights. With ``balancer`` on, the weights of l1/mel/sisnr/adv/feat are shares of the gradient
+    reaching the reconstruction (EnCodec's balancer); otherwise plain multipliers. ``commit`` is never balanced."""
+
+    l1: float = 0.1
+    mel: float = 2.0  # multi-scale mel (AudioCraft's "msspec")
+    sisnr: float = 0.0
+    adv: float = 4.0
+    feat: float = 4.0
+    commit: float = 1.0
+    adv_loss: Literal["hinge", "hinge2", "mse"] = "hinge"
+    adversarial_start: int = 0  # updates before the adversarial losses and discriminator switch on
+    balancer: bool = True
+    balancer_total_norm: float = 1.0
+    balancer_ema_decay: float = 0.999
+    balancer_per_batch_item: bool = True
+    mel_range_start: int = 6  # FFT sizes 2**start .. 2**(end-1)
+    mel_range_end: int = 11
+    mel_n_mels: int = 64
+    mel_f_min: float = 64.0
+    mel_normalized: bool = True
+    mel_alphas: bool = False
+
+
+@dataclasses.dataclass
+class DiscriminatorConfig:
+    filters: int = 32
+    n_ffts: list[int] = dataclasses.field(default_factory=lambda: [1024, 2048, 512, 256, 128])
+    hop_lengths: list[int] = dataclasses.field(default_factory=lambda: [256, 512, 128, 64, 32])
+    negative_slope: float = 0.3
+    update_every: int = 1  # discriminator step every N updates
+
+
+@dataclasses.dataclass
+class CodecCheckConfig:
+    num_samples: int = 6  # fixed valid segments checked (evaluate) and written (generate)
+    max_seconds: float = 10.0
+
+
+@dataclasses.dataclass
+class CodecConfig:
+    data: str = ""  # prepared dataset folder (tunesmith prepare ... --out DIR)
+    dataset: CodecDatasetConfig = dataclasses.field(default_factory=CodecDatasetConfig)
+    model: CodecModelConfig = dataclasses.field(default_factory=CodecModelConfig)
+    loss: CodecLossConfig = dataclasses.field(default_factory=CodecLossConfig)
+    discriminator: DiscriminatorConfig = dataclasses.field(default_factory=DiscriminatorConfig)
+    check: CodecCheckConfig = dataclasses.field(default_factory=CodecCheckConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    init_from: str = ""
+
+
+# --------------------------------------------------------------------------- data
+
+
+def read_crop(path: Path, start_s: float, seconds: float, sample_rate: int, channels: int) -> np.ndarray:
+    """``seconds`` of ``path`` from ``start_s`` at ``sample_rate`` Hz / ``channels`` → float32 ``[C, n]``.
+
+    Reads only the needed frames where soundfile can seek; else decodes the file and slices. May be
+    shorter than asked at the end of the file.
+    """
+    import soundfile as sf
+
+    from tunesmith.audio.io import convert_channels, load_audio, resample
+
+    n = int(round(seconds * sample_rate))
+    try:
+        with sf.SoundFile(str(path)) as f:
+            native = f.samplerate
+            start = int(round(start_s * native))
+            f.seek(min(start, f.frames))
+            frames = int(math.ceil(seconds * native)) + (0 if native == sample_rate else 64)
+            data = f.read(frames, dtype="float32", always_2d=True).T
+        wav = convert_channels(data, channels)
+        if native != sample_rate:
+            wav = resample(wav, native, sample_rate)
+        return np.ascontiguousarray(wav[:, :n])
+    except (sf.LibsndfileError, RuntimeError, TypeError):
+        wav, _ = load_audio(path, sample_rate=sample_rate, channels=channels)
+        start = int(round(start_s * sample_rate))
+        return np.ascontiguousarray(wav[:, start : start + n])
+
+
+class AudioCrops(Dataset):
+    """Crops of ``duration`` seconds of a split's segments: ``dataset[(index, seed)]`` → float32 ``[C, T]``.
+
+    The crop start is drawn from ``torch.Generator().manual_seed(seed)``; segments shorter than the crop
+    are zero-padded. An unreadable file is logged once and the next segment is used instead.
+    """
+
+    def __init__(self, dataset_dir: Path, split: str, sample_rate: int, channels: int, duration: float) -> None:
+        from tunesmith.data.manifest import read_manifest, resolve_path
+
+        self.dataset_dir = Path(dataset_dir)
+        entries = read_manifest(dataset_dir, split)
+        self.paths = [resolve_path(dataset_dir, e) for e in entries]
+        self.durations = [float(e.duration) for e in entries]
+        self.sample_rate, self.channels = sample_rate, channels
+        self.duration = duration
+        self.length = int(round(duration * sample_rate))
+        self._bad: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, key: tuple[int, int]) -> torch.Tensor:
+        index, seed = key
+        gen = torch.Generator().manual_seed(int(seed))
+        for attempt in range(min(len(self.paths), 8)):
+            i = (index + attempt) % len(self.paths)
+            if i in self._bad:
+                continue
+            spare = max(self.durations[i] - self.duration, 0.0)
+            start = float(torch.rand((), generator=gen)) * spare
+            try:
+                wav = read_crop(self.paths[i], start, self.duration, self.sample_rate, self.channels)
+            except (UserError, OSError, ValueError) as err:
+                log.warning("skipping unreadable segment %s: %s", self.paths[i], err)
+                self._bad.add(i)
+                continue
+            out = torch.zeros(self.channels, self.length)
+            out[:, : wav.shape[1]] = torch.from_numpy(wav[:, : self.length])
+            return out
+        raise UserError(f"{self.dataset_dir}: several segments in a row are unreadable; run `tunesmith check data`")
+
+
+# --------------------------------------------------------------------------- solver
+
+
+class CodecSolver(Solver):
+    task = "codec"
+    config_class = CodecConfig
+    best_metric = "mel"
+    best_mode = "min"
+
+    # ------------------------------------------------------------------ build
+    @property
+    def data_dir(self) -> Path:
+        if not self.cfg.data:
+            raise UserError("no dataset given: pass data=DIR (a folder made by `tunesmith prepare`)")
+        return Path(self.cfg.data)
+
+    def build_model(self) -> nn.Module:
+        model = CodecModel(self.cfg.model)
+        self._build_losses()
+        return model
+
+    def _build_losses(self) -> None:
+        lc, mc = self.cfg.loss, self.cfg.model
+        self.mel_loss = MultiScaleMelLoss(
+            mc.sample_rate,
+            lc.mel_range_start,
+            lc.mel_range_end,
+            n_mels=lc.mel_n_mels,
+            f_min=lc.mel_f_min,
+            normalized=lc.mel_normalized,
+            alphas=lc.mel_alphas,
+        ).to(self.device)
+        weights = {"l1": lc.l1, "mel": lc.mel, "sisnr": lc.sisnr, "adv": lc.adv, "feat": lc.feat}
+        self.loss_weights = {k: float(v) for k, v in weights.items() if v > 0}
+        if not self.loss_weights:
+            raise UserError("codec loss: every weight of l1, mel, sisnr, adv and feat is 0; set at least one")
+        self.balancers: dict[bool, GradientBalancer] = {}
+
+    def _balancer(self, adversarial: bool) -> GradientBalancer:
+        """One balancer per loss set (with / without the adversarial terms), so their averages never mix."""
+        if adversarial not in self.balancers:
+            lc = self.cfg.loss
+            weights = {k: v for k, v in self.loss_weights.items() if adversarial or k not in ("adv", "feat")}
+            self.balancers[adversarial] = GradientBalancer(
+                weights, lc.balancer_total_norm, lc.balancer_ema_decay, lc.balancer_per_batch_item
+            )
+        return self.balancers[adversarial]
+
+    def extra_modules(self) -> dict[str, nn.Module]:
+        if not self._adversarial_used():
+            return {}
+        dc = self.cfg.discriminator
+        return {
+            "discriminator": MultiScaleSTFTDiscriminator(
+                self.cfg.model.channels,
+                dc.filters,
+                dc.n_ffts,
+                dc.hop_lengths,
+                negative_slope=dc.negative_slope,
+            )
+        }
+
+    def _adversarial_used(self) -> bool:
+        return self.cfg.loss.adv > 0 or self.cfg.loss.feat > 0
+
+    def build_datasets(self) -> dict[str, Dataset]:
+        from tunesmith.data.manifest import manifest_path
+
+        mc, dc = self.cfg.model, self.cfg.dataset
+        data = self.data_dir
+        out: dict[str, Dataset] = {
+            "train": AudioCrops(data, "train", mc.sample_rate, mc.channels, dc.segment_duration),
+        }
+        if manifest_path(data, "valid").is_file():
+            out["valid"] = AudioCrops(data, "valid", mc.sample_rate, mc.channels, dc.valid_duration)
+        return out
+
+    def preflight(self) -> list[str]:
+        from tunesmith.data.manifest import manifest_path, read_dataset_json
+
+        problems = []
+        if not self.cfg.data or not Path(self.cfg.data).is_dir():
+            return [f"data={self.cfg.data!r}: not a folder; pass data=DIR made by `tunesmith prepare`"]
+        if not manifest_path(self.cfg.data, "train").is_file():
+            problems.append(f"{manifest_path(self.cfg.data, 'train')}: missing; re-run `tunesmith prepare`")
+        try:
+            info = read_dataset_json(self.cfg.data)
+        except UserError as err:
+            problems.append(str(err))
+            info = {}
+        mc, dc = self.cfg.model, self.cfg.dataset
+        if info.get("sample_rate") and int(info["sample_rate"]) != mc.sample_rate:
+            log.warning(
+                "dataset is at %s Hz, the codec at %d Hz: crops are resampled on the fly (slower); "
+                "prepare the dataset with --sample-rate %d to avoid it",
+                info["sample_rate"],
+                mc.sample_rate,
+                mc.sample_rate,
+            )
+        crop = int(dc.segment_duration * mc.sample_rate)
+        need = self.mel_loss.min_length
+        if self._adversarial_used():
+            need = max(need, max(self.cfg.discriminator.n_ffts))
+        if crop < need:
+            problems.append(
+                f"dataset.segment_duration={dc.segment_duration} s is {crop} samples, shorter than the largest FFT "
+                f"of the losses ({need}); use a longer crop or smaller discriminator.n_ffts / loss.mel_range_end"
+            )
+        if len(self.cfg.discriminator.hop_lengths) != len(self.cfg.discriminator.n_ffts):
+            problems.append("discriminator.hop_lengths must have one entry per discriminator.n_ffts")
+        return problems
+
+    # ------------------------------------------------------------------ losses
+    def _reconstruction_losses(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        losses: dict[str, torch.Tensor] = {}
+        if "l1" in self.loss_weights:
+            losses["l1"] = torch.nn.functional.l1_loss(y.float(), x.float())
+        if "mel" in self.loss_weights:
+            losses["mel"] = self.mel_loss(x, y)
+        if "sisnr" in self.loss_weights:
+            losses["sisnr"] = sisnr_loss(x, y)
+        return losses
+
+    def _adversarial_losses(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        disc = self.extras["discriminator"]  # unwrapped: no DDP sync, its parameters are frozen here
+        disc.requires_grad_(False)
+        try:
+            logits_fake, fmaps_fake = disc(y)
+            with torch.no_grad():
+                _, fmaps_real = disc(x)
+        finally:
+            disc.requires_grad_(True)
+        losses = {}
+        if "adv" in self.loss_weights:
+            losses["adv"] = generator_adversarial_loss(logits_fake, self.cfg.loss.adv_loss)
+        if "feat" in self.loss_weights:
+            losses["feat"] = feature_matching_loss(fmaps_fake, fmaps_real)
+        return losses
+
+    def loss(self, model: nn.Module, batch: torch.Tensor) -> LossOutput:
+        """Non-adversarial loss: weighted reconstruction losses + commitment, summed over items."""
+        out = model(batch)
+        losses = self._reconstruction_losses(batch, out.wav)
+        total = sum(self.loss_weights[k] * v for k, v in losses.items()) + self.cfg.loss.commit * out.commit_loss
+        n = batch.shape[0]
+        return LossOutput(total * n, {k: v.detach() * n for k, v in losses.items()})
+
+    def valid_step(self, model: nn.Module, batch: torch.Tensor) -> LossOutput:
+        from tunesmith.audio.metrics import l1, mel_distance, si_snr
+
+        out = model(batch)
+        x, y = batch.float(), out.wav.float()
+        losses = self._reconstruction_losses(x, y)
+        total = sum(self.loss_weights[k] * v for k, v in losses.items()) + self.cfg.loss.commit * out.commit_loss
+        n = batch.shape[0]
+        return LossOutput(
+            total * n,
+            {
+                "sisnr": si_snr(x, y).sum(),
+                "mel": mel_distance(x, y, self.cfg.model.sample_rate).sum(),
+                "l1": l1(x, y).sum(),
+                "commit": out.commit_loss.detach() * n,
+            },
+        )
+
+    # ------------------------------------------------------------------ update
+    def train_update(self, micro_batches: list) -> dict[str, float]:
+        """Generator step over the micro-batches (accumulated), then the discriminator step."""
+        counts = [int(b.shape[0]) for b in micro_batches]
+        total = self.global_count(sum(counts))
+        world = self.dist.world_size
+        adversarial = self._adversarial_used() and self.step >= self.cfg.loss.adversarial_start
+        sums: dict[str, float] = defaultdict(float)
+        fakes = []
+        for i, x in enumerate(micro_batches):
+            weight = counts[i] * world / max(total, 1.0)
+            with self.sync_context(self.train_model, i == len(micro_batches) - 1):
+                with self.autocast():
+                    out = self.train_model(x)
+                    y = out.wav
+                    losses = self._reconstruction_losses(x, y)
+                    if adversarial:
+                        losses.update(self._adversarial_losses(x, y))
+                commit = out.commit_loss.float()
+                commit_value = float(commit.detach())
+                if self.cfg.loss.balancer:
+                    grad, ratios = self._balancer(adversarial).gradient(losses, y)
+                    surrogate = (y.float() * grad.float()).sum()
+                    for key, value in ratios.items():
+                        sums[key] += value * counts[i]
+                else:
+                    surrogate = sum(self.loss_weights[k] * v.float() for k, v in losses.items())
+                self.backward((surrogate + self.cfg.loss.commit * commit) * weight)
+            weighted = sum(self.loss_weights[k] * float(v.detach()) for k, v in losses.items())
+            sums["loss"] += (weighted + self.cfg.loss.commit * commit_value) * counts[i]
+            sums["commit"] += commit_value * counts[i]
+            sums["n_q"] += out.n_q * counts[i]
+            for key, value in losses.items():
+                sums[key] += float(value.detach()) * counts[i]
+            fakes.append(y.detach())
+        info = self.step_optimizer("model", loss_finite=math.isfinite(sums["loss"]))
+        self.guard.record(
+            nan=info.skipped and info.reason.startswith("non-finite"), inf_grad=info.reason == "fp16 overflow"
+        )
+        metrics = {"grad_norm": info.grad_norm}
+        if adversarial and self.step % self.cfg.discriminator.update_every == 0:
+            metrics.update(self._discriminator_update(micro_batches, fakes, counts, total, sums))
+        keys = sorted(sums)
+        reduced = all_reduce_sum(torch.tensor([sums[k] for k in keys], dtype=torch.float64, device=self.device))
+        metrics.update({k: v / max(total, 1.0) for k, v in zip(keys, reduced.tolist(), strict=True)})
+        metrics["targets"] = total
+        return metrics
+
+    def _discriminator_update(
+        self, reals: list, fakes: list, counts: list[int], total: float, sums: dict[str, float]
+    ) -> dict[str, float]:
+        disc = self.train_extras["discriminator"]
+        world = self.dist.world_size
+        for i, (x, y) in enumerate(zip(reals, fakes, strict=True)):
+            with self.sync_context(disc, i == len(reals) - 1):
+                with self.autocast():
+                    logits, _ = disc(torch.cat([y, x], dim=0))
+                    n = y.shape[0]
+                    loss = discriminator_loss(
+                        [lg[:n] for lg in logits], [lg[n:] for lg in logits], self.cfg.loss.adv_loss
+                    )
+                self.backward(loss.float() * counts[i] * world / max(total, 1.0), opt="discriminator")
+            sums["d_loss"] += float(loss.detach()) * counts[i]
+        info = self.step_optimizer("discriminator", loss_finite=math.isfinite(sums["d_loss"]))
+        return {"d_grad_norm": info.grad_norm}
+
+    # ------------------------------------------------------------------ state
+    def extra_state(self) -> dict:
+        return {"balancers": {str(k): b.state_dict() for k, b in self.balancers.items()}}
+
+    def load_extra_state(self, state: dict) -> None:
+        for key, value in (state.get("balancers") or {}).items():
+            self._balancer(key == "True").load_state_dict(value)
+
+    # ------------------------------------------------------------------ evaluate / generate
+    def _check_clips(self):
+        if not hasattr(self, "_clips"):
+            from tunesmith.checks.codec import select_clips
+
+            mc, cc = self.cfg.model, self.cfg.check
+            self._clips = select_clips(
+                self.data_dir, cc.num_samples, mc.sample_rate, mc.channels, "valid", cc.max_seconds
+            )
+        return self._clips
+
+    def evaluate(self, model: nn.Module, epoch: int) -> dict[str, float]:
+        """The codec check on fixed valid segments: mean SI-SNR (dB), mel distance, L1, MSE."""
+        from tunesmith.checks.codec import check_codec
+
+        if self.cfg.check.num_samples <= 0:
+            return {}
+        report = check_codec(model, self._check_clips(), None, device=str(self.device))
+        return report.mean
+
+    def generate(self, model: nn.Module, epoch: int) -> None:
+        """Original/reconstructed wav pairs and a report for the fixed valid segments in ``samples/epoch_NNNN``."""
+        from tunesmith.checks.codec import check_codec
+
+        if self.cfg.check.num_samples <= 0:
+            return
+        out = self.run.samples_dir / f"epoch_{epoch:04d}"
+        check_codec(model, self._check_clips(), out, device=str(self.device))
+        log.info("reconstructions written to %s", out)
