@@ -79,7 +79,11 @@ def synth_piece(style: str, seconds: float, seed: int) -> Notes:
     a = np.concatenate(accent)
     swell = 0.5 + 0.5 * np.sin(2 * np.pi * s / (beat * 16))  # phrase-level crescendo/diminuendo
     velocity = 40 + 35 * swell + 25 * a + rng.normal(0, 3, len(p))
-    notes = Notes(np.clip(p, 21, 108), s, s + d, np.clip(np.round(velocity), 1, 127)).sorted()
+    pedals = np.zeros((0, 2))
+    if style == "chopin":  # pedal down through each bar, lifted just before the next
+        bars = 0.5 + np.arange(0, n_beats, 4) * beat
+        pedals = np.stack([bars + 0.03, bars + 4 * beat - 0.05], axis=1)
+    notes = Notes(np.clip(p, 21, 108), s, s + d, np.clip(np.round(velocity), 1, 127), pedals).sorted()
     return notes.take(notes.start < seconds + 0.5)
 
 

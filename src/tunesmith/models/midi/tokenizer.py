@@ -271,8 +271,13 @@ class SecondsTokenizer(MidiTokenizer):
         ev_rank = np.ones(n, np.int64)
         ev_pitch = notes.pitch.astype(np.int64)
         body_len = np.full(n, 3, np.int64)
-        if self.pedal_tokens and len(notes.pedals):
-            ped = np.round((notes.pedals - origin) / self.time_step).astype(np.int64)
+        pedals = notes.pedals
+        if self.pedal_tokens and len(pedals) and n:
+            # only the pedal within the notes' span, cut at the origin (a slice of a piece keeps all pedals)
+            pedals = pedals[(pedals[:, 1] > origin) & (pedals[:, 0] <= notes.end.max())]
+            pedals = np.stack([np.maximum(pedals[:, 0], origin), pedals[:, 1]], axis=1)
+        if self.pedal_tokens and len(pedals) and n:
+            ped = np.round((pedals - origin) / self.time_step).astype(np.int64)
             ev_step = np.concatenate([ev_step, ped[:, 0], ped[:, 1]])
             p = len(ped)
             ev_rank = np.concatenate([ev_rank, np.full(p, 2), np.zeros(p, np.int64)])
