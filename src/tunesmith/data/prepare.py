@@ -309,6 +309,18 @@ def progress_enabled(requested: bool) -> bool:
 # --------------------------------------------------------------------------- running
 
 
+def _worker_init() -> None:
+    """Worker processes die with the parent (Linux), so a killed run leaves no writer behind."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+
+
 def _run_tracks(pending: list[Track], settings: dict[str, Any], out: Path, workers: int, on_record: Any) -> None:
     """Process ``pending`` in this process (workers=1) or a process pool, calling ``on_record``."""
     if workers <= 1 or len(pending) <= 1:
@@ -326,7 +338,7 @@ def _run_tracks(pending: list[Track], settings: dict[str, Any], out: Path, worke
             queue, suspects = list(reversed(suspects)), []
         in_flight: dict[cf.Future, Track] = {}
         try:
-            with cf.ProcessPoolExecutor(max_workers=batch_workers, mp_context=ctx) as pool:
+            with cf.ProcessPoolExecutor(max_workers=batch_workers, mp_context=ctx, initializer=_worker_init) as pool:
                 while queue or in_flight:
                     while queue and len(in_flight) < 4 * batch_workers:
                         track = queue.pop()
