@@ -16,6 +16,7 @@ others into the same DIR is refused.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import hashlib
 import json
 import logging
@@ -315,10 +316,8 @@ def _worker_init() -> None:
         import ctypes
         import signal
 
-        try:
+        with contextlib.suppress(OSError):
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except OSError:
-            pass
 
 
 def _run_tracks(pending: list[Track], settings: dict[str, Any], out: Path, workers: int, on_record: Any) -> None:
