@@ -52,6 +52,11 @@ class FakeTokenShards:
     def info(self, i: int) -> dict:
         return self._infos[i]
 
+    def crop(self, i: int, num_frames: int, generator: torch.Generator) -> tuple[np.ndarray, int]:
+        spare = self.num_frames(i) - num_frames
+        start = int(torch.randint(0, spare + 1, (1,), generator=generator)) if spare > 0 else 0
+        return self._codes[i][:, start : start + num_frames], start
+
 
 DESCRIPTIONS = ["bright fast melody", "dark slow drone", "noisy busy drums", "calm soft pad"]
 

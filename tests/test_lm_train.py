@@ -46,8 +46,8 @@ def token_data(tmp_path, monkeypatch):
     splits = {"train": FakeTokenShards(clips, infos), "valid": FakeTokenShards(clips, infos)}
     calls = []
 
-    def fake_cache(data, codec_path, bandwidth):
-        calls.append((data, codec_path, bandwidth))
+    def fake_cache(data, codec, device, progress):
+        calls.append((data, codec.bins, device))
         return splits
 
     monkeypatch.setattr(lm_task, "open_token_cache", fake_cache)

@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 
 from tunesmith.config import OptimConfig, TrainConfig
 from tunesmith.engine.solver import LossOutput, Solver
+from tunesmith.engine.tracking import progress_enabled
 from tunesmith.errors import UserError
 from tunesmith.models.lm.conditioners import ConditionerConfig, build_vocabularies, drop_conditions
 from tunesmith.models.lm.model import LMConfig, LMModel
@@ -68,21 +69,21 @@ class LMTaskConfig:
 # --------------------------------------------------------------------------- data
 
 
-def open_token_cache(data: str, codec: str, bandwidth: float | None) -> dict[str, Any]:
-    """Token shards per split for (dataset, codec); encodes the dataset first when the cache is missing."""
+def open_token_cache(data: str, codec: Any, device: str = "cpu", progress: bool = True) -> dict[str, Any]:
+    """Token shards per split for (dataset, codec object); encodes what is not cached yet first."""
     from tunesmith.data.token_cache import TokenShards, ensure_token_cache
+    from tunesmith.models.codec import codec_fingerprint
 
-    cache_dir = ensure_token_cache(data, codec, bandwidth=bandwidth)
+    cache_dir = ensure_token_cache(data, codec, progress=progress, device=device)
+    fingerprint = codec_fingerprint(codec)
     splits = {}
     for split in ("train", "valid"):
         try:
-            shards = TokenShards(cache_dir, split)
-        except (FileNotFoundError, UserError) as err:
+            splits[split] = TokenShards(cache_dir, split, fingerprint)
+        except UserError as err:
             if split == "train":
                 raise
             log.info("no valid split in the token cache (%s)", err)
-            continue
-        splits[split] = shards
     return splits
 
 
@@ -116,10 +117,8 @@ class TokenCrops(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
         index, seed = key
         gen = torch.Generator().manual_seed(int(seed))
-        total = int(self.shards.num_frames(index))
-        n = min(self.num_frames, total)
-        start = int(torch.randint(0, total - n + 1, (1,), generator=gen)) if total > n else 0
-        codes = np.asarray(self.shards.codes(index)[: self.num_codebooks, start : start + n])
+        codes, _ = self.shards.crop(index, self.num_frames, gen)  # [K, n]; a short segment comes whole
+        codes = np.asarray(codes[: self.num_codebooks])
         if codes.shape[0] < self.num_codebooks:
             raise UserError(
                 f"token cache item {index} has {codes.shape[0]} codebooks, the LM needs {self.num_codebooks}"
@@ -177,7 +176,9 @@ class LMSolver(Solver):
         self.frame_rate = float(self.codec.frame_rate)
         self.num_frames = max(1, round(cfg.dataset.segment_seconds * self.frame_rate))
         log.info("reading the token cache of %s for codec %s (building it first if missing)", cfg.data, cfg.codec)
-        self.splits = open_token_cache(cfg.data, cfg.codec, bandwidth)
+        self.splits = open_token_cache(
+            cfg.data, self.codec, str(self.device), progress=progress_enabled(cfg.train.log.progress)
+        )
         self._prepared = True
 
     def _vocabularies(self) -> dict[str, Any]:
@@ -268,18 +269,20 @@ class LMSolver(Solver):
     # ------------------------------------------------------------------ samples
 
     def sample_prompts(self) -> list[dict]:
+        """The generate stage's conditions: configured prompts, else distinct ones from valid, then train."""
         g, cond = self.cfg.generate, self.lm_config.conditioner
         if g.prompts:
             return [{cond.text_field: p} for p in g.prompts[: g.num_samples]]
-        source = self.splits.get("valid") or self.splits["train"]
-        prompts = []
-        for i in range(min(len(source), 10 * g.num_samples)):
-            c = condition_of(source.info(i) or {}, cond)
-            if c and c not in prompts:
-                prompts.append(c)
-            if len(prompts) == g.num_samples:
-                break
-        return prompts or [{}] * g.num_samples
+        prompts: list[dict] = []
+        for split in ("valid", "train"):
+            source = self.splits.get(split)
+            for i in range(min(len(source), 50 * g.num_samples) if source is not None else 0):
+                c = condition_of(source.info(i) or {}, cond)
+                if c and c not in prompts:
+                    prompts.append(c)
+                if len(prompts) == g.num_samples:
+                    return prompts
+        return (prompts * g.num_samples)[: g.num_samples] if prompts else [{}] * g.num_samples
 
     def generate(self, model: nn.Module, epoch: int) -> None:
         from tunesmith.audio.io import save_audio, write_atomic_text
