@@ -17,7 +17,7 @@ from tunesmith.models.codec.seanet import SEANetDecoder, SEANetEncoder
 
 @dataclass
 class CodecModelConfig:
-    """Shape of a :class:`CodecModel` (``model`` section of a codec preset).
+    """Shape of a :class:`CodecModel` (``model`` section of a codec preset); defaults: MusicGen's 32 kHz EnCodec.
 
     ``ratios`` are the decoder's upsampling strides; frame rate = ``sample_rate / prod(ratios)``.
     Bandwidth with ``k`` codebooks = ``k * log2(bins) * frame_rate / 1000`` kbps.
@@ -26,8 +26,8 @@ class CodecModelConfig:
     sample_rate: int = 32000
     channels: int = 1
     dimension: int = 128  # latent size per frame
-    n_filters: int = 32  # channels of the first conv; doubled at every stride
-    ratios: list[int] = field(default_factory=lambda: [8, 5, 4, 2])
+    n_filters: int = 64  # channels of the first conv; doubled at every stride
+    ratios: list[int] = field(default_factory=lambda: [8, 5, 4, 4])
     n_residual_layers: int = 1
     kernel_size: int = 7
     residual_kernel_size: int = 3

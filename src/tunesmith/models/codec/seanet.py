@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
@@ -28,12 +29,24 @@ def _normed(module: nn.Module, norm: Norm) -> nn.Module:
     return module
 
 
-class PaddedConv1d(nn.Module):
-    """1-d convolution padded so that ``T`` input samples give exactly ``ceil(T / stride)`` outputs.
+CHANNELS_LAST = torch.channels_last
 
-    Non-causal: the fixed padding ``effective_kernel - stride`` is split evenly (extra sample left), and
-    the right side gets the few extra samples that make the last window whole. Causal: all of it left.
-    Input ``[B, C_in, T]`` → ``[B, C_out, ceil(T / stride)]``.
+
+def to_frames_layout(x: Tensor) -> Tensor:
+    """``[B, C, T]`` → ``[B, C, 1, T]`` in channels-last memory (time-major, channels innermost).
+
+    The SEANet layers run as 1×k 2-d convolutions on this layout: on CPU they are several times faster than
+    ``conv1d`` on ``[B, C, T]``, and the LSTM reads it as ``[B, T, C]`` without a copy.
+    """
+    return x.unsqueeze(2).contiguous(memory_format=CHANNELS_LAST)
+
+
+class PaddedConv1d(nn.Module):
+    """1-d convolution (weights ``[C_out, C_in, k]``) padded so ``T`` inputs give ``ceil(T / stride)`` outputs.
+
+    Works on the ``[B, C, 1, T]`` channels-last layout (see :func:`to_frames_layout`). Non-causal: the fixed
+    padding ``effective_kernel - stride`` is split evenly (the extra sample on the left) and the right side
+    gets the few extra zeros that make the last window whole; causal: all of it on the left.
     """
 
     def __init__(
@@ -50,7 +63,7 @@ class PaddedConv1d(nn.Module):
         super().__init__()
         conv = nn.Conv1d(in_channels, out_channels, kernel_size, stride=stride, dilation=dilation)
         self.conv = _normed(conv, norm)
-        self.stride = stride
+        self.stride, self.dilation = stride, dilation
         self.effective_kernel = (kernel_size - 1) * dilation + 1
         self.causal = causal
         self.pad_mode = pad_mode
@@ -59,28 +72,31 @@ class PaddedConv1d(nn.Module):
         length = x.shape[-1]
         fixed = self.effective_kernel - self.stride
         frames = math.ceil(length / self.stride)
-        total = (frames - 1) * self.stride + self.effective_kernel - length  # >= fixed - (stride - 1)
-        if self.causal:
-            left = fixed
+        total = (frames - 1) * self.stride + self.effective_kernel - length  # >= fixed
+        left = fixed if self.causal else fixed - fixed // 2
+        right = total - left
+        weight = self.conv.weight.unsqueeze(2)
+        bias = self.conv.bias
+        conv_args = {"stride": (1, self.stride), "dilation": (1, self.dilation)}
+        if self.pad_mode == "constant" and not self.causal and right <= left:
+            # zero padding inside the convolution (no copy); at most one surplus output to drop
+            y = F.conv2d(x, weight, bias, padding=(0, left), **conv_args)
+            return y if y.shape[-1] == frames else y[..., :frames]
+        if self.pad_mode == "reflect":
+            if max(left, right) >= length:  # reflect needs more samples than it pads: zeros first
+                x = F.pad(x, (0, max(left, right) - length + 1))
+            x = F.pad(x, (left, right, 0, 0), mode="reflect")[..., : length + left + right]
         else:
-            left = fixed - fixed // 2
-        right = max(total - left, 0)
-        if left or right:
-            if self.pad_mode == "reflect" and max(left, right) >= length:
-                # reflect needs more samples than padding; pad with zeros up to that first
-                extra = max(left, right) - length + 1
-                x = F.pad(x, (0, extra))
-                x = F.pad(x, (left, right), mode="reflect")[..., : length + left + right]
-            else:
-                x = F.pad(x, (left, right), mode=self.pad_mode)
-        return self.conv(x)
+            x = F.pad(x, (left, right))
+        return F.conv2d(x, weight, bias, **conv_args)
 
 
 class PaddedConvTranspose1d(nn.Module):
-    """Transposed 1-d convolution trimmed to exactly ``T * stride`` outputs for ``T`` inputs.
+    """Transposed 1-d convolution (weights ``[C_in, C_out, k]``) giving exactly ``T * stride`` outputs.
 
-    Input ``[B, C_in, T]`` → ``[B, C_out, T * stride]``. The ``kernel_size - stride`` surplus samples are
-    trimmed half on each side (non-causal; extra one on the left) or all on the right (causal).
+    ``[B, C_in, 1, T]`` → ``[B, C_out, 1, T * stride]`` (channels-last layout). The ``kernel_size - stride``
+    surplus samples are trimmed half on each side (non-causal; the extra one on the left) or all on the
+    right (causal).
     """
 
     def __init__(
@@ -94,14 +110,27 @@ class PaddedConvTranspose1d(nn.Module):
     ) -> None:
         super().__init__()
         self.convtr = _normed(nn.ConvTranspose1d(in_channels, out_channels, kernel_size, stride=stride), norm)
+        self.stride = stride
         surplus = kernel_size - stride
         self.trim_left = 0 if causal else surplus - surplus // 2
         self.trim_right = surplus - self.trim_left
+        # trim inside the op: `padding` drops trim_left on both sides, `output_padding` gives one back on the right
+        self.output_padding = self.trim_left - self.trim_right
+        self.trim_inside = 0 <= self.output_padding < stride
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.convtr(x)
-        end = y.shape[-1] - self.trim_right
-        return y[..., self.trim_left : end]
+        weight = self.convtr.weight.unsqueeze(2)
+        if self.trim_inside:
+            return F.conv_transpose2d(
+                x,
+                weight,
+                self.convtr.bias,
+                stride=(1, self.stride),
+                padding=(0, self.trim_left),
+                output_padding=(0, self.output_padding),
+            )
+        y = F.conv_transpose2d(x, weight, self.convtr.bias, stride=(1, self.stride))
+        return y[..., self.trim_left : y.shape[-1] - self.trim_right]
 
 
 class ResidualUnit(nn.Module):
@@ -137,20 +166,23 @@ class ResidualUnit(nn.Module):
 
 
 class SkipLSTM(nn.Module):
-    """Unidirectional LSTM over frames with a residual connection: ``[B, C, F]`` → ``[B, C, F]``."""
+    """Unidirectional LSTM over frames with a residual connection: ``[B, C, 1, F]`` → ``[B, C, 1, F]``."""
 
     def __init__(self, channels: int, num_layers: int) -> None:
         super().__init__()
-        self.lstm = nn.LSTM(channels, channels, num_layers)
+        self.lstm = nn.LSTM(channels, channels, num_layers, batch_first=True)
 
     def forward(self, x: Tensor) -> Tensor:
-        seq = x.permute(2, 0, 1)  # [F, B, C]
+        seq = x.squeeze(2).transpose(1, 2)  # [B, F, C]: a view of the channels-last layout
         out, _ = self.lstm(seq)
-        return (out + seq).permute(1, 2, 0)
+        return (out + seq).transpose(1, 2).unsqueeze(2)
 
 
 class SEANetEncoder(nn.Module):
-    """Waveform ``[B, channels, T]`` → latent ``[B, dimension, ceil(T / hop_length)]``."""
+    """Waveform ``[B, channels, T]`` → latent ``[B, dimension, ceil(T / hop_length)]``.
+
+    The input is zero-padded on the right to a whole number of hops first.
+    """
 
     def __init__(
         self,
@@ -188,7 +220,11 @@ class SEANetEncoder(nn.Module):
         self.model = nn.Sequential(*layers)
 
     def forward(self, wav: Tensor) -> Tensor:
-        return self.model(wav)
+        length = wav.shape[-1]
+        padded = math.ceil(length / self.hop_length) * self.hop_length
+        if padded != length:  # every strided layer then sees a whole number of strides
+            wav = F.pad(wav, (0, padded - length))
+        return self.model(to_frames_layout(wav)).squeeze(2)
 
 
 class SEANetDecoder(nn.Module):
@@ -230,4 +266,4 @@ class SEANetDecoder(nn.Module):
         self.model = nn.Sequential(*layers)
 
     def forward(self, latent: Tensor) -> Tensor:
-        return self.model(latent)
+        return self.model(to_frames_layout(latent)).squeeze(2)
