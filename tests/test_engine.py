@@ -60,29 +60,17 @@ def test_grad_accumulation_equals_one_big_batch(tmp_path):
     assert any(not torch.allclose(init[n], a[n]) for n in a)
 
 
-def test_ddp_two_processes_equal_one_process(tmp_path):
+@pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
+def test_ddp_two_processes_equal_one_process(tmp_path, sharding):
+    """A real 2-process gloo run (DDP, or FSDP's fully_shard) equals one process with the same global batch."""
     common = ["model.dropout=0", "train.epochs=2", "train.updates_per_epoch=3", "train.grad_accum=2"]
     single = train(tmp_path / "single", "dataset.batch_size=4", *common)
+    port = "29531" if sharding == "ddp" else "29532"
+    extra = ["train.fsdp=true"] if sharding == "fsdp" else []
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", port]
+    command = ["-m", "tunesmith", "train", "toy", "default", "dataset.batch_size=2", *common, *extra]
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc-per-node",
-            "2",
-            "--master-port",
-            "29531",
-            "-m",
-            "tunesmith",
-            "train",
-            "toy",
-            "default",
-            "dataset.batch_size=2",
-            *common,
-            "--runs-dir",
-            str(tmp_path / "ddp"),
-            "--json",
-        ],
+        [*launch, *command, "--runs-dir", str(tmp_path / "ddp"), "--json"],
         env=ENV,
         capture_output=True,
         text=True,

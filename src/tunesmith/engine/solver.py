@@ -197,6 +197,11 @@ class Solver:
         self.datasets = self.build_datasets()
         if "train" not in self.datasets or len(self.datasets["train"]) == 0:
             raise UserError("the training split is empty: check the dataset (tunesmith check data DIR)")
+        if t.fsdp and t.ema.enabled:
+            raise UserError("train.ema.enabled=true is not supported with train.fsdp=true; disable one of them")
+        # wrap first: FSDP replaces parameters, and optimizers must hold the replaced ones
+        self.train_model = self._wrap(self.model)
+        self.train_extras = {name: self._wrap(m) for name, m in self.extras.items()}
         for name, module in {"model": self.model, **self.extras}.items():
             opt = self.build_optimizer(name, module)
             if opt is not None:
@@ -204,8 +209,6 @@ class Solver:
                 self.scalers[name] = SafeScaler(self.precision, self.device)
         if t.ema.enabled:
             self.ema = EMA(self.model, t.ema.decay)
-        self.train_model = self._wrap(self.model)
-        self.train_extras = {name: self._wrap(m) for name, m in self.extras.items()}
         self.guard = StabilityGuard(**dataclasses.asdict(t.stability))
         torch.manual_seed(t.seed + 7919 * (self.dist.rank + 1))  # per-rank stream for dropout etc.
         self.tracker = Tracker(
@@ -350,7 +353,7 @@ class Solver:
             "epoch": self.epoch,
             "micro_step": self.micro_step,
             "world_size": self.dist.world_size,
-            "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
+            "optimizers": {name: self._optimizer_state(name) for name in self.optimizers},
             "scalers": {name: s.state_dict() for name, s in self.scalers.items()},
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "stability": self.guard.state_dict(),
@@ -362,8 +365,13 @@ class Solver:
             "extra": self.extra_state(),
         }
 
+    @property
+    def sharded(self) -> bool:
+        return bool(self.cfg.train.fsdp and self.dist.enabled)
+
     def save_checkpoints(self, improved: bool) -> None:
-        state = self._state()  # every rank takes part (RNG gather)
+        state = self._state()  # every rank takes part (RNG gather, full state dicts under FSDP)
+        weights = self._weights() if self.sharded or self.dist.is_main else {}
         if not self.dist.is_main:
             return
         c = self.cfg.train.checkpoint
@@ -374,9 +382,7 @@ class Solver:
             "meta": meta,
             "config": self.resolved.data,
         }
-        last = ckpt.save_checkpoint(
-            self.run.checkpoints_dir / "last", weights=self._weights(), state=state, config=config
-        )
+        last = ckpt.save_checkpoint(self.run.checkpoints_dir / "last", weights=weights, state=state, config=config)
         if c.every_epochs and self.epoch % c.every_epochs == 0:
             _link_copy(last, self.run.checkpoints_dir / f"epoch_{self.epoch:04d}")
             ckpt.prune_numbered(self.run.dir, c.keep_last)
@@ -390,12 +396,12 @@ class Solver:
                 self.tracker.truncate_history(0)
             return
         state = ckpt.load_state(folder, map_location="cpu")
-        self.model.load_state_dict(ckpt.load_weights(folder, "model", ema=False))
+        self._load_module_state(self.model, ckpt.load_weights(folder, "model", ema=False))
         for name, module in self.extras.items():
-            module.load_state_dict(ckpt.load_weights(folder, name, ema=False))
-        for name, opt in self.optimizers.items():
+            self._load_module_state(module, ckpt.load_weights(folder, name, ema=False))
+        for name in self.optimizers:
             if name in state["optimizers"]:
-                opt.load_state_dict(state["optimizers"][name])
+                self._load_optimizer_state(name, state["optimizers"][name])
         for name, scaler in self.scalers.items():
             scaler.load_state_dict(state["scalers"].get(name, {}))
         if self.ema is not None and state.get("ema"):
@@ -424,9 +430,39 @@ class Solver:
     def autocast(self) -> contextlib.AbstractContextManager:
         return autocast(self.precision, self.device)
 
+    def _load_module_state(self, module: nn.Module, state: dict[str, torch.Tensor]) -> None:
+        if not self.sharded:
+            module.load_state_dict(state)
+            return
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        set_model_state_dict(module, state, options=StateDictOptions(full_state_dict=True))
+
+    def _optimizer_state(self, name: str) -> dict:
+        opt = self.optimizers[name]
+        if not self.sharded:
+            return opt.state_dict()
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        module = self.model if name == "model" else self.extras[name]
+        return get_optimizer_state_dict(module, opt, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+    def _load_optimizer_state(self, name: str, state: dict) -> None:
+        opt = self.optimizers[name]
+        if not self.sharded:
+            opt.load_state_dict(state)
+            return
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        module = self.model if name == "model" else self.extras[name]
+        set_optimizer_state_dict(module, opt, state, options=StateDictOptions(full_state_dict=True))
+
     def sync_context(self, module: nn.Module, is_last: bool) -> contextlib.AbstractContextManager:
-        """DDP gradient sync only on the last micro-batch of an update."""
+        """Gradient sync (DDP all-reduce, FSDP reduce-scatter) only on the last micro-batch of an update."""
         inner = getattr(module, "_orig_mod", module)
+        if hasattr(inner, "set_requires_gradient_sync"):  # FSDP2 (fully_shard)
+            inner.set_requires_gradient_sync(is_last)
+            return contextlib.nullcontext()
         if is_last or not hasattr(inner, "no_sync"):
             return contextlib.nullcontext()
         return inner.no_sync()
@@ -636,6 +672,7 @@ class Solver:
                 sums["loss"] += float(out.loss_sum)
                 for key, value in out.metrics.items():
                     sums[key.lstrip("_")] += float(value)
+        _reshard(model)
         keys = sorted(set(sums) | {"loss"})
         # one collective per epoch: ranks with fewer (or no) batches never wait inside the loop
         names = self._all_metric_names(keys)
@@ -691,7 +728,7 @@ class Solver:
                 if self._stage_due(t.generate_every, last) and self.dist.is_main:
                     self._on_main_model(self.generate)
                 self.epoch_history.append(record)
-                if self.tracker:
+                if self.tracker and self.dist.is_main:
                     for stage in ("train", "valid", "evaluate"):
                         if record.get(stage):
                             self.tracker.write(stage, self.step, self.epoch, record[stage])
@@ -738,7 +775,9 @@ class Solver:
         model.eval()
         use_ema = self.ema is not None and self.cfg.train.ema.valid_with_ema
         with torch.no_grad(), self.ema.swapped_in(model) if use_ema else contextlib.nullcontext():
-            return fn(model, self.epoch)
+            result = fn(model, self.epoch)
+        _reshard(model)
+        return result
 
     def _log_epoch(self, record: dict) -> None:
         train = record["train"]
@@ -757,6 +796,12 @@ class Solver:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _reshard(module: nn.Module) -> None:
+    """FSDP keeps the root's parameters gathered after a no-grad forward; shard them again."""
+    if hasattr(module, "reshard"):
+        module.reshard()
 
 
 def _full_state_dict(module: nn.Module, sharded: bool) -> dict[str, torch.Tensor]:
