@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
 from scipy.signal import resample_poly
 
+import tunesmith.audio.io as io
 from fixtures_audio import tone, write_m4a, write_tone
 from tunesmith.audio.io import AudioStream, convert_channels, load_audio, probe_audio, resample, save_audio
 from tunesmith.errors import UserError
@@ -156,11 +159,14 @@ def test_save_is_atomic_when_writing_fails(tmp_path, monkeypatch):
     save_audio(target, tone(0.1, 8000), 8000)
     before = target.read_bytes()
 
-    def boom(*args, **kwargs):
-        raise RuntimeError("disk full")
+    def partial_then_fail(path, *args, **kwargs):
+        Path(path).write_bytes(b"RIFF\0\0")  # half-written file, then the disk is full
+        raise OSError("disk full")
 
-    monkeypatch.setattr(sf, "write", boom)
-    with pytest.raises(RuntimeError):
-        save_audio(target, tone(0.2, 8000), 8000)
+    monkeypatch.setattr(io, "_write_wav_pcm16", partial_then_fail)
+    monkeypatch.setattr(sf, "write", partial_then_fail)
+    for name in ("keep.wav", "new.flac"):
+        with pytest.raises(OSError, match="disk full"):
+            save_audio(tmp_path / name, tone(0.2, 8000), 8000)
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["keep.wav"]

@@ -62,7 +62,10 @@ def convert_channels(wav: np.ndarray, channels: int) -> np.ndarray:
     if have == channels:
         return wav
     if channels == 1:
-        return wav.mean(axis=0, keepdims=True, dtype=np.float32)
+        weights = np.full(have, 1.0 / have, np.float32)
+        if wav.T.flags.c_contiguous:  # frames-first data seen through .T: one BLAS pass (numpy's mean is slow here)
+            return (wav.T @ weights)[None]
+        return (weights @ wav)[None]
     if have == 1:
         return np.repeat(wav, channels, axis=0)
     if have > channels:
@@ -191,7 +194,7 @@ def _blocks_soundfile(path: Path, block_frames: int) -> Iterator[np.ndarray]:
             block = f.read(block_frames, dtype="float32", always_2d=True)
             if block.shape[0] == 0:
                 return
-            yield np.ascontiguousarray(block.T)
+            yield block.T  # a [C, n] view: downmixing reads it in place, soxr gets the contiguous original back
 
 
 def _blocks_pyav(path: Path) -> Iterator[np.ndarray]:
@@ -212,7 +215,7 @@ class AudioStream:
     """Decode ``path`` block by block, channel-converted and resampled on the fly.
 
     Iterating yields float32 ``[channels, n]`` blocks at ``sample_rate`` (the native rate when
-    None); peak memory is a few blocks whatever the file's length. ``info`` is the header before
+    None; a block may then be a strided view); peak memory is a few blocks whatever the file's length. ``info`` is the header before
     decoding; after iteration ``frames_in`` is the number of native frames decoded, and
     ``truncated`` says whether an exact-length header promised more than the file held.
     Undecodable files raise UserError, from the constructor or (for errors mid-file) from iteration.
@@ -324,7 +327,7 @@ def load_audio(path: str | Path, sample_rate: int | None = None, channels: int |
     blocks = list(stream)
     if not blocks:
         raise UserError(f"{stream.path}: contains no audio frames")
-    wav = np.concatenate(blocks, axis=1) if len(blocks) > 1 else blocks[0]
+    wav = np.concatenate(blocks, axis=1) if len(blocks) > 1 else np.ascontiguousarray(blocks[0])
     rate = stream.info.sample_rate
     if sample_rate and sample_rate != rate:
         wav, rate = resample(wav, rate, int(sample_rate)), int(sample_rate)
@@ -350,6 +353,26 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def _write_wav_pcm16(path: Path, wav: np.ndarray, sample_rate: int) -> None:
+    """Plain PCM16 WAV of float ``[C, T]`` (C <= 2): round(x * 32767) clipped to int16, three times
+    faster than libsndfile's float conversion (which rounds differently, by at most 1 LSB)."""
+    import struct
+
+    channels, frames = wav.shape
+    data = np.empty((frames, channels), np.float32)  # interleaved frames
+    np.multiply(wav.T, np.float32(32767.0), out=data)
+    np.clip(data, -32768.0, 32767.0, out=data)
+    np.rint(data, out=data)
+    pcm = data.astype("<i2")
+    block_align = 2 * channels
+    header = b"RIFF" + struct.pack("<I", 36 + pcm.nbytes) + b"WAVEfmt "
+    header += struct.pack("<IHHIIHH", 16, 1, channels, sample_rate, sample_rate * block_align, block_align, 16)
+    header += b"data" + struct.pack("<I", pcm.nbytes)
+    with open(path, "wb") as f:
+        f.write(header)
+        f.write(memoryview(pcm).cast("B"))
+
+
 def save_audio(path: str | Path, wav: Any, sample_rate: int) -> None:
     """Write ``wav`` (np.ndarray or torch.Tensor, ``[C, T]`` or ``[T]``, float in [-1, 1]) atomically.
 
@@ -364,14 +387,19 @@ def save_audio(path: str | Path, wav: Any, sample_rate: int) -> None:
         raise UserError(f"{path}: cannot write {path.suffix or 'no suffix'!r}; use .wav or .flac")
     if int(sample_rate) <= 0:
         raise UserError(f"{path}: sample_rate must be positive, got {sample_rate}")
-    data = np.clip(_as_channels_first(wav), -1.0, 1.0).T
+    wav = _as_channels_first(wav)
     with atomic_path(path) as tmp:
-        sf.write(str(tmp), data, int(sample_rate), format=fmt[0], subtype=fmt[1])
+        if fmt[0] == "WAV" and wav.shape[0] <= 2 and wav.nbytes // 2 < 2**32 - 64:
+            _write_wav_pcm16(tmp, wav, int(sample_rate))
+        else:
+            sf.write(str(tmp), np.clip(wav, -1.0, 1.0).T, int(sample_rate), format=fmt[0], subtype=fmt[1])
 
 
-def write_atomic_text(path: str | Path, text: str) -> None:
-    """Write UTF-8 text so that ``path`` holds either the old or the new content, never a part."""
+def write_atomic_text(path: str | Path, text: str, fsync: bool = True) -> None:
+    """Write UTF-8 text so that ``path`` holds either the old or the new content, never a part.
+    ``fsync`` also flushes it to disk before the rename (against power loss, not just a killed process)."""
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
+        if fsync:
+            f.flush()
+            os.fsync(f.fileno())

@@ -83,7 +83,9 @@ def _array_blocks(wav: np.ndarray, block: int = 1 << 16) -> Iterator[np.ndarray]
 
 
 def _rms_db(seg: np.ndarray) -> float:
-    rms = float(np.sqrt(np.mean(np.square(seg, dtype=np.float64))))
+    """RMS level of ``[C, n]`` in dBFS (-inf for digital silence)."""
+    flat = np.ascontiguousarray(seg).ravel()
+    rms = math.sqrt(float(np.dot(flat, flat)) / max(1, flat.size))
     return 20 * math.log10(rms) if rms > 0 else -math.inf
 
 
@@ -150,7 +152,8 @@ def process_track(track: dict[str, Any], settings: dict[str, Any], out_dir: str)
             info = dict(t.meta)
             info.update(track_id=t.track_id, name=info.get("name") or t.name, segment_index=index)
             info.update(start=round(index * settings["segment"], 6) if not t.whole else 0.0, source=t.kind)
-            write_atomic_text(seg_dir / f"{name}.json", json.dumps(info, ensure_ascii=False, indent=1) + "\n")
+            sidecar = json.dumps(info, ensure_ascii=False, indent=1) + "\n"
+            write_atomic_text(seg_dir / f"{name}.json", sidecar, fsync=False)
             segments.append([f"{rel_dir}/{name}.{settings['format']}", n / sr, round(float(np.abs(seg).max()), 6)])
         if stream is not None and stream.truncated:
             declared = stream.info.duration or 0.0
