@@ -216,8 +216,8 @@ class AudioStream:
 
     Iterating yields float32 ``[channels, n]`` blocks at ``sample_rate`` (the native rate when
     None; a block may then be a strided view); peak memory is a few blocks whatever the file's
-    length. ``info`` is the header before decoding; after iteration ``frames_in`` is the number of native frames decoded, and
-    ``truncated`` says whether an exact-length header promised more than the file held.
+    length. ``info`` is the header before decoding. After iteration ``frames_in`` is the number of
+    native frames decoded and ``truncated`` says whether the header promised clearly more.
     Undecodable files raise UserError, from the constructor or (for errors mid-file) from iteration.
     """
 
