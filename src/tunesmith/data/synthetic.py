@@ -243,12 +243,15 @@ def _note(instrument: str, freq: float, n: int, sr: int, rng: np.random.Generato
         ph2 = _phase(freq * 1.006, n, sr)
         x = (2 * ph - 1 + 2 * ph2 - 1).astype(np.float32) * 0.5
         return x * _env(n, sr, 0.005, 0.35 if instrument == "saw lead" else 0.18, 0.02)
-    if instrument in ("synth pad", "warm pad"):
+    if instrument == "synth pad":
         x = np.zeros(n, np.float32)
         for det in (0.994, 1.0, 1.006):
             x += (2 * _phase(freq * det, n, sr) - 1).astype(np.float32)
-        attack = 0.25 if instrument == "synth pad" else min(0.8, n / sr / 3)
-        return x / 3 * _env(n, sr, attack, 8.0, min(0.4, n / sr / 3))
+        return x / 3 * _env(n, sr, 0.25, 8.0, min(0.4, n / sr / 3))
+    if instrument == "warm pad":  # soft additive tone, two detuned voices, slow swell
+        amps, decays = [1.0, 0.4, 0.15, 0.06], [30.0] * 4
+        x = _additive(freq * 0.997, n, sr, amps, decays) + _additive(freq * 1.003, n, sr, amps, decays)
+        return x * 0.4 * _env(n, sr, min(0.8, n / sr / 3), 30.0, min(0.6, n / sr / 3))
     if instrument == "bell":
         amps, decays = [1.0, 0.5, 0.35, 0.2], [1.6, 0.9, 0.5, 0.3]
         t = np.arange(n, dtype=np.float32) / sr
