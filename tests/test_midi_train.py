@@ -7,6 +7,7 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,7 +16,10 @@ from tunesmith.data.midi_prepare import prepare_midi
 from tunesmith.engine import checkpoint as ckpt
 from tunesmith.engine.solver import Solver
 from tunesmith.errors import UserError
+from tunesmith.modeldir import export_tunesmith
+from tunesmith.models.midi.loading import load_midi_model
 from tunesmith.models.midi.notes import read_midi, write_midi
+from tunesmith.models.midi.render import find_renderer
 from tunesmith.models.midi.synthetic import make_fake_maestro, synth_piece
 from tunesmith.train_cli import build_solver
 
@@ -72,7 +76,9 @@ def test_pretrain_evaluates_every_composer_split(pretrained) -> None:
     # checkpoint: plain config, tokenizer description in the training state
     last = Path(pretrained["run_dir"]) / "checkpoints" / "last"
     state = ckpt.load_state(last)  # weights_only=True
-    assert state["extra"]["tokenizer"]["kind"] == "seconds"
+    assert state["extra"]["tokenizer_desc"]["kind"] == "seconds"
+    # pretraining windows are full: every update trains on batch × context input tokens
+    assert state["extra"]["tokens_seen"] == 6 * 4 * 64
     assert ckpt.read_config(last)["config"]["stage"] == "pretrain"
     assert list((Path(pretrained["run_dir"]) / "samples" / "epoch_0002").glob("*.mid"))
 
@@ -148,8 +154,17 @@ def test_piano_task_fine_tuning_and_generation(data, pretrained, tmp_path, capsy
     before, after = read_midi(prompt), read_midi(out)
     assert len(after) == len(before) and torch.equal(torch.from_numpy(after.pitch), torch.from_numpy(before.pitch))
     cont = tmp_path / "cont.mid"
-    code = main(["generate-midi", pretrained["run_dir"], "--prompt", str(prompt), "--tokens", "40", "--out", str(cont)])
-    assert code == 0 and cont.is_file()
+    args = ["generate-midi", pretrained["run_dir"], "--prompt", str(prompt), "--tokens", "40", "--out", str(cont)]
+    assert main([*args, "--render"]) == 0 and cont.is_file()
+    assert cont.with_suffix(".wav").is_file() == (find_renderer() is not None)
+    # an exported model dir (no training state) decodes on its own too
+    exported = export_tunesmith(tuned["run_dir"], tmp_path / "export")
+    loaded = load_midi_model(exported)
+    assert loaded.stage == "piano_task" and loaded.tokenizer.vocab == tuned["solver"].tokenizer.vocab
+    out2 = tmp_path / "filled2.mid"
+    args = ["generate-midi", str(exported), "--prompt", str(prompt), "--task", "velocity", "--out", str(out2)]
+    assert main(args) == 0
+    assert np.array_equal(read_midi(out2).velocity, after.velocity)  # same weights, same seed
     capsys.readouterr()
     # a pretrained-only run cannot fill velocities: clear error, exit 2
     assert main(["generate-midi", pretrained["run_dir"], "--prompt", str(prompt), "--task", "velocity"]) == 2

@@ -8,7 +8,7 @@
 summed loss by the number of target tokens across accumulation and ranks. Evaluation covers the
 full validation split and every named split in ``eval_splits`` (metadata filters, e.g.
 ``composer~Chopin``) with fixed windows/records, reporting the loss per token type and, for
-velocity tasks, the velocity MAE. Checkpoints carry the tokenizer description (``extra.tokenizer``).
+velocity tasks, the velocity MAE. Checkpoints carry the tokenizer description (``extra.tokenizer_desc``).
 """
 
 from __future__ import annotations
@@ -111,6 +111,7 @@ class MidiSolver(Solver):
         self._store = None
         self._eval_sets: dict[str, Dataset] | None = None
         self._flops: float | None = None
+        self._tokens_seen = 0  # this rank's training input tokens since the start (or since resume, rank > 0)
 
     # ------------------------------------------------------------------ data
 
@@ -230,6 +231,8 @@ class MidiSolver(Solver):
         return int(batch["mask"].sum())
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> LossOutput:
+        if model.training:
+            self._tokens_seen += int((batch["tokens"][:, :-1] != self.tokenizer.pad_id).sum())
         loss_sum, _, logits = lm_loss(model, batch["tokens"], batch["mask"])
         labels = batch["tokens"][:, 1:][batch["mask"]]
         correct = (logits.detach().argmax(-1) == labels).sum()
@@ -360,13 +363,23 @@ class MidiSolver(Solver):
     # ------------------------------------------------------------------ checkpoint extras
 
     def extra_state(self) -> dict:
-        state = {"tokenizer": self.tokenizer.describe(), "stage": self.cfg.stage}
+        """Plain data saved in every checkpoint: the tokenizer description (so a checkpoint decodes on its
+        own), the stage, the piano-task config, and the number of (non-padding) tokens trained on."""
+        from tunesmith.engine.distributed import all_reduce_sum
+
+        # every rank builds the checkpoint state together (the engine gathers RNG states the same way)
+        seen = all_reduce_sum(torch.tensor([float(self._tokens_seen)], dtype=torch.float64, device=self.device))
+        state = {
+            "tokenizer_desc": self.tokenizer.describe(),
+            "stage": self.cfg.stage,
+            "tokens_seen": int(seen.item()),
+        }
         if self.cfg.stage == "piano_task":
             state["piano_task"] = to_dict(self.cfg.piano_task)
         return state
 
     def load_extra_state(self, state: dict) -> None:
-        stored = dict(state.get("tokenizer") or {})
+        stored = dict(state.get("tokenizer_desc") or {})
         current = self.tokenizer.describe()
         for desc in (stored, current):
             desc.pop("miditok_version", None)  # the vocabulary itself is compared
@@ -375,3 +388,5 @@ class MidiSolver(Solver):
                 "this run's checkpoint was trained with another tokenizer vocabulary than the one built now "
                 "(a different MidiTok version?); resume with the library versions it was trained with"
             )
+        # the total lives on rank 0 only, so that the sum over ranks at the next checkpoint stays right
+        self._tokens_seen = int(state.get("tokens_seen", 0)) if self.dist.is_main else 0

@@ -1,6 +1,6 @@
 """Load a trained MIDI GPT for inference from a run, checkpoint folder or exported model dir.
 
-The tokenizer comes from the checkpoint's training state (``extra.tokenizer``, the description the
+The tokenizer comes from the checkpoint's training state (``extra.tokenizer_desc``, the description the
 run trained with); a folder without a training state (an exported model) rebuilds it from the
 stored config's ``tokenizer`` section, and the embedding size is checked against it either way.
 """
@@ -53,8 +53,8 @@ def load_midi_model(ref: str | Path, *, which: str = "best", device: str | torch
     extra: dict = {}
     if (folder / ckpt.STATE).is_file():
         extra = ckpt.load_state(folder).get("extra") or {}
-    if extra.get("tokenizer"):
-        tokenizer = tokenizer_from_desc(extra["tokenizer"])
+    if extra.get("tokenizer_desc"):
+        tokenizer = tokenizer_from_desc(extra["tokenizer_desc"])
     else:
         tokenizer = build_tokenizer(from_dict(MidiTokenizerConfig, config.get("tokenizer") or {}))
     model_cfg = from_dict(MidiGPTConfig, config["model"])

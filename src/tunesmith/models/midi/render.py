@@ -19,6 +19,7 @@ SOUNDFONT_PATHS: tuple[str, ...] = (
     "/usr/share/sounds/sf2/default-GM.sf2",
     "/usr/share/soundfonts/default.sf2",
     "/usr/share/soundfonts/FluidR3_GM.sf2",
+    "/usr/share/sounds/sf2/TimGM6mb.sf2",
 )
 
 
