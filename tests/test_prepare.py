@@ -229,3 +229,27 @@ def test_cli_prepare_and_json(music, tmp_path, capsys):
     assert summary["run"]["skipped_already_done"] == 5
     assert main(["prepare", str(music), "--out", str(out), "--sample-rate", "8000"]) == 2
     assert "would change the output" in capsys.readouterr().err
+
+
+def test_progress_only_on_a_terminal(monkeypatch):
+    from tunesmith.data import prepare
+
+    class Tty:
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(prepare.sys, "stderr", Tty())
+    monkeypatch.setenv("TUNESMITH_NO_PROGRESS", "0")
+    assert prepare.progress_enabled(True) and not prepare.progress_enabled(False)
+    monkeypatch.setenv("TUNESMITH_NO_PROGRESS", "1")
+    assert not prepare.progress_enabled(True)
+    monkeypatch.delenv("TUNESMITH_NO_PROGRESS")
+    monkeypatch.setattr(prepare.sys, "stderr", object.__new__(type("Pipe", (), {"isatty": lambda self: False})))
+    assert not prepare.progress_enabled(True)
+
+
+def test_empty_valid_split_is_warned(tmp_path, caplog):
+    with caplog.at_level("WARNING"):
+        prepare_dataset([], tmp_path / "s", source="synthetic", num_tracks=3, track_duration=1.0, segment=1.0,
+                        sample_rate=8000, progress=False)  # fmt: skip
+    assert "valid split is empty" in caplog.text

@@ -496,6 +496,11 @@ def prepare_dataset(
         "skipped_already_done": len(tracks) - len(pending),
         "seconds": round(time.perf_counter() - started, 3),
     }
+    segments = summary["counts"]["segments"]
+    if valid_fraction > 0 and segments["train"] and not segments["valid"]:
+        log.warning("the valid split is empty (%d tracks); raise --valid-fraction to get one", len(tracks))
+    if not segments["total"]:
+        log.warning("no segments were prepared; see %s", out / "rejected.jsonl")
     return summary
 
 
