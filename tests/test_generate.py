@@ -1,0 +1,185 @@
+"""Generation: seeds, batching, audio prompts, the Generator loader and `tunesmith generate` (kill and rerun)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from test_lm_fixtures import CODEC_RATE, make_codec_dir, make_lm_dir
+from tunesmith.errors import UserError
+from tunesmith.generate import Generator, generate_codes, parse_item
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gen")
+    codec = make_codec_dir(root)
+    return make_lm_dir(root, codec)
+
+
+@pytest.fixture(scope="module")
+def generator(model_dir):
+    return Generator.from_path(model_dir)
+
+
+def test_same_seed_same_audio_and_batch_does_not_matter(generator):
+    item = {"prompt": "bright fast melody", "seed": 7, "duration": 0.1, "top_k": 10}
+    a, b = generator.generate([item]), generator.generate([item])
+    assert a[0].wav.dtype == np.float32 and a[0].wav.shape == (1, int(0.1 * CODEC_RATE))
+    assert np.array_equal(a[0].codes, b[0].codes) and np.array_equal(a[0].wav, b[0].wav)
+    other = generator.generate([{**item, "seed": 8}])
+    assert not np.array_equal(other[0].codes, a[0].codes)
+    batch = generator.generate([{**item, "seed": 8}, item, {**item, "prompt": "dark slow drone", "seed": 1}])
+    assert batch[1].stats["batch_size"] == 3
+    assert np.array_equal(batch[1].codes, a[0].codes)  # its own seed, wherever it sits in a batch
+    assert np.array_equal(batch[0].codes, other[0].codes)
+    assert batch[0].stats["real_time_factor"] > 0 and batch[0].sample_rate == CODEC_RATE
+
+
+def test_items_with_other_settings_are_batched_apart(generator):
+    items = [{"prompt": "a", "duration": 0.05}, {"prompt": "b", "duration": 0.1}, {"prompt": "c", "duration": 0.05}]
+    results = generator.generate(items)
+    assert [r.item.prompt for r in results] == ["a", "b", "c"]
+    assert [r.wav.shape[-1] for r in results] == [400, 800, 400]
+    assert [r.stats["batch_size"] for r in results] == [2, 1, 2]
+
+
+def test_audio_prompt_is_continued(generator):
+    prompt_wav = np.sin(np.linspace(0, 200, 400, dtype=np.float32))[None] * 0.5  # 0.05 s = 10 frames
+    prompt_codes = generator.codec.encode(torch.from_numpy(prompt_wav)[None])
+    result = generator.generate([{"prompt": "calm soft pad", "duration": 0.1}], prompt_wavs=[prompt_wav])[0]
+    assert result.codes.shape == (2, 20)
+    assert np.array_equal(result.codes[:, :10], prompt_codes[0].numpy())
+
+
+def test_unconditional_and_guidance_paths(generator):
+    model = generator.model
+    uncond = generate_codes(model, None, 6, cfg_coef=3.0, temperature=0.0, batch_size=2)
+    assert uncond.shape == (2, 2, 6)
+    assert torch.equal(uncond[0], uncond[1])  # greedy, no condition: identical rows
+    plain = generate_codes(model, [{"description": "dark slow drone"}], 6, cfg_coef=1.0, temperature=0.0)
+    guided = generate_codes(model, [{"description": "dark slow drone"}], 6, cfg_coef=1.0, temperature=0.0)
+    assert torch.equal(plain, guided)
+    with pytest.raises(ValueError, match="top_p"):
+        generate_codes(model, None, 4, top_p=2.0)
+
+
+def test_parse_item_errors():
+    assert parse_item({"text": "x", "genre": "rock", "bpm": 120}).conditions == {"genre": "rock", "bpm": 120}
+    for bad, message in [
+        ({"duration": 0}, "duration"),
+        ({"prompt": "x", "cfg": "high"}, "cfg"),
+        ({"prompt": "x", "top_k": -1}, "top_k"),
+        ({"prompt": "x", "seeds": 1}, "unknown field"),
+        ([1, 2], "JSON object"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            parse_item(bad)
+
+
+def test_loader_errors(tmp_path, model_dir):
+    with pytest.raises(UserError, match="no such"):
+        Generator.from_path(tmp_path / "missing")
+    with pytest.raises(UserError, match="not an LM"):
+        Generator.from_path(model_dir.parent / "codec")
+    with pytest.raises(UserError):
+        Generator.from_path(model_dir, codec=tmp_path / "nope")
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def _cli(*args: str, cwd) -> subprocess.Popen:
+    env = {**os.environ, "TUNESMITH_NO_PROGRESS": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "tunesmith", "generate", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _records(out) -> list[dict]:
+    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+
+
+def test_cli_bad_lines_are_reported_and_the_rest_runs(tmp_path, model_dir, capsys, monkeypatch):
+    from tunesmith.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(
+        '{"prompt": "bright fast melody", "seed": 3}\n'
+        "{not json\n"
+        "\n"
+        "plain text prompt\n"
+        '{"prompt": "x", "duration": -2}\n'
+        '{"prompt": "calm soft pad", "genre": "ambient", "duration": 0.05}\n'
+    )
+    rc = main(["generate", str(model_dir), "--prompts", str(prompts), "--out", "out", "--duration", "0.1", "--json"])
+    stdout, stderr = capsys.readouterr()
+    assert rc == 1, stderr
+    assert stderr.index(f"{prompts}:2: not valid JSON") < stderr.index(f"{prompts}:5: duration=-2.0")
+    assert "real-time factor" in stderr
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    assert summary["generated"] == 3 and summary["skipped_lines"] == 2
+    records = _records(tmp_path / "out")
+    assert sorted(r["line"] for r in records) == [1, 4, 6]
+    by_line = {r["line"]: r for r in records}
+    assert by_line[6]["conditions"] == {"genre": "ambient"} and by_line[1]["seed"] == 3
+    for r in records:
+        data, rate = sf.read(tmp_path / "out" / r["file"])
+        assert rate == CODEC_RATE and len(data) == round(r["duration"] * CODEC_RATE)
+    assert main(["generate", str(model_dir), "--prompt", "dark slow drone", "--out", "one", "--duration", "0.05"]) == 0
+    assert len(_records(tmp_path / "one")) == 1
+    assert main(["generate", str(model_dir), "--out", "none"]) == 2  # nothing to generate: a clear error
+    assert "give --prompt" in capsys.readouterr().err
+
+
+def test_cli_killed_and_rerun_continues_without_redoing(tmp_path, model_dir):
+    n = 10
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"melody number {i}", "seed": i}) + "\n" for i in range(n)))
+    args = [str(model_dir), "--prompts", str(prompts), "--out", "out", "--duration", "0.3", "--batch-size", "1"]
+    results = tmp_path / "out" / "results.jsonl"
+    proc = _cli(*args, cwd=tmp_path)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if results.is_file() and len(results.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "finished before it could be killed; make the items longer"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = {r["id"]: r for r in _records(tmp_path / "out")}
+    assert 3 <= len(first) < n
+    before = {r["file"]: (tmp_path / "out" / r["file"]).read_bytes() for r in first.values()}
+    # a kill in the middle of an append leaves a partial line: the rerun must cope
+    with open(results, "a") as f:
+        f.write('{"id": "cut-off')
+    again = _cli(*args, cwd=tmp_path)
+    _, stderr = again.communicate(timeout=300)
+    assert again.returncode == 0, stderr
+    assert f"{len(first)} already done, {n - len(first)} to generate" in stderr
+    records = _records(tmp_path / "out")
+    ids = [r["id"] for r in records]
+    assert len(ids) == len(set(ids)) == n
+    for name, data in before.items():
+        assert (tmp_path / "out" / name).read_bytes() == data  # finished items never redone
+    wavs = sorted(p.name for p in (tmp_path / "out").glob("*.wav"))
+    assert wavs == sorted(r["file"] for r in records)
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]  # no temp files left
+    from tunesmith.generate_cli import read_done
+
+    assert read_done(tmp_path / "out", ".wav") == set(ids)
