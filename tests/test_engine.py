@@ -334,3 +334,24 @@ def test_preflight_reports_missing_disk_space(tmp_path, monkeypatch):
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**6, 10**6, 10))
     with pytest.raises(UserError, match="GB free"):
         solver.run_preflight()
+
+
+def test_wandb_offline_logging_goes_through_the_tracker(tmp_path, monkeypatch):
+    """wandb is optional; with train.log.wandb=offline the tracker initialises it offline and logs scalars."""
+    import types
+
+    calls: dict = {"init": [], "log": [], "finish": 0}
+
+    class FakeRun:
+        def log(self, data, step):
+            calls["log"].append((step, data))
+
+        def finish(self):
+            calls["finish"] += 1
+
+    fake = types.ModuleType("wandb")
+    fake.init = lambda **kw: calls["init"].append(kw) or FakeRun()
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    train(tmp_path, "train.log.wandb=offline")
+    assert calls["init"][0]["mode"] == "offline" and calls["finish"] == 1
+    assert any("valid/loss" in data for _, data in calls["log"])

@@ -296,16 +296,63 @@ class Solver:
             raise PreflightError("preflight found problems:\n  - " + "\n  - ".join(problems))
 
     def _cuda_memory_advice(self) -> list[str]:
-        """Rough memory estimate: weights, grads and Adam state (16 bytes/param) plus activations."""
+        """Static estimate (weights, grads, Adam: 16 bytes/param), then a real probe of one micro-batch.
+
+        The probe runs forward and backward on one training micro-batch of the configured size
+        (no optimizer step; gradients and RNG are restored), measures peak memory, and when
+        it runs out of memory halves the batch until it fits, so the message can suggest a
+        batch and accumulation with the same global batch instead of an OOM an hour later.
+        """
         free, _ = torch.cuda.mem_get_info(self.device)
-        n_params = sum(p.numel() for p in self.model.parameters())
+        n_params = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         static = n_params * 16
         if static > free:
             return [
                 f"the model's weights, gradients and optimizer state need ~{static / 2**30:.1f} GiB but only "
                 f"{free / 2**30:.1f} GiB is free: use train.fsdp=true with several GPUs, or a smaller preset"
             ]
-        return []
+        fits = self._largest_fitting_batch()
+        if fits >= self.batch_size:
+            return []
+        accum = self.cfg.train.grad_accum
+        if fits == 0:
+            return ["even one item per micro-batch runs out of GPU memory: use a smaller preset or train.fsdp=true"]
+        new_accum = -(-self.batch_size * accum // fits)
+        gpu = torch.cuda.get_device_name(self.device)
+        return [
+            f"dataset.batch_size={self.batch_size} runs out of GPU memory on {gpu}; "
+            f"dataset.batch_size={fits} fits: use dataset.batch_size={fits} train.grad_accum={new_accum} "
+            f"for (about) the same global batch"
+        ]
+
+    def _largest_fitting_batch(self) -> int:
+        stream = TrainStream(len(self.datasets["train"]), self.batch_size, seed=self.cfg.train.seed)
+        keys = stream.keys(0)
+        rng = torch.cuda.get_rng_state(self.device), torch.get_rng_state()
+        size = self.batch_size
+        try:
+            while size > 0:
+                try:
+                    batch = move_batch(
+                        self.collate([self.datasets["train"][k] for k in keys[:size]]),
+                        self.device,
+                        input_dtype(self.model),
+                    )
+                    torch.cuda.reset_peak_memory_stats(self.device)
+                    with self.autocast():
+                        out = self.loss(self.model, batch)
+                    out.loss_sum.float().backward()
+                    return size
+                except torch.cuda.OutOfMemoryError:
+                    size //= 2
+                finally:
+                    for p in self.model.parameters():
+                        p.grad = None
+                    torch.cuda.empty_cache()
+            return 0
+        finally:
+            torch.cuda.set_rng_state(rng[0], self.device)
+            torch.set_rng_state(rng[1])
 
     # ------------------------------------------------------------------ checkpoint/resume
 
