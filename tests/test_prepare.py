@@ -253,3 +253,31 @@ def test_empty_valid_split_is_warned(tmp_path, caplog):
         prepare_dataset([], tmp_path / "s", source="synthetic", num_tracks=3, track_duration=1.0, segment=1.0,
                         sample_rate=8000, progress=False)  # fmt: skip
     assert "valid split is empty" in caplog.text
+
+
+def _crash_on_named(track: dict, settings: dict, out: str) -> dict:
+    """Worker function for the crash test: dies like a segfaulting decoder on files named 'crash*'."""
+    from tunesmith.data.prepare import process_track
+
+    if track["name"].startswith("crash"):
+        os._exit(3)
+    return process_track(track, settings, out)
+
+
+def test_a_worker_crash_rejects_only_the_culprit(tmp_path):
+    from tunesmith.data.prepare import _run_tracks
+    from tunesmith.data.sources import scan_folder
+
+    src = tmp_path / "src"
+    for name in ("a", "b", "crash", "c", "d", "e"):
+        write_tone(src / f"{name}.wav", 1.0, 8000)
+    tracks = scan_folder(src).tracks
+    records: list[dict] = []
+    settings = {"sample_rate": 8000, "channels": 1, "segment": 1.0, "min_segment": 0.5, "valid_fraction": 0.0}
+    settings.update(seed=0, format="wav", silence_db=-60.0, track_duration=None)
+    _run_tracks(tracks, settings, tmp_path / "out", 2, records.append, fn=_crash_on_named)
+    status = {r["track_id"].rsplit("/", 1)[-1]: r["status"] for r in records}
+    assert len(records) == 6 and status.pop("crash.wav") == "rejected"
+    assert set(status.values()) == {"done"}
+    (crash,) = [r for r in records if r["status"] == "rejected"]
+    assert "crashed the worker" in crash["reason"]

@@ -323,48 +323,63 @@ def _worker_init() -> None:
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def _run_tracks(pending: list[Track], settings: dict[str, Any], out: Path, workers: int, on_record: Any) -> None:
-    """Process ``pending`` in this process (workers=1) or a process pool, calling ``on_record``."""
+def _crash_record(track: Track) -> dict[str, Any]:
+    return {
+        "track_id": track.track_id,
+        "key": track_key(track),
+        "fingerprint": track.fingerprint(),
+        "file": track.audio or track.track_id,
+        "status": "rejected",
+        "reason": "the decoder crashed the worker process on this file",
+    }
+
+
+def _pool_pass(
+    batch: list[Track], settings: dict[str, Any], out: Path, workers: int, max_in_flight: int, on_record: Any, fn: Any
+) -> tuple[list[Track], list[Track]]:
+    """Run ``batch`` on a fresh pool. Returns ([], []) when done, or after a worker crash the
+    tracks that were in flight (one of them killed it) and those not yet submitted."""
+    todo = list(reversed(batch))
+    in_flight: dict[cf.Future, Track] = {}
+    ctx = multiprocessing.get_context("spawn")
+    try:
+        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
+            while todo or in_flight:
+                while todo and len(in_flight) < max_in_flight:
+                    track = todo.pop()
+                    in_flight[pool.submit(fn, track.to_dict(), settings, str(out))] = track
+                done, _ = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
+                for future in done:
+                    result = future.result()  # raises BrokenProcessPool if that worker died
+                    in_flight.pop(future)
+                    on_record(result)
+    except cf.process.BrokenProcessPool:
+        return list(in_flight.values()), list(reversed(todo))
+    return [], []
+
+
+def _run_tracks(
+    pending: list[Track], settings: dict[str, Any], out: Path, workers: int, on_record: Any, fn: Any = None
+) -> None:
+    """Process ``pending`` with ``fn`` (default :func:`process_track`) in this process (workers=1) or
+    a process pool, calling ``on_record`` with each completion record. When a worker process dies
+    (a decoder crash), the tracks it may have been working on are retried one at a time in a fresh
+    single-worker pool; the one that crashes again is rejected, the others finish normally."""
+    fn = fn or process_track
     if workers <= 1 or len(pending) <= 1:
         for track in pending:
-            on_record(process_track(track.to_dict(), settings, str(out)))
+            on_record(fn(track.to_dict(), settings, str(out)))
         return
-    queue = list(reversed(pending))
-    suspects: list[Track] = []
-    crashes: Counter[str] = Counter()
-    ctx = multiprocessing.get_context("spawn")
+    queue, suspects = list(pending), []
     while queue or suspects:
-        isolated = not queue  # after a worker crash, the tracks in flight are retried one at a time
-        batch_workers = 1 if isolated else workers
-        if isolated:
-            queue, suspects = list(reversed(suspects)), []
-        in_flight: dict[cf.Future, Track] = {}
-        try:
-            with cf.ProcessPoolExecutor(max_workers=batch_workers, mp_context=ctx, initializer=_worker_init) as pool:
-                while queue or in_flight:
-                    while queue and len(in_flight) < 4 * batch_workers:
-                        track = queue.pop()
-                        in_flight[pool.submit(process_track, track.to_dict(), settings, str(out))] = track
-                    done, _ = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
-                    for future in done:
-                        track = in_flight.pop(future)
-                        on_record(future.result())
-        except cf.process.BrokenProcessPool:
-            for track in in_flight.values():
-                crashes[track.track_id] += 1
-                if isolated or crashes[track.track_id] >= 2:
-                    on_record(
-                        {
-                            "track_id": track.track_id,
-                            "key": track_key(track),
-                            "fingerprint": track.fingerprint(),
-                            "file": track.audio or track.track_id,
-                            "status": "rejected",
-                            "reason": "the decoder crashed the worker process on this file",
-                        }
-                    )
-                else:
-                    suspects.append(track)
+        if queue:
+            in_flight, rest = _pool_pass(queue, settings, out, workers, 4 * workers, on_record, fn)
+            queue, suspects = rest, suspects + in_flight
+        else:
+            in_flight, rest = _pool_pass(suspects, settings, out, 1, 1, on_record, fn)
+            for track in in_flight:  # alone in its pool: this one crashed it
+                on_record(_crash_record(track))
+            suspects = rest
 
 
 def _scan_all(
