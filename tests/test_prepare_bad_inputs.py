@@ -125,3 +125,25 @@ def test_a_crash_inside_one_track_does_not_stop_the_run(tmp_path, monkeypatch):
     assert summary["counts"]["tracks"]["total"] == 1
     (reason,) = [r for f, r in _rejected(out).items() if f.endswith("boom.wav")]
     assert "MemoryError" in reason and "decoder exploded" in reason
+
+
+def test_a_full_disk_stops_the_run_with_a_clear_error_and_resumes(tmp_path, monkeypatch):
+    """An output failure is not the input's fault: no rejection is recorded, the run stops, a re-run finishes."""
+    import tunesmith.audio.io as io
+
+    src = tmp_path / "src"
+    for name in ("a", "b"):
+        write_tone(src / f"{name}.wav", 2.0, 16000)
+    real = io._write_wav_pcm16
+
+    def full(path, wav, sample_rate):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(io, "_write_wav_pcm16", full)
+    out = tmp_path / "out"
+    kw = {"sample_rate": 16000, "segment": 1.0, "progress": False, "valid_fraction": 0.0}
+    with pytest.raises(UserError, match="No space left on device.*re-run"):
+        prepare_dataset([src], out, **kw)
+    monkeypatch.setattr(io, "_write_wav_pcm16", real)
+    summary = prepare_dataset([src], out, **kw)
+    assert summary["run"]["processed"] == 2 and summary["counts"]["rejected"] == 0

@@ -56,6 +56,10 @@ OUTPUT_SETTINGS: dict[str, str] = {
 }
 
 
+class OutputError(UserError):
+    """Writing the dataset failed (disk full, permissions): the run stops; re-running resumes."""
+
+
 # --------------------------------------------------------------------------- per-track work
 
 
@@ -148,12 +152,16 @@ def process_track(track: dict[str, Any], settings: dict[str, Any], out_dir: str)
                 silent += 1
                 continue
             name = f"{index:05d}"
-            save_audio(seg_dir / f"{name}.{settings['format']}", seg, sr)
             info = dict(t.meta)
             info.update(track_id=t.track_id, name=info.get("name") or t.name, segment_index=index)
             info.update(start=round(index * settings["segment"], 6) if not t.whole else 0.0, source=t.kind)
             sidecar = json.dumps(info, ensure_ascii=False, indent=1) + "\n"
-            write_atomic_text(seg_dir / f"{name}.json", sidecar, fsync=False)
+            try:
+                save_audio(seg_dir / f"{name}.{settings['format']}", seg, sr)
+                write_atomic_text(seg_dir / f"{name}.json", sidecar, fsync=False)
+            except OSError as err:  # the output's fault (disk full, permissions), not the input's: stop
+                fix = "free space or fix permissions, then re-run"
+                raise OutputError(f"cannot write into {seg_dir}: {err}; {fix}") from None
             segments.append([f"{rel_dir}/{name}.{settings['format']}", n / sr, round(float(np.abs(seg).max()), 6)])
         if stream is not None and stream.truncated:
             declared = stream.info.duration or 0.0
@@ -177,6 +185,8 @@ def process_track(track: dict[str, Any], settings: dict[str, Any], out_dir: str)
             "genre": str(t.meta.get("genre") or ""),
         }
     except UserError as err:
+        if isinstance(err, OutputError):
+            raise
         message = str(err)
         if t.audio and message.startswith(t.audio + ": "):
             message = message[len(t.audio) + 2 :]
