@@ -147,3 +147,16 @@ def test_a_full_disk_stops_the_run_with_a_clear_error_and_resumes(tmp_path, monk
     monkeypatch.setattr(io, "_write_wav_pcm16", real)
     summary = prepare_dataset([src], out, **kw)
     assert summary["run"]["processed"] == 2 and summary["counts"]["rejected"] == 0
+
+
+def test_a_typo_in_a_source_leaves_no_dataset_behind(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(UserError, match="no such file or folder"):
+        prepare_dataset([tmp_path / "typo"], out, progress=False)
+    assert not out.exists() or not any(out.iterdir())
+    src = tmp_path / "src"
+    write_tone(src / "a.wav", 1.0, 8000)
+    prepare_dataset([src], out, sample_rate=8000, segment=1.0, progress=False)  # other settings: still accepted
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="is a file"):
+        prepare_dataset([src], tmp_path / "file", progress=False)

@@ -34,7 +34,16 @@ from typing import Any
 import numpy as np
 
 from tunesmith.data.manifest import DATASET_JSON, SEGMENTS_DIR, SPLITS, ManifestEntry, manifest_path, write_manifest
-from tunesmith.data.sources import KINDS, Rejection, ScanResult, Track, scan_source, scan_synthetic, track_key
+from tunesmith.data.sources import (
+    KINDS,
+    Rejection,
+    ScanResult,
+    Track,
+    detect_kind,
+    scan_source,
+    scan_synthetic,
+    track_key,
+)
 from tunesmith.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -239,18 +248,18 @@ class TrackLog:
         self._file.close()
 
 
-def _check_settings(out: Path, settings: dict[str, Any]) -> None:
-    """Refuse output-changing settings that differ from those DIR was prepared with."""
+def _check_settings(out: Path, settings: dict[str, Any]) -> bool:
+    """Refuse output-changing settings that differ from those DIR was prepared with, and a DIR that
+    is not a dataset. Returns True when DIR is new (its settings still to be written)."""
     path = out / STATE_DIR / "settings.json"
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a folder for the dataset")
     if not path.is_file():
         if out.is_dir() and any(p.name != STATE_DIR for p in out.iterdir()):
             raise UserError(
                 f"{out} is not empty and is not a dataset made by `tunesmith prepare`; choose a new or empty --out"
             )
-        from tunesmith.audio.io import write_atomic_text
-
-        write_atomic_text(path, json.dumps(settings, indent=1, sort_keys=True) + "\n")
-        return
+        return True
     try:
         old = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
@@ -264,6 +273,7 @@ def _check_settings(out: Path, settings: dict[str, Any]) -> None:
             f"{out} was prepared with {was}; this run asks for {now}, which would change the output. "
             f"Use a new --out, or the original settings ({same})"
         )
+    return False
 
 
 def split_of(track: Track, seed: int, valid_fraction: float) -> str:
@@ -413,8 +423,6 @@ def _scan_all(
         )
     else:
         for path in sources:
-            from tunesmith.data.sources import detect_kind
-
             kind = detect_kind(path) if source == "auto" and path.exists() else source
             results.append((kind, scan_source(path, kind, exclude=out.resolve())))
     seen: set[str] = set()
@@ -495,8 +503,12 @@ def prepare_dataset(
         "track_duration": float(track_duration or segment) if synthetic else None,
     }
     source_paths = [Path(s).expanduser().absolute() for s in sources]
-    _check_settings(out, settings)
+    new_dataset = _check_settings(out, settings)
     tracks, scan_rejected, rows_without_audio, kinds = _scan_all(source_paths, source, out, settings, num_tracks)
+    if new_dataset:  # only once the sources were found and read: a typo leaves no half-made DIR behind
+        from tunesmith.audio.io import write_atomic_text
+
+        write_atomic_text(out / STATE_DIR / "settings.json", json.dumps(settings, indent=1, sort_keys=True) + "\n")
 
     state = TrackLog(out / STATE_DIR / "tracks.jsonl")
     pending = [t for t in tracks if not state.is_current(t)]
