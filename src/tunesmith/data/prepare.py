@@ -552,6 +552,10 @@ def _write_outputs(
     """Rebuild manifests, rejected.jsonl and dataset.json from the completion records."""
     from tunesmith.audio.io import write_atomic_text
 
+    for folder in (out, out / STATE_DIR, *(out / "egs" / s for s in SPLITS)):  # temp files of a killed run
+        for stale in folder.glob(".*.tmp*") if folder.is_dir() else ():
+            stale.unlink(missing_ok=True)
+
     entries: dict[str, list[ManifestEntry]] = {s: [] for s in SPLITS}
     track_counts: Counter[str] = Counter()
     seconds: Counter[str] = Counter()
