@@ -14,6 +14,15 @@ from tunesmith.train_cli import build_solver
 ENV = {**os.environ, "TUNESMITH_NO_PROGRESS": "1"}
 
 
+def test_every_command_module_imports():
+    import importlib
+
+    from tunesmith.cli import COMMAND_MODULES
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(name)  # a broken command must fail here, not only warn at run time
+
+
 def test_help_lists_the_commands(capsys):
     assert main([]) == 0
     out = capsys.readouterr().out

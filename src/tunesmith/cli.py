@@ -43,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
         except ModuleNotFoundError as err:
             if err.name and name.startswith(err.name):  # that command is not part of this build
                 continue
-            raise
+            # one broken optional command must not take the others down; `tunesmith doctor` says why
+            print(f"tunesmith: warning: command module {name} unavailable ({err})", file=sys.stderr)
+            continue
         module.add_parser(subparsers)
     return parser
 
