@@ -42,7 +42,7 @@ class ConditionerConfig:
     vocab_size: int = 2000  # most frequent tokens kept
     text_max_len: int = 64  # tokens; longer texts are cut
     text_dim: int = 0  # built-in encoder width; 0 → the LM's dim
-    text_layers: int = 2
+    text_layers: int = 2  # 0 = a lookup table (token embeddings + positions, no encoder)
     text_heads: int = 4
     t5_path: str = ""  # local directory of a T5 (encoder) checkpoint + tokenizer, for text=t5
     attributes: list[str] = dataclasses.field(default_factory=list)  # any of genre, bpm, key, instrument
@@ -209,7 +209,10 @@ class BuiltinTextEncoder(nn.Module):
         layer = nn.TransformerEncoderLayer(
             width, cfg.text_heads, 4 * width, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
         )
-        self.encoder = nn.TransformerEncoder(layer, cfg.text_layers, enable_nested_tensor=False)
+        # text_layers=0: a plain lookup table (AudioCraft's LUT conditioner), positions and projection only
+        self.encoder = (
+            nn.TransformerEncoder(layer, cfg.text_layers, enable_nested_tensor=False) if cfg.text_layers else None
+        )
         self.norm = nn.LayerNorm(width)
         self.proj = nn.Linear(width, out_dim)
         self.register_buffer("positions", sinusoidal_embedding(torch.arange(self.max_len), width), persistent=False)
@@ -225,7 +228,8 @@ class BuiltinTextEncoder(nn.Module):
         # a row of padding only (empty text) would make softmax NaN: let it see its first slot, masked later
         key_padding = ~mask
         key_padding[:, 0] &= mask.any(dim=1)
-        x = self.encoder(x, src_key_padding_mask=key_padding)
+        if self.encoder is not None:
+            x = self.encoder(x, src_key_padding_mask=key_padding)
         return self.proj(self.norm(x)), mask
 
 
