@@ -183,3 +183,13 @@ def test_empty_eval_split_is_logged_and_skipped(data, tmp_path, caplog) -> None:
     assert not [k for k in history(result["run_dir"], "evaluate")[-1] if k.startswith("liszt/")]
     with pytest.raises(UserError, match="unknown field"):
         train(tmp_path / "bad", f"data={data}", "eval_splits={x: compose~Bach}", "train.epochs=1")
+
+
+def test_remi_tokenizer_pretrains_and_fine_tunes(data, tmp_path) -> None:
+    short = ["tokenizer.kind=remi", "train.epochs=1", "train.updates_per_epoch=2", "eval_splits={}"]
+    base = train(tmp_path, f"data={data}", *short)
+    state = ckpt.load_state(Path(base["run_dir"]) / "checkpoints" / "last")
+    assert state["extra"]["tokenizer_desc"]["kind"] == "remi"
+    tuned = train(tmp_path, f"data={data}", *short, f"init_from={base['run_dir']}", preset="velocity-tiny")
+    evaluated = history(tuned["run_dir"], "evaluate")[-1]
+    assert 0 < evaluated["valid/velocity_mae"] < 127

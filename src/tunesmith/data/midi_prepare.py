@@ -29,7 +29,7 @@ import os
 import re
 import shutil
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -251,7 +251,7 @@ def _write_part(path: Path, result: Notes | str) -> None:
 
 
 def _parse(file: SourceFile, sustain: str) -> Notes | str:
-    """Notes of one file shifted nowhere (times from the file's start), or the reason it is rejected."""
+    """Notes of one file (times in seconds from the file's start), or the reason it is rejected."""
     try:
         notes = read_midi(file.path, sustain=sustain)
     except UserError as err:
@@ -437,8 +437,3 @@ class MidiNotesStore:
 
     def splits(self) -> list[str]:
         return sorted({p["split"] for p in self.pieces})
-
-
-def iter_notes(store: MidiNotesStore, ids: Iterable[int]) -> Iterable[tuple[int, Notes]]:
-    for i in ids:
-        yield i, store.notes(i)

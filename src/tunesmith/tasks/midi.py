@@ -186,9 +186,9 @@ class MidiSolver(Solver):
                 sustain,
                 "repeat what the lengthened notes already say" if sustain == "apply" else "will be absent",
             )
-        for name, where in self.cfg.eval_splits.items():
-            from tunesmith.data.midi_prepare import parse_filter
+        from tunesmith.data.midi_prepare import parse_filter
 
+        for name, where in self.cfg.eval_splits.items():
             parse_filter(where, field_name=f"eval_splits.{name}")
 
     # ------------------------------------------------------------------ model

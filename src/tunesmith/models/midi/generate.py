@@ -100,7 +100,7 @@ def fill_velocities(
     value_of = velocity_values(tok)
     npr = task_cfg.notes_per_record
     rng = np.random.default_rng(sampling.seed)
-    covered = np.nonzero((notes.pitch >= tok.pitch_min) & (notes.pitch <= tok.pitch_max))[0]
+    covered = np.nonzero(tok.in_range(notes))[0]
     decoded: list[Notes] = []
     for begin in range(0, len(covered), npr):
         index = covered[begin : begin + npr]

@@ -21,7 +21,6 @@ the piano tasks rely on.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Literal
 
 import numpy as np
@@ -119,6 +118,10 @@ class MidiTokenizer:
 
     def task_id(self, task: str) -> int:
         return self.id(task_token_name(task))
+
+    def in_range(self, notes: Notes) -> np.ndarray:
+        """Boolean mask ``[N]`` of the notes whose pitch this tokenizer covers."""
+        return (notes.pitch >= self.pitch_min) & (notes.pitch <= self.pitch_max)
 
     def types_of(self, tokens: np.ndarray) -> np.ndarray:
         """Token types ``[T]`` (int8) of a token array ``[T]``."""
@@ -255,10 +258,6 @@ class SecondsTokenizer(MidiTokenizer):
         """Durations (s) → bin index: nearest bin in log steps, at least one step, clipped at the top."""
         steps = np.maximum(np.round(np.asarray(seconds, np.float64) / self.time_step), 1.0)
         return np.searchsorted(self._duration_bounds, np.log(steps), side="right").astype(np.int64)
-
-    def in_range(self, notes: Notes) -> np.ndarray:
-        """Boolean mask ``[N]`` of the notes whose pitch this tokenizer covers."""
-        return (notes.pitch >= self.pitch_min) & (notes.pitch <= self.pitch_max)
 
     # -- encode
     def encode(self, notes: Notes, origin: float = 0.0) -> np.ndarray:
@@ -461,7 +460,7 @@ class RemiTokenizer(MidiTokenizer):
 
         tpq = 480
         ticks_per_second = tpq * self.tempo_qpm / 60.0
-        notes = notes.take((notes.pitch >= self.pitch_min) & (notes.pitch <= self.pitch_max))
+        notes = notes.take(self.in_range(notes))
         score = Score(tpq)
         score.tempos.append(Tempo(0, self.tempo_qpm))
         track = Track("piano", 0, False)
@@ -565,11 +564,3 @@ def tokenizer_from_desc(desc: dict) -> MidiTokenizer:
     if "vocab_size" in desc and desc["vocab_size"] != tok.vocab_size:
         raise UserError(f"tokenizer description says {desc['vocab_size']} tokens, rebuilt {tok.vocab_size}")
     return tok
-
-
-def max_tokens_per_note(tok: MidiTokenizer, max_gap_seconds: float = 1.0) -> int:
-    """Upper bound of tokens one note takes when onsets are at most ``max_gap_seconds`` apart."""
-    if isinstance(tok, SecondsTokenizer):
-        shifts = math.ceil(max_gap_seconds / (tok.max_shift_steps * tok.time_step))
-        return 3 + max(shifts, 1)
-    return 5
