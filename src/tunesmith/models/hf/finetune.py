@@ -1,0 +1,234 @@
+"""Fine-tuning an LM — fully or with LoRA — from a Hugging Face MusicGen or an imported model directory.
+
+``tunesmith train lm PRESET data=DIR init_from=hf:MUSICGEN_DIR [finetune.mode=lora ...]``:
+
+* :func:`open_init_source` turns ``init_from`` into an :class:`InitSource`. ``hf:DIR`` (or a directory
+  whose config.json says ``musicgen``) is imported once into ``RUN/hf_init`` (reused while the source is
+  unchanged); a directory written by ``tunesmith import hf`` or ``tunesmith merge`` is used as is. Any
+  other ``init_from`` (a tunesmith run) is not a source here: the engine loads it as usual.
+* :meth:`InitSource.apply_to` makes the run's config describe the source: the architecture keys of
+  ``model`` (see :data:`~tunesmith.models.hf.convert.ARCHITECTURE_KEYS`) come from the source, training
+  settings (dropout, CFG dropout, text length) stay the run's; ``codec``/``codec_bandwidth`` default to
+  the source's EnCodec. Checkpoints then record the model that is really trained.
+* :func:`prepare_model` loads the source weights strictly, freezes what a MusicGen does not have (the
+  null condition; an identity text projection), then applies ``finetune``: LoRA (peft), the base dtype,
+  gradient checkpointing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from tunesmith.config import ConfigError, Resolved, from_dict, merge_into, to_dict
+from tunesmith.engine import checkpoint as ckpt
+from tunesmith.errors import UserError
+from tunesmith.models.hf import convert
+from tunesmith.models.hf.importer import CODEC_DIR, import_hf, is_imported_dir, resolve_t5_path
+from tunesmith.models.hf.lora import LoraSettings, apply_lora
+from tunesmith.models.lm.model import LMConfig
+
+log = logging.getLogger(__name__)
+
+HF_PREFIX = "hf:"
+INIT_DIR = "hf_init"
+
+
+@dataclasses.dataclass
+class FinetuneConfig:
+    """``finetune.*`` of the LM task."""
+
+    mode: Literal["full", "lora"] = "full"
+    lora: LoraSettings = dataclasses.field(default_factory=LoraSettings)
+    gradient_checkpointing: bool = False  # recompute each transformer block in backward (less activation memory)
+
+
+# --------------------------------------------------------------------------- the source
+
+
+@dataclasses.dataclass
+class InitSource:
+    """An imported MusicGen: its model directory, LM config, weights and codec."""
+
+    folder: Path
+    lm_config: LMConfig
+    state: dict[str, Tensor]
+    codec: str
+    codec_bandwidth: float
+    reference: str  # what init_from said
+
+    def apply_to(self, resolved: Resolved) -> Resolved:
+        """``resolved`` with the source's architecture (and codec, where unset); a new Resolved."""
+        data = json.loads(json.dumps(resolved.data))
+        source_model = to_dict(self.lm_config)
+        replaced = {}
+        for key in convert.ARCHITECTURE_KEYS:
+            *path, leaf = key.split(".")
+            src, dst = source_model, data["model"]
+            for part in path:
+                src, dst = src[part], dst[part]
+            if dst[leaf] != src[leaf]:
+                replaced[f"model.{key}"] = (dst[leaf], src[leaf])
+                dst[leaf] = src[leaf]
+        for key, (old, new) in replaced.items():
+            if key != "model.conditioner.t5_path":
+                log.info("init_from %s: %s=%r (from the source; the config said %r)", self.reference, key, new, old)
+        if not data.get("codec"):
+            data["codec"] = self.codec
+            if not data.get("codec_bandwidth"):
+                data["codec_bandwidth"] = self.codec_bandwidth
+        cls = type(resolved.config)
+        try:
+            data = merge_into(to_dict(cls()), data, cls)
+        except ConfigError as err:
+            raise UserError(f"init_from {self.reference}: {err}") from err
+        return dataclasses.replace(resolved, config=from_dict(cls, data), data=data)
+
+
+def _hf_path(init_from: str) -> Path | None:
+    """The MusicGen directory ``init_from`` names (``hf:DIR`` or a ``musicgen`` DIR), else None."""
+    from tunesmith.models.codec.loading import model_type
+
+    if init_from.startswith(HF_PREFIX):
+        path = Path(init_from[len(HF_PREFIX) :]).expanduser()
+        if not path.is_dir():
+            raise UserError(f"init_from={init_from}: {path} is not a directory (a local transformers MusicGen)")
+        return path
+    path = Path(init_from).expanduser()
+    return path if path.is_dir() and model_type(path) in ("musicgen", "musicgen_melody") else None
+
+
+def _import_once(source: Path, workdir: Path) -> Path:
+    """``workdir/hf_init``: the import of ``source``, redone only when the source changed."""
+    from tunesmith.models.hf.importer import config_fingerprint
+    from tunesmith.models.hf.verify import require_hf_dir
+
+    require_hf_dir(source, "musicgen")
+    target = workdir / INIT_DIR
+    if target.is_dir():
+        try:
+            meta = ckpt.read_config(target).get("meta") or {}
+        except UserError:
+            meta = {}
+        if meta.get("source_fingerprint") == config_fingerprint(source) and not verify_imported_dir(target):
+            return target
+        log.info("%s: the source changed or the import is damaged; importing again", target)
+        shutil.rmtree(target)
+    log.info("importing %s into %s", source, target)
+    return import_hf(source, target)
+
+
+def verify_imported_dir(folder: Path) -> list[str]:
+    """Problems of an imported model directory, its t5/ and codec/ sub-folders included."""
+    problems = ckpt.verify_folder(folder)
+    for sub in ("t5", CODEC_DIR):
+        if (folder / sub).is_dir():
+            problems.extend(ckpt.verify_folder(folder / sub))
+    return problems
+
+
+def open_init_source(init_from: str, workdir: str | Path) -> InitSource | None:
+    """The MusicGen behind ``init_from`` (imported into ``workdir`` when it is a transformers directory).
+
+    None when ``init_from`` is not a MusicGen (e.g. a tunesmith run): the engine loads those itself.
+    """
+    if not init_from:
+        return None
+    hf_dir = _hf_path(init_from)
+    if hf_dir is not None:
+        folder = _import_once(hf_dir, Path(workdir))
+    elif is_imported_dir(Path(init_from).expanduser()):
+        folder = Path(init_from).expanduser()
+    else:
+        return None
+    problems = verify_imported_dir(folder)
+    if problems:
+        raise UserError(f"init_from={init_from}: {folder} is damaged:\n  - " + "\n  - ".join(problems))
+    raw = ckpt.read_config(folder)
+    run_cfg = raw.get("config") or {}
+    try:
+        merged = merge_into(to_dict(LMConfig()), run_cfg.get("model") or {}, LMConfig)
+        lm_cfg = from_dict(LMConfig, merged)
+    except (ConfigError, ValueError) as err:
+        raise UserError(f"{folder}/config.json: bad LM model section: {err}") from err
+    lm_cfg.conditioner.t5_path = resolve_t5_path(lm_cfg.conditioner.t5_path, folder)
+    codec = str(run_cfg.get("codec") or CODEC_DIR)
+    codec_path = Path(codec) if Path(codec).is_absolute() else folder / codec
+    from tunesmith.models.hf.lora import has_lora, merge_lora_state
+
+    state = ckpt.load_weights(folder, "model")
+    if has_lora(state):
+        state = merge_lora_state(state)
+    return InitSource(
+        folder=folder,
+        lm_config=lm_cfg,
+        state=state,
+        codec=str(codec_path.resolve()),
+        codec_bandwidth=float(run_cfg.get("codec_bandwidth") or 0.0),
+        reference=init_from,
+    )
+
+
+# --------------------------------------------------------------------------- the model
+
+
+def frozen_for_musicgen(model: nn.Module) -> list[str]:
+    """Parameters a MusicGen has no counterpart for: the null condition, and an identity text projection."""
+    names = [n for n in convert.NOT_IN_MUSICGEN if n in dict(model.named_parameters())]
+    proj = getattr(getattr(getattr(model, "conditioner", None), "text", None), "proj", None)
+    if isinstance(proj, nn.Linear) and proj.in_features == proj.out_features:
+        with torch.no_grad():
+            identity = torch.equal(proj.weight.float(), torch.eye(proj.in_features)) and not bool(proj.bias.any())
+        if identity:
+            names += ["conditioner.text.proj.weight", "conditioner.text.proj.bias"]
+    return names
+
+
+def enable_gradient_checkpointing(transformer: nn.Module) -> None:
+    """Recompute every block of ``transformer`` in backward while training without a KV cache.
+
+    Non-reentrant checkpointing: works when no input requires grad (a frozen embedding under LoRA) and
+    with DDP. Blocks run normally in eval, under no_grad and when decoding with a cache.
+    """
+    for block in transformer.layers:
+        if getattr(block, "_checkpointed", False):
+            continue
+        plain = block.forward
+
+        def forward(*args: Any, _plain: Any = plain, _block: nn.Module = block) -> Tensor:
+            cache = args[5] if len(args) > 5 else None
+            if _block.training and torch.is_grad_enabled() and cache is None:
+                return checkpoint(_plain, *args, use_reentrant=False)
+            return _plain(*args)
+
+        block.forward = forward
+        block._checkpointed = True
+
+
+def prepare_model(model: nn.Module, finetune: FinetuneConfig, source: InitSource | None) -> nn.Module:
+    """Load the source's weights (strict), freeze what a MusicGen lacks, apply LoRA / checkpointing."""
+    if source is not None:
+        missing, unexpected = model.load_state_dict(source.state, strict=False)
+        if missing or unexpected:
+            raise UserError(
+                f"init_from {source.reference}: the weights do not fit the model (missing {missing[:4]}, "
+                f"unexpected {unexpected[:4]})"
+            )
+        frozen = frozen_for_musicgen(model)
+        params = dict(model.named_parameters())
+        for name in frozen:
+            params[name].requires_grad_(False)
+        log.info("init_from %s: loaded %d tensors; kept frozen: %s", source.reference, len(source.state), frozen)
+    if finetune.mode == "lora":
+        apply_lora(model, finetune.lora)
+    if finetune.gradient_checkpointing:
+        enable_gradient_checkpointing(model.transformer)
+    return model
