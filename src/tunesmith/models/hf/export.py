@@ -1,0 +1,202 @@
+"""``tunesmith export RUN --format hf --out DIR``: a tunesmith LM → a transformers MusicGen directory.
+
+The result loads with ``transformers.MusicgenForConditionalGeneration.from_pretrained(DIR)`` and
+``AutoProcessor.from_pretrained(DIR)``, with no tunesmith installed::
+
+    config.json                 model_type "musicgen" with text_encoder / audio_encoder / decoder sub-configs
+    model.safetensors           text_encoder.* (T5), audio_encoder.* (EnCodec), decoder.* (+ enc_to_dec_proj.*)
+    generation_config.json      start/pad token = codebook size, sampling defaults from the run's generate section
+    preprocessor_config.json    EncodecFeatureExtractor settings (and the processor class)
+    tokenizer files             the T5 tokenizer's (tokenizer.json, spiece.model, ...)
+    manifest.json               sha256 and size of every file (checked by `tunesmith verify DIR`)
+
+LoRA runs are merged first. The LM must be MusicGen-shaped (delay pattern, sinusoidal positions,
+LayerNorm, bias-free linears, T5 cross-attention) and its codec a transformers EnCodec.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from tunesmith.config import ConfigError, from_dict, merge_into, to_dict
+from tunesmith.engine import checkpoint as ckpt
+from tunesmith.errors import UserError
+from tunesmith.models.hf import convert
+from tunesmith.models.hf.encodec import HFEncodecCodec, feature_extractor_config
+from tunesmith.models.hf.hfdir import (
+    CONFIG,
+    GENERATION_CONFIG,
+    PREPROCESSOR,
+    TOKENIZER_FILES,
+    load_selected,
+    read_json_object,
+    save_safetensors,
+)
+from tunesmith.models.hf.importer import resolve_t5_path
+from tunesmith.models.hf.lora import has_lora, merge_lora_state
+from tunesmith.models.lm.model import LMConfig
+
+log = logging.getLogger(__name__)
+
+
+def resolve_recorded_path(value: str, folder: Path) -> Path | None:
+    """A path recorded in a run config: absolute, or relative to the working directory, the checkpoint or
+    model folder, the run folder and its parents (runs are often started from a project root)."""
+    path = Path(value).expanduser()
+    if path.is_absolute():
+        return path if path.exists() else None
+    run_dir = folder.parent.parent if folder.parent.name == "checkpoints" else folder
+    for base in (Path.cwd(), folder, run_dir, *run_dir.parents):
+        if (base / path).exists():
+            return base / path
+    return None
+
+
+def lm_config_of(run_cfg: dict, where: Path) -> LMConfig:
+    try:
+        return from_dict(LMConfig, merge_into(to_dict(LMConfig()), run_cfg.get("model") or {}, LMConfig))
+    except (ConfigError, ValueError) as err:
+        raise UserError(f"{where}/config.json: bad LM model section: {err}") from err
+
+
+def load_lm_checkpoint(source: str | Path, which: str = "best") -> tuple[Path, dict, LMConfig, dict[str, Tensor]]:
+    """(checkpoint folder, run config, LM config, plain LM weights) of an LM run/checkpoint/model dir.
+
+    EMA weights are preferred; LoRA adapters are merged.
+    """
+    folder = ckpt.find_checkpoint(source, which=which)
+    raw = ckpt.read_config(folder)
+    meta = raw.get("meta") if isinstance(raw.get("meta"), dict) else {}
+    if meta.get("task") not in (None, "lm"):
+        raise UserError(f"{source}: this is a {meta.get('task')!r} model, not an LM")
+    run_cfg = raw.get("config") or {}
+    if not isinstance(run_cfg.get("model"), dict):
+        raise UserError(f"{folder}/config.json: no LM 'model' section; is it a tunesmith LM?")
+    state = ckpt.load_weights(folder, "model")
+    if has_lora(state):
+        state = merge_lora_state(state)
+    return folder, run_cfg, lm_config_of(run_cfg, folder), state
+
+
+def find_codec(run_cfg: dict, folder: Path) -> Path:
+    """The codec directory of an LM run or model directory (``codec/`` inside it first)."""
+    if (folder / "codec").is_dir():
+        return folder / "codec"
+    recorded = str(run_cfg.get("codec") or "")
+    found = resolve_recorded_path(recorded, folder) if recorded else None
+    if found is None:
+        raise UserError(f"{folder}: cannot find the codec this LM was trained with (config says codec={recorded!r})")
+    return found
+
+
+def load_export_codec(run_cfg: dict, folder: Path) -> HFEncodecCodec:
+    from tunesmith.models.codec import load_codec
+
+    path = find_codec(run_cfg, folder)
+    codec = load_codec(path, bandwidth=run_cfg.get("codec_bandwidth") or None)
+    if not isinstance(codec, HFEncodecCodec):
+        raise UserError(
+            f"{path}: a transformers MusicGen needs a transformers EnCodec as its audio encoder; this LM was trained "
+            "on a tunesmith codec, which transformers cannot load (export with --format tunesmith instead)"
+        )
+    return codec
+
+
+def _t5_dir(lm_cfg: LMConfig, folder: Path) -> Path:
+    t5 = resolve_t5_path(lm_cfg.conditioner.t5_path, folder)
+    if not t5 or not Path(t5).is_dir():
+        raise UserError(f"{folder}: the T5 directory of this LM is gone (model.conditioner.t5_path={t5!r})")
+    return Path(t5)
+
+
+def generation_config(run_cfg: dict, lm_cfg: LMConfig, frame_rate: float) -> dict[str, Any]:
+    g = run_cfg.get("generate") or {}
+    frames = round(float(g.get("duration") or 10.0) * frame_rate)
+    return {
+        "decoder_start_token_id": lm_cfg.card,
+        "pad_token_id": lm_cfg.card,
+        "bos_token_id": lm_cfg.card,
+        "do_sample": True,
+        "guidance_scale": float(g.get("cfg") or 3.0),
+        "temperature": float(g.get("temperature") or 1.0),
+        "top_k": int(g.get("top_k") or 250),
+        "max_length": frames + lm_cfg.num_codebooks,  # the start token + frames + the pattern's delay
+    }
+
+
+def musicgen_tensors(
+    lm_cfg: LMConfig, state: dict[str, Tensor], t5_dir: Path, codec: HFEncodecCodec
+) -> tuple[dict, dict[str, Tensor]]:
+    """(config.json dict, state dict) of the MusicGen made of this LM, its T5 and its EnCodec."""
+    from transformers import MusicgenConfig, MusicgenDecoderConfig, T5Config
+
+    problems = convert.exportable_problems(lm_cfg)
+    if problems:
+        raise UserError("this LM cannot be written as a MusicGen:\n  - " + "\n  - ".join(problems))
+    t5_raw = read_json_object(t5_dir / CONFIG)
+    if t5_raw.get("model_type") != "t5":
+        raise UserError(f"{t5_dir}/config.json: model_type {t5_raw.get('model_type')!r}, expected 't5'")
+    t5_config = T5Config(**{k: v for k, v in t5_raw.items() if k not in ("model_type", "architectures")})
+    if codec.bins != lm_cfg.card or codec.n_q < lm_cfg.num_codebooks:
+        raise UserError(
+            f"the codec ({codec.n_q} codebooks × {codec.bins}) does not match the LM "
+            f"({lm_cfg.num_codebooks} × {lm_cfg.card})"
+        )
+    text_hidden = t5_config.d_model
+    decoder = MusicgenDecoderConfig(**convert.hf_decoder_config(lm_cfg, text_hidden=text_hidden))
+    config = MusicgenConfig(
+        text_encoder=t5_config.to_dict(), audio_encoder=codec.model.config.to_dict(), decoder=decoder.to_dict()
+    ).to_dict()
+    config["architectures"] = ["MusicgenForConditionalGeneration"]
+    tensors = {convert.TEXT + k: v for k, v in load_selected(t5_dir, ("shared.", "encoder.")).items()}
+    if not tensors:
+        raise UserError(f"{t5_dir}: holds no T5 encoder weights (shared.*, encoder.*)")
+    tensors.update({convert.AUDIO + k: v for k, v in codec.model.state_dict().items()})
+    tensors.update(convert.hf_state_from_lm(state, lm_cfg, text_hidden=text_hidden))
+    return config, tensors
+
+
+def export_hf(source: str | Path, out: str | Path, *, which: str = "best") -> Path:
+    """Write a transformers MusicGen directory ``out`` from an LM run, checkpoint or model directory."""
+    from tunesmith.models.hf.verify import verify_hf_dir
+
+    folder, run_cfg, lm_cfg, state = load_lm_checkpoint(source, which)
+    if lm_cfg.conditioner.text != "t5":
+        raise UserError(f"{source}: model.conditioner.text={lm_cfg.conditioner.text!r}; a MusicGen conditions on T5")
+    t5_dir = _t5_dir(lm_cfg, folder)
+    codec = load_export_codec(run_cfg, folder)
+    config, tensors = musicgen_tensors(lm_cfg, state, t5_dir, codec)
+    out = Path(out).expanduser()
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        (tmp / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        save_safetensors(tmp / "model.safetensors", tensors)
+        gen = generation_config(run_cfg, lm_cfg, codec.frame_rate)
+        (tmp / GENERATION_CONFIG).write_text(json.dumps(gen, indent=2, sort_keys=True) + "\n")
+        processor = {**feature_extractor_config(codec.model.config.to_dict()), "processor_class": "MusicgenProcessor"}
+        (tmp / PREPROCESSOR).write_text(json.dumps(processor, indent=2) + "\n")
+        for name in TOKENIZER_FILES:
+            if (t5_dir / name).is_file():
+                shutil.copy2(t5_dir / name, tmp / name)
+        ckpt.write_manifest(tmp, {"model_type": "musicgen", "exported_from": str(folder)})
+        problems = verify_hf_dir(tmp)
+        if problems:
+            raise UserError("the exported directory does not verify:\n  - " + "\n  - ".join(problems))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    log.info("exported %s as a transformers MusicGen to %s", folder, out)
+    return out
