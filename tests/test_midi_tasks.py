@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from tunesmith.data.midi_prepare import MidiNotesStore, prepare_midi
 from tunesmith.models.midi.datasets import PianoTaskRecords, TokenWindows, collate, token_stream
-from tunesmith.models.midi.generate import SamplingConfig, fill_velocities, generate_tokens
+from tunesmith.models.midi.generate import SamplingConfig, complete_notes, fill_velocities, generate_tokens
 from tunesmith.models.midi.gpt import MidiGPT, MidiGPTConfig
 from tunesmith.models.midi.synthetic import make_fake_maestro, synth_piece
 from tunesmith.models.midi.tasks import (
@@ -181,3 +181,18 @@ def test_generation_constraints_and_sliding_window() -> None:
     assert np.array_equal(filled.pitch, notes.sorted().pitch) and np.array_equal(filled.start, notes.sorted().start)
     values = {int(n.split("_")[1]) for n in TOK.vocab if n.startswith("Velocity_")}
     assert set(filled.velocity.tolist()) <= values
+
+
+def test_denoise_and_partition_generation_keep_the_given_notes() -> None:
+    model = tiny_model(TOK.vocab_size, max_seq_len=128)
+    notes = piece(20)
+    cfg = PianoTaskConfig(notes_per_record=8)
+    denoised = fill_velocities(model, TOK, notes, cfg, SamplingConfig(seed=0), task="velocity_denoise")
+    assert np.array_equal(denoised.pitch, notes.sorted().pitch) and np.array_equal(denoised.end, notes.sorted().end)
+    soft = notes.take(notes.velocity <= np.median(notes.velocity))
+    both = complete_notes(model, TOK, "loud_from_soft", soft, cfg, SamplingConfig(seed=0))
+    assert len(both) >= len(soft)
+    kept = {(int(p), round(float(s), 6)) for p, s in zip(soft.pitch, soft.start, strict=True)}
+    assert kept <= {(int(p), round(float(s), 6)) for p, s in zip(both.pitch, both.start, strict=True)}
+    with pytest.raises(ValueError, match="partition"):
+        complete_notes(model, TOK, "velocity", soft, cfg, SamplingConfig())

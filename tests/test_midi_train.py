@@ -112,7 +112,7 @@ def test_resume_after_a_kill_reproduces_the_run(data, tmp_path, monkeypatch, pre
 
 
 def test_accumulation_normalises_by_target_count(data, tmp_path) -> None:
-    common = [f"data={data}", "stage=piano_task", "piano_task.tasks=[velocity,loud_from_soft]", "train.epochs=1"]
+    common = [f"data={data}", "stage=piano_task", "piano_task.tasks=[loud_from_soft,velocity]", "train.epochs=1"]
     common += ["train.updates_per_epoch=1", "optim.warmup_steps=0", "optim.lr=0.05", "eval_splits={}"]
     big = train(tmp_path / "big", *common, "dataset.batch_size=8", "train.grad_accum=1")
     small = train(tmp_path / "small", *common, "dataset.batch_size=4", "train.grad_accum=2")
@@ -120,18 +120,20 @@ def test_accumulation_normalises_by_target_count(data, tmp_path) -> None:
     loss_big = history(big["run_dir"], "train_step")[0]["loss"]
     loss_small = history(small["run_dir"], "train_step")[0]["loss"]
     assert loss_small == pytest.approx(loss_big, rel=1e-6)
-    # and so is the gradient: Adam's first step moves each weight by ±lr along the gradient's sign, so a
-    # differently weighted gradient would flip the direction of some weights by 2·lr = 0.1
+    # and so is the gradient: Adam's first step moves each weight by about ±lr along the gradient's sign
+    # (less where |grad| is near eps), so a differently weighted gradient would flip some weights by 2·lr = 0.1
     a = ckpt.load_weights(Path(big["run_dir"]) / "checkpoints" / "last")
     b = ckpt.load_weights(Path(small["run_dir"]) / "checkpoints" / "last")
     for name in a:
-        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0.01)
     ds = small["solver"].datasets["train"]
     from tunesmith.engine.sampler import TrainStream
 
     stream = TrainStream(len(ds), 4, seed=0)
     counts = [sum(int(ds[k]["mask"].sum()) for k in stream.keys(m)) for m in (0, 1)]
     assert counts[0] != counts[1], "make the micro-batches differ in target count"
+    # the generate stage ran the first task on a validation piece
+    assert (Path(small["run_dir"]) / "samples" / "epoch_0001" / "00_loud_from_soft.mid").is_file()
 
 
 def test_piano_task_fine_tuning_and_generation(data, pretrained, tmp_path, capsys) -> None:
@@ -153,6 +155,12 @@ def test_piano_task_fine_tuning_and_generation(data, pretrained, tmp_path, capsy
     assert code == 0
     before, after = read_midi(prompt), read_midi(out)
     assert len(after) == len(before) and torch.equal(torch.from_numpy(after.pitch), torch.from_numpy(before.pitch))
+    args = ["generate-midi", tuned["run_dir"], "--prompt", str(prompt), "--task", "velocity_denoise", "--json"]
+    capsys.readouterr()
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["notes"] == len(before)
+    assert main(["generate-midi", tuned["run_dir"], "--prompt", str(prompt), "--task", "loud_from_soft"]) == 2
+    assert "not fine-tuned on the loud_from_soft task" in capsys.readouterr().err
     cont = tmp_path / "cont.mid"
     args = ["generate-midi", pretrained["run_dir"], "--prompt", str(prompt), "--tokens", "40", "--out", str(cont)]
     assert main([*args, "--render"]) == 0 and cont.is_file()

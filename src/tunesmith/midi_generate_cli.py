@@ -6,6 +6,15 @@ import argparse
 import json
 from pathlib import Path
 
+TASKS = (
+    "velocity",
+    "velocity_denoise",
+    "loud_from_soft",
+    "soft_from_loud",
+    "high_from_low",
+    "low_from_high",
+)
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -13,15 +22,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="continue a MIDI piece with a piano GPT, or fill in its velocities (--task velocity)",
         description=(
             "Load a MIDI GPT (run folder, run signature, checkpoint or exported model dir) and either "
-            "continue --prompt by --tokens tokens (no prompt: start from nothing), or with --task velocity "
-            "predict the velocity of every prompt note (a run fine-tuned with stage=piano_task). Writes a .mid; "
+            "continue --prompt by --tokens tokens (no prompt: start from nothing), or run a piano task on it, "
+            "e.g. --task velocity predicts the velocity of every prompt note (a run fine-tuned with "
+            "stage=piano_task on that task). Writes a .mid; "
             "--render also writes a .wav when fluidsynth and a GM soundfont are installed."
         ),
     )
     p.add_argument("run", help="run folder, run signature (prefix), checkpoint folder or model dir")
     p.add_argument("--prompt", type=Path, default=None, help="a .mid/.midi file to continue or to fill in")
     p.add_argument("--tokens", type=int, default=512, help="new tokens to generate (continuation; default 512)")
-    p.add_argument("--task", choices=("continue", "velocity"), default="continue")
+    p.add_argument(
+        "--task",
+        choices=("continue", *TASKS),
+        default="continue",
+        help="continue (default); velocity: predict every prompt note's velocity; velocity_denoise: correct them; "
+        "loud_from_soft, soft_from_loud, high_from_low, low_from_high: add the other half to the prompt's notes "
+        "(the run must be fine-tuned on that task)",
+    )
     p.add_argument("--out", type=Path, default=None, help="output .mid (default: <prompt>_<task>.mid or sample.mid)")
     p.add_argument("--which", default="best", help="checkpoint of a run: best (default) or last")
     p.add_argument("--temperature", type=float, default=1.0)
@@ -39,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from tunesmith.errors import UserError
-    from tunesmith.models.midi.generate import SamplingConfig, continue_notes, fill_velocities
+    from tunesmith.models.midi.generate import SamplingConfig, complete_notes, continue_notes, fill_velocities
     from tunesmith.models.midi.loading import load_midi_model
     from tunesmith.models.midi.notes import Notes, read_midi, write_midi
     from tunesmith.models.midi.render import render_wav
@@ -51,8 +68,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--{str(err).split('=')[0].replace('_', '-')}: {err}") from None
     if args.tokens < 1:
         raise UserError(f"--tokens {args.tokens}: must be >= 1")
-    if args.task == "velocity" and args.prompt is None:
-        raise UserError("--task velocity fills in the velocities of --prompt FILE.mid: pass --prompt")
+    if args.task != "continue" and args.prompt is None:
+        raise UserError(f"--task {args.task} works on the notes of --prompt FILE.mid: pass --prompt")
     if args.prompt is not None and not args.prompt.is_file():
         raise UserError(f"--prompt {args.prompt}: no such file")
     loaded = load_midi_model(args.run, which=args.which, device=torch.device(args.device))
@@ -63,13 +80,16 @@ def run(args: argparse.Namespace) -> int:
         prompt = prompt.take(prompt.start < args.prompt_seconds)
     sampling = SamplingConfig(args.temperature, args.top_k, args.top_p, args.seed)
     malformed = 0
-    if args.task == "velocity":
-        if loaded.stage != "piano_task" or "velocity" not in loaded.piano_task.tasks:
-            raise UserError(
-                f"{loaded.folder} was not fine-tuned on the velocity task (stage={loaded.stage}); train one with "
-                "`tunesmith train midi velocity-tiny data=DIR init_from=RUN`"
-            )
-        notes = fill_velocities(loaded.model, loaded.tokenizer, prompt, loaded.piano_task, sampling)
+    if args.task != "continue" and (loaded.stage != "piano_task" or args.task not in loaded.piano_task.tasks):
+        tasks = ", ".join(loaded.piano_task.tasks) if loaded.stage == "piano_task" else "none"
+        raise UserError(
+            f"{loaded.folder} was not fine-tuned on the {args.task} task (stage={loaded.stage}, tasks: {tasks}); "
+            f"train one with `tunesmith train midi velocity-tiny data=DIR init_from=RUN piano_task.tasks=[{args.task}]`"
+        )
+    if args.task in ("velocity", "velocity_denoise"):
+        notes = fill_velocities(loaded.model, loaded.tokenizer, prompt, loaded.piano_task, sampling, task=args.task)
+    elif args.task != "continue":
+        notes = complete_notes(loaded.model, loaded.tokenizer, args.task, prompt, loaded.piano_task, sampling)
     else:
         notes, malformed = continue_notes(loaded.model, loaded.tokenizer, prompt, args.tokens, sampling)
     out = args.out or (

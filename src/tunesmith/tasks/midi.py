@@ -334,26 +334,35 @@ class MidiSolver(Solver):
     @torch.no_grad()
     def generate(self, model: nn.Module, epoch: int) -> None:
         """A few samples under samples/epoch_N/: continuations (pretrain) or filled-in velocities."""
-        from tunesmith.models.midi.generate import SamplingConfig, continue_notes, fill_velocities
+        from tunesmith.models.midi.generate import SamplingConfig, complete_notes, continue_notes, fill_velocities
         from tunesmith.models.midi.notes import write_midi
         from tunesmith.models.midi.render import render_wav
+        from tunesmith.models.midi.tasks import PARTITION_TASKS
 
         g = self.cfg.generate
         ids = self.store.select("valid") or self.store.select("train")
         out = self.run.samples_dir / f"epoch_{epoch:04d}"
         written = []
+        task = self.cfg.piano_task.tasks[0] if self.cfg.stage == "piano_task" else "continue"
         for k, piece in enumerate(ids[: g.num_samples]):
             notes = self.store.notes(piece)
             sampling = SamplingConfig(g.temperature, g.top_k, g.top_p, seed=k)
-            if self.cfg.stage == "piano_task" and any(t in VELOCITY_TASKS for t in self.cfg.piano_task.tasks):
-                part = notes.take(slice(0, 2 * self.cfg.piano_task.notes_per_record))
-                filled = fill_velocities(model, self.tokenizer, part, self.cfg.piano_task, sampling)
-                written.append(write_midi(part, out / f"{k:02d}_original.mid"))
-                written.append(write_midi(filled, out / f"{k:02d}_velocity.mid"))
+            npr = self.cfg.piano_task.notes_per_record
+            if task in VELOCITY_TASKS:
+                part = notes.take(slice(0, 2 * npr))
+                result = fill_velocities(model, self.tokenizer, part, self.cfg.piano_task, sampling, task=task)
+            elif task in PARTITION_TASKS:
+                # the source half of two slices, as in training; the result adds the model's other half
+                part = notes.take(slice(0, 2 * npr))
+                attribute = "velocity" if "loud" in task else "pitch"
+                upper = getattr(part, attribute) > np.median(getattr(part, attribute))
+                part = part.take(~upper if task in ("loud_from_soft", "high_from_low") else upper)
+                result = complete_notes(model, self.tokenizer, task, part, self.cfg.piano_task, sampling)
             else:
-                prompt = self.tokenizer.decode(self.tokenizer.encode(notes)[: g.prompt_tokens])
-                continued, _ = continue_notes(model, self.tokenizer, prompt, g.tokens, sampling)
-                written.append(write_midi(continued, out / f"{k:02d}_continuation.mid"))
+                part = self.tokenizer.decode(self.tokenizer.encode(notes)[: g.prompt_tokens])
+                result, _ = continue_notes(model, self.tokenizer, part, g.tokens, sampling)
+            written.append(write_midi(part, out / f"{k:02d}_prompt.mid"))
+            written.append(write_midi(result, out / f"{k:02d}_{task}.mid"))
         if g.render_wav:
             for path in written:
                 render_wav(path)

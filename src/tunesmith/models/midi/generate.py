@@ -15,7 +15,14 @@ import torch
 from tunesmith.errors import UserError
 from tunesmith.models.midi.gpt import MidiGPT
 from tunesmith.models.midi.notes import Notes
-from tunesmith.models.midi.tasks import PianoTaskConfig, assemble, merge_velocities, source_and_target
+from tunesmith.models.midi.tasks import (
+    PARTITION_TASKS,
+    VELOCITY_TASKS,
+    PianoTaskConfig,
+    assemble,
+    merge_velocities,
+    source_and_target,
+)
 from tunesmith.models.midi.tokenizer import PITCH, VELOCITY, MidiTokenizer, SecondsTokenizer
 from tunesmith.sampling import check_sampling, sample_next
 
@@ -88,25 +95,34 @@ def continue_notes(
 
 
 def fill_velocities(
-    model: MidiGPT, tok: MidiTokenizer, notes: Notes, task_cfg: PianoTaskConfig, sampling: SamplingConfig
+    model: MidiGPT,
+    tok: MidiTokenizer,
+    notes: Notes,
+    task_cfg: PianoTaskConfig,
+    sampling: SamplingConfig,
+    task: str = "velocity",
 ) -> Notes:
-    """New velocities for ``notes`` with the ``velocity`` piano task, slice by slice of
+    """New velocities for ``notes`` with a velocity piano task (``velocity``: from the notes without
+    velocities; ``velocity_denoise``: from the notes with their current velocities), slice by slice of
     ``notes_per_record`` notes. With the seconds tokenizer timing and pitches are kept exactly (notes
     outside its pitch range keep their velocity); with REMI the result is REMI's decoding (timing on
     its beat grid)."""
+    if task not in VELOCITY_TASKS:
+        raise ValueError(f"{task!r} is not a velocity task ({', '.join(VELOCITY_TASKS)})")
     notes = notes.sorted()
     velocity = notes.velocity.copy()
     allowed = torch.from_numpy(tok.token_types == VELOCITY)
     value_of = velocity_values(tok)
     npr = task_cfg.notes_per_record
+    as_given = dataclasses.replace(task_cfg, noise_std=0.0)  # denoise what is there, add no noise
     rng = np.random.default_rng(sampling.seed)
     covered = np.nonzero(tok.in_range(notes))[0]
     decoded: list[Notes] = []
     for begin in range(0, len(covered), npr):
         index = covered[begin : begin + npr]
         part = notes.take(index)
-        source, _ = source_and_target(tok, "velocity", part, task_cfg, rng)
-        prompt = assemble(tok, "velocity", source, np.zeros(0, np.int64), task_cfg.prompt_format, with_target=False)
+        source, _ = source_and_target(tok, task, part, as_given, rng)
+        prompt = assemble(tok, task, source, np.zeros(0, np.int64), task_cfg.prompt_format, with_target=False)
         n_pitch = int((tok.types_of(source) == PITCH).sum())
         if len(prompt.tokens) + n_pitch > model.cfg.max_seq_len:
             raise UserError(
@@ -117,12 +133,51 @@ def fill_velocities(
         if isinstance(tok, SecondsTokenizer):
             velocity[index[note_order(tok, part)]] = value_of[predicted]
         else:
-            origin = float(part.start.min())
-            decoded.append(tok.decode(merge_velocities(tok, source, predicted)).shifted(origin))
+            bare = source[tok.types_of(source) != VELOCITY]
+            decoded.append(tok.decode(merge_velocities(tok, bare, predicted)).shifted(float(part.start.min())))
     if isinstance(tok, SecondsTokenizer):
         return notes.with_velocity(velocity)
-    merged = Notes(*(np.concatenate([getattr(d, k) for d in decoded]) for k in ("pitch", "start", "end", "velocity")))
-    return merged.sorted()
+    return _concat(decoded)
+
+
+def complete_notes(
+    model: MidiGPT,
+    tok: MidiTokenizer,
+    task: str,
+    notes: Notes,
+    task_cfg: PianoTaskConfig,
+    sampling: SamplingConfig,
+) -> Notes:
+    """Run a partition task (``loud_from_soft``, ``soft_from_loud``, ``high_from_low``, ``low_from_high``):
+    ``notes`` are the source half; returns them together with the generated other half. The input is
+    taken in slices of ``notes_per_record // 2`` notes, the size of a source in training."""
+    if task not in PARTITION_TASKS:
+        raise ValueError(f"{task!r} is not a partition task ({', '.join(PARTITION_TASKS)})")
+    notes = notes.sorted()
+    covered = np.nonzero(tok.in_range(notes))[0]
+    step = max(task_cfg.notes_per_record // 2, 1)
+    parts = [notes]
+    for begin in range(0, len(covered), step):
+        part = notes.take(covered[begin : begin + step])
+        origin = float(part.start.min())
+        source = tok.encode(part, origin)
+        prompt = assemble(tok, task, source, np.zeros(0, np.int64), task_cfg.prompt_format, with_target=False)
+        budget = model.cfg.max_seq_len - len(prompt.tokens)
+        if budget < 4:
+            raise UserError(
+                f"{len(part)} source notes fill the model's context ({model.cfg.max_seq_len} tokens); "
+                "lower piano_task.notes_per_record"
+            )
+        new = generate_tokens(model, torch.from_numpy(prompt.tokens), budget, sampling, stop_id=tok.eos_id).numpy()
+        parts.append(tok.decode(new[new != tok.eos_id]).shifted(origin))
+    return _concat(parts)
+
+
+def _concat(parts: list[Notes]) -> Notes:
+    if not parts:
+        return Notes.empty()
+    fields = ("pitch", "start", "end", "velocity")
+    return Notes(*(np.concatenate([getattr(p, k) for p in parts]) for k in fields), parts[0].pedals).sorted()
 
 
 def velocity_values(tok: MidiTokenizer) -> np.ndarray:

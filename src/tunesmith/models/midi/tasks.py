@@ -28,6 +28,7 @@ from tunesmith.models.midi.notes import Notes
 from tunesmith.models.midi.tokenizer import PITCH, TASK_NAMES, VELOCITY, MidiTokenizer
 
 VELOCITY_TASKS: tuple[str, ...] = ("velocity", "velocity_denoise")
+PARTITION_TASKS: tuple[str, ...] = ("loud_from_soft", "soft_from_loud", "high_from_low", "low_from_high")
 
 
 @dataclasses.dataclass
