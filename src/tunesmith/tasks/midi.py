@@ -196,6 +196,8 @@ class MidiSolver(Solver):
     def build_model(self) -> nn.Module:
         if self.cfg.init_from:
             self._check_init_source(self.cfg.init_from)
+        elif self.cfg.stage == "piano_task":
+            log.warning("stage=piano_task without init_from=RUN: the task is learnt from random weights")
         return MidiGPT(self.cfg.model, self.tokenizer.vocab_size)
 
     def _check_init_source(self, source: str) -> None:
