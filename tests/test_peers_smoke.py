@@ -175,7 +175,8 @@ def run_peer_json(*args: str) -> dict:
     report = json.loads(result.stdout)  # stdout holds the JSON object and nothing else
     assert report["peer"] == "audiocraft" and report["audiocraft_version"] == "1.3.0"
     assert report["torch_version"].startswith("2.13.0") and report["torch_threads"] == 1
-    assert len(report["step_times_s"]) == 1 and report["median_step_s"] > 0
+    assert len(report["step_times_s"]) == len(report["step_cpu_times_s"]) == 1 and report["median_step_s"] > 0
+    assert report["cpu_per_wall"] > 0
     return report
 
 

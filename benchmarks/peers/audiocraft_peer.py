@@ -87,20 +87,28 @@ def compose_config(config_dir: Path, solver: str, overrides: list[str]) -> Any:
         raise PeerError(f"AudioCraft config override rejected ({exc}); check the --hydra values") from exc
 
 
-def time_steps(step: Callable[[int], Any], steps: int, warmup: int) -> tuple[list[float], list[Any]]:
-    """Run ``step(i)`` for warm-up then measured steps; return the measured times (s) and step results."""
-    times, results = [], []
+def time_steps(step: Callable[[int], Any], steps: int, warmup: int) -> tuple[list[float], list[float], list[Any]]:
+    """Run ``step(i)`` for warm-up then measured steps.
+
+    Returns the measured wall-clock times (s), the process CPU times (s, all threads) of the same
+    steps, and the step results. CPU time / wall time well below the thread count means the
+    machine was busy with something else.
+    """
+    times, cpu_times, results = [], [], []
     for i in range(warmup + steps):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         result = step(i)
-        elapsed = time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
         if i >= warmup:
             times.append(elapsed)
+            cpu_times.append(cpu)
             results.append(result)
-    return times, results
+    return times, cpu_times, results
 
 
-def base_report(command: str, args: argparse.Namespace, overrides: list[str], times: list[float]) -> dict[str, Any]:
+def base_report(
+    command: str, args: argparse.Namespace, overrides: list[str], times: list[float], cpu_times: list[float]
+) -> dict[str, Any]:
     import audiocraft
     import torch
 
@@ -117,6 +125,8 @@ def base_report(command: str, args: argparse.Namespace, overrides: list[str], ti
         "warmup_steps": args.warmup,
         "step_times_s": [round(t, 6) for t in times],
         "median_step_s": round(statistics.median(times), 6),
+        "step_cpu_times_s": [round(t, 6) for t in cpu_times],
+        "cpu_per_wall": round(sum(cpu_times) / sum(times), 3),
     }
 
 
@@ -295,8 +305,8 @@ def run_lm_train(args: argparse.Namespace) -> dict[str, Any]:
         optimizer.zero_grad()
         return float(ce.detach())
 
-    times, losses = time_steps(step, args.steps, args.warmup)
-    report = base_report("lm-train", args, overrides, times)
+    times, cpu_times, losses = time_steps(step, args.steps, args.warmup)
+    report = base_report("lm-train", args, overrides, times, cpu_times)
     median = report["median_step_s"]
     report.update(
         parameters=count_parameters(lm),
@@ -341,11 +351,11 @@ def run_lm_generate(args: argparse.Namespace) -> dict[str, Any]:
         )
         shapes.append(tuple(codes.shape))
 
-    times, _ = time_steps(step, args.steps, args.warmup)
+    times, cpu_times, _ = time_steps(step, args.steps, args.warmup)
     expected = (args.batch, args.n_q, args.frames)
     if shapes[-1] != expected:
         raise PeerError(f"generate returned codes of shape {shapes[-1]}, expected {expected}")
-    report = base_report("lm-generate", args, overrides, times)
+    report = base_report("lm-generate", args, overrides, times, cpu_times)
     median = report["median_step_s"]
     report.update(
         parameters=count_parameters(lm),
@@ -511,8 +521,8 @@ def run_codec_train(args: argparse.Namespace) -> dict[str, Any]:
         synthetic_audio(args.batch, args.channels, samples, args.sample_rate, args.seed + i)
         for i in range(args.warmup + args.steps)
     ]
-    times, metrics = time_steps(lambda i: trainer(i, batches[i]), args.steps, args.warmup)
-    report = base_report("codec-train", args, overrides, times)
+    times, cpu_times, metrics = time_steps(lambda i: trainer(i, batches[i]), args.steps, args.warmup)
+    report = base_report("codec-train", args, overrides, times, cpu_times)
     median = report["median_step_s"]
     discriminators = list(trainer.adv_losses.values())
     report.update(
@@ -553,8 +563,8 @@ def run_codec_encode(args: argparse.Namespace) -> dict[str, Any]:
             codes, scale = model.encode(audio)
         shapes.append(tuple(codes.shape))
 
-    times, _ = time_steps(step, args.steps, args.warmup)
-    report = base_report("codec-encode", args, overrides, times)
+    times, cpu_times, _ = time_steps(step, args.steps, args.warmup)
+    report = base_report("codec-encode", args, overrides, times, cpu_times)
     median = report["median_step_s"]
     report.update(
         parameters=count_parameters(model),
