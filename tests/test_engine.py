@@ -355,3 +355,10 @@ def test_wandb_offline_logging_goes_through_the_tracker(tmp_path, monkeypatch):
     train(tmp_path, "train.log.wandb=offline")
     assert calls["init"][0]["mode"] == "offline" and calls["finish"] == 1
     assert any("valid/loss" in data for _, data in calls["log"])
+
+
+def test_metrics_with_their_own_count_are_normalised_by_it():
+    from tunesmith.engine.solver import normalise_metrics
+
+    out = normalise_metrics({"loss": 10.0, "loss_pitch": 3.0, "loss_pitch/count": 2.0, "empty/count": 0.0}, 5.0)
+    assert out == {"loss": 2.0, "loss_pitch": 1.5}

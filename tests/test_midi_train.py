@@ -169,6 +169,8 @@ def test_piano_task_fine_tuning_and_generation(data, pretrained, tmp_path, capsy
     exported = export_tunesmith(tuned["run_dir"], tmp_path / "export")
     loaded = load_midi_model(exported)
     assert loaded.stage == "piano_task" and loaded.tokenizer.vocab == tuned["solver"].tokenizer.vocab
+    meta = json.loads((exported / "config.json").read_text())["meta"]
+    assert meta["tokenizer_desc"] == tuned["solver"].tokenizer.describe()  # the description travels with it
     out2 = tmp_path / "filled2.mid"
     args = ["generate-midi", str(exported), "--prompt", str(prompt), "--task", "velocity", "--out", str(out2)]
     assert main(args) == 0

@@ -118,7 +118,13 @@ class Solver:
     def flops_per_target(self) -> float | None:
         return None
 
+    def checkpoint_meta(self) -> dict:
+        """Plain data stored in every checkpoint's config.json ``meta`` and carried into exported model
+        dirs (e.g. a tokenizer description), so a model decodes on its own without the training state."""
+        return {}
+
     def extra_state(self) -> dict:
+        """Task state for exact resume, stored in state.pt. Called on every rank (collectives allowed)."""
         return {}
 
     def load_extra_state(self, state: dict) -> None:
@@ -422,7 +428,7 @@ class Solver:
         if not self.dist.is_main:
             return
         c = self.cfg.train.checkpoint
-        meta = {"task": self.task, "preset": self.run.preset, "signature": self.run.signature}
+        meta = {**self.checkpoint_meta(), "task": self.task, "preset": self.run.preset, "signature": self.run.signature}
         config = {
             "model_type": f"tunesmith-{self.task}",
             "format_version": 1,
@@ -581,8 +587,8 @@ class Solver:
                 else:
                     sums[key] += torch.as_tensor(value, device=self.device).detach().double()
         keys = sorted(sums)
-        reduced = all_reduce_sum(torch.stack([sums[k] for k in keys])) / max(total, 1.0)
-        metrics = dict(zip(keys, reduced.tolist(), strict=True))
+        reduced = all_reduce_sum(torch.stack([sums[k] for k in keys]))
+        metrics = normalise_metrics(dict(zip(keys, reduced.tolist(), strict=True)), total)
         loss_finite = math.isfinite(metrics["loss"])
         info = self.step_optimizer("model", loss_finite=loss_finite)
         self.guard.record(
@@ -708,6 +714,7 @@ class Solver:
         use_ema = self.ema is not None and t.ema.valid_with_ema
         sums: dict[str, float] = defaultdict(float)
         count = 0.0
+        n_batches = 0
         dtype = input_dtype(model)
         with self.ema.swapped_in(model) if use_ema else contextlib.nullcontext():
             loader = self._loader(batches, dataset) if batches else []
@@ -716,9 +723,14 @@ class Solver:
                 with self.autocast():
                     out = self.valid_step(model, batch)
                 count += self.count_targets(batch)
+                n_batches += 1
                 sums["loss"] += float(out.loss_sum)
                 for key, value in out.metrics.items():
-                    sums[key.lstrip("_")] += float(value)
+                    if key.startswith("_"):  # a per-batch value: averaged over batches
+                        sums[key[1:]] += float(value)
+                        sums[key[1:] + COUNT_SUFFIX] += 1.0
+                    else:
+                        sums[key] += float(value)
         _reshard(model)
         keys = sorted(set(sums) | {"loss"})
         # one collective per epoch: ranks with fewer (or no) batches never wait inside the loop
@@ -728,7 +740,7 @@ class Solver:
         total = float(vec[-1])
         if total == 0:
             return {}
-        return {k: float(v) / total for k, v in zip(names, vec[:-1].tolist(), strict=True)}
+        return normalise_metrics(dict(zip(names, vec[:-1].tolist(), strict=True)), total)
 
     def _all_metric_names(self, keys: list[str]) -> list[str]:
         if not self.dist.enabled:
@@ -843,6 +855,21 @@ class Solver:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+COUNT_SUFFIX = "/count"
+
+
+def normalise_metrics(sums: dict[str, float], total: float) -> dict[str, float]:
+    """Summed metrics → means: ``x`` over ``x/count`` when the task reports one, else over ``total`` targets."""
+    out = {}
+    for key, value in sums.items():
+        if key.endswith(COUNT_SUFFIX):
+            continue
+        denominator = sums.get(key + COUNT_SUFFIX, total)
+        if denominator > 0:
+            out[key] = value / denominator
+    return out
 
 
 def _reshard(module: nn.Module) -> None:

@@ -373,6 +373,13 @@ class MidiSolver(Solver):
 
     # ------------------------------------------------------------------ checkpoint extras
 
+    def checkpoint_meta(self) -> dict:
+        """In config.json of every checkpoint and exported model: enough to decode without the training state."""
+        meta = {"tokenizer_desc": self.tokenizer.describe(), "stage": self.cfg.stage}
+        if self.cfg.stage == "piano_task":
+            meta["piano_task"] = to_dict(self.cfg.piano_task)
+        return meta
+
     def extra_state(self) -> dict:
         """Plain data saved in every checkpoint: the tokenizer description (so a checkpoint decodes on its
         own), the stage, the piano-task config, and the number of (non-padding) tokens trained on."""

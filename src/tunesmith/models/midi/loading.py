@@ -1,8 +1,8 @@
 """Load a trained MIDI GPT for inference from a run, checkpoint folder or exported model dir.
 
-The tokenizer comes from the checkpoint's training state (``extra.tokenizer_desc``, the description the
-run trained with); a folder without a training state (an exported model) rebuilds it from the
-stored config's ``tokenizer`` section, and the embedding size is checked against it either way.
+The tokenizer comes from the description the run trained with, stored in config.json's ``meta`` of every
+checkpoint and exported model (older checkpoints: the training state's ``extra``); failing both it is
+rebuilt from the stored config's ``tokenizer`` section. The embedding size is checked against it either way.
 """
 
 from __future__ import annotations
@@ -50,8 +50,8 @@ def load_midi_model(ref: str | Path, *, which: str = "best", device: str | torch
         raise UserError(
             f"{folder}: a {task or 'unknown'} model, not a MIDI GPT (train one with `tunesmith train midi`)"
         )
-    extra: dict = {}
-    if (folder / ckpt.STATE).is_file():
+    extra: dict = dict(stored.get("meta") or {})  # tokenizer_desc etc. (exported dirs carry it too)
+    if not extra.get("tokenizer_desc") and (folder / ckpt.STATE).is_file():
         extra = ckpt.load_state(folder).get("extra") or {}
     if extra.get("tokenizer_desc"):
         tokenizer = tokenizer_from_desc(extra["tokenizer_desc"])
