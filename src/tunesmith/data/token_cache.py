@@ -137,7 +137,7 @@ class _ShardEncoder:
         try:
             wav, _ = load_audio(path, sample_rate=self.codec.sample_rate, channels=self.codec.channels)
         except (UserError, OSError, ValueError, RuntimeError) as err:
-            return None, f"{path}: {err}"
+            return None, str(err) if str(path) in str(err) else f"{path}: {err}"
         if wav.shape[1] == 0:
             return None, f"{path}: no audio"
         return wav, ""

@@ -301,20 +301,33 @@ class CodecSolver(Solver):
             losses["sisnr"] = sisnr_loss(x, y)
         return losses
 
-    def _adversarial_losses(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        disc = self.extras["discriminator"]  # unwrapped: no DDP sync, its parameters are frozen here
-        disc.requires_grad_(False)
-        try:
-            logits_fake, fmaps_fake = disc(y)
-            with torch.no_grad():
-                _, fmaps_real = disc(x)
-        finally:
-            disc.requires_grad_(True)
+    def _discriminate(self, x: torch.Tensor, y: torch.Tensor, train_disc: bool) -> tuple[list, list, list, list]:
+        """One discriminator pass over reconstruction and target together → fake/real logits and feature maps.
+
+        With ``train_disc`` the pass keeps the graph to the discriminator's parameters, so the same forward
+        serves the generator's losses and the discriminator's update; otherwise its parameters are frozen.
+        """
+        disc = self.extras["discriminator"]  # unwrapped: its gradients are all-reduced by hand (see train_update)
+        n = y.shape[0]
+        if train_disc:
+            logits, fmaps = disc(torch.cat([y, x.to(y.dtype)], dim=0))
+        else:
+            disc.requires_grad_(False)
+            try:
+                logits, fmaps = disc(torch.cat([y, x.to(y.dtype)], dim=0))
+            finally:
+                disc.requires_grad_(True)
+        fake_logits, real_logits = [lg[:n] for lg in logits], [lg[n:] for lg in logits]
+        fake_maps = [[f[:n] for f in maps] for maps in fmaps]
+        real_maps = [[f[n:] for f in maps] for maps in fmaps]
+        return fake_logits, real_logits, fake_maps, real_maps
+
+    def _adversarial_losses(self, fake_logits: list, fake_maps: list, real_maps: list) -> dict[str, torch.Tensor]:
         losses = {}
         if "adv" in self.loss_weights:
-            losses["adv"] = generator_adversarial_loss(logits_fake, self.cfg.loss.adv_loss)
+            losses["adv"] = generator_adversarial_loss(fake_logits, self.cfg.loss.adv_loss)
         if "feat" in self.loss_weights:
-            losses["feat"] = feature_matching_loss(fmaps_fake, fmaps_real)
+            losses["feat"] = feature_matching_loss(fake_maps, real_maps)
         return losses
 
     def loss(self, model: nn.Module, batch: torch.Tensor) -> LossOutput:
@@ -345,13 +358,22 @@ class CodecSolver(Solver):
 
     # ------------------------------------------------------------------ update
     def train_update(self, micro_batches: list) -> dict[str, float]:
-        """Generator step over the micro-batches (accumulated), then the discriminator step."""
+        """Generator and discriminator updates from one shared discriminator pass per micro-batch.
+
+        Per micro-batch: reconstruct; run the discriminator once on [reconstruction; target]; take the
+        gradient of the generator losses with respect to the reconstruction only (balanced or weighted) and
+        back-propagate it through the generator; back-propagate the discriminator's hinge loss on the same
+        logits into the discriminator's parameters only. Then step the generator, then the discriminator:
+        both updates see the discriminator as it was at the start of the update.
+        """
         counts = [int(b.shape[0]) for b in micro_batches]
         total = self.global_count(sum(counts))
         world = self.dist.world_size
-        adversarial = self._adversarial_used() and self.step >= self.cfg.loss.adversarial_start
+        lc = self.cfg.loss
+        adversarial = self._adversarial_used() and self.step >= lc.adversarial_start
+        train_disc = adversarial and self.step % self.cfg.discriminator.update_every == 0
+        disc_params = [p for p in self.extras["discriminator"].parameters()] if train_disc else []
         sums: dict[str, float] = defaultdict(float)
-        fakes = []
         for i, x in enumerate(micro_batches):
             weight = counts[i] * world / max(total, 1.0)
             with self.sync_context(self.train_model, i == len(micro_batches) - 1):
@@ -360,54 +382,52 @@ class CodecSolver(Solver):
                     y = out.wav
                     losses = self._reconstruction_losses(x, y)
                     if adversarial:
-                        losses.update(self._adversarial_losses(x, y))
-                commit = out.commit_loss.float()
-                commit_value = float(commit.detach())
-                if self.cfg.loss.balancer:
+                        fake_logits, real_logits, fake_maps, real_maps = self._discriminate(x, y, train_disc)
+                        real_maps = [[f.detach() for f in maps] for maps in real_maps]
+                        losses.update(self._adversarial_losses(fake_logits, fake_maps, real_maps))
+                if lc.balancer:
                     grad, ratios = self._balancer(adversarial).gradient(losses, y)
-                    surrogate = (y.float() * grad.float()).sum()
                     for key, value in ratios.items():
                         sums[key] += value * counts[i]
                 else:
-                    surrogate = sum(self.loss_weights[k] * v.float() for k, v in losses.items())
-                self.backward((surrogate + self.cfg.loss.commit * commit) * weight)
-            weighted = sum(self.loss_weights[k] * float(v.detach()) for k, v in losses.items())
-            sums["loss"] += (weighted + self.cfg.loss.commit * commit_value) * counts[i]
+                    weighted_sum = sum(self.loss_weights[k] * v.float() for k, v in losses.items())
+                    (grad,) = torch.autograd.grad(weighted_sum, [y], retain_graph=True)
+                commit = out.commit_loss.float()
+                self.backward(((y.float() * grad.float()).sum() + lc.commit * commit) * weight)
+                if train_disc:
+                    d_loss = discriminator_loss(fake_logits, real_logits, lc.adv_loss).float()
+                    d_weight = counts[i] / max(total, 1.0)
+                    self.scalers["discriminator"].scale(d_loss * d_weight).backward(inputs=disc_params)
+                    sums["d_loss"] += float(d_loss.detach()) * counts[i]
+            values = {k: float(v.detach()) for k, v in losses.items()}
+            commit_value = float(commit.detach())
+            sums["loss"] += (
+                sum(self.loss_weights[k] * v for k, v in values.items()) + lc.commit * commit_value
+            ) * counts[i]
             sums["commit"] += commit_value * counts[i]
             sums["n_q"] += out.n_q * counts[i]
-            for key, value in losses.items():
-                sums[key] += float(value.detach()) * counts[i]
-            fakes.append(y.detach())
+            for key, value in values.items():
+                sums[key] += value * counts[i]
         info = self.step_optimizer("model", loss_finite=math.isfinite(sums["loss"]))
         self.guard.record(
             nan=info.skipped and info.reason.startswith("non-finite"), inf_grad=info.reason == "fp16 overflow"
         )
         metrics = {"grad_norm": info.grad_norm}
-        if adversarial and self.step % self.cfg.discriminator.update_every == 0:
-            metrics.update(self._discriminator_update(micro_batches, fakes, counts, total, sums))
+        if train_disc:
+            if world > 1:  # summed over ranks: each rank's loss was already divided by the global count
+                grads = [p.grad for p in disc_params if p.grad is not None]
+                flat = all_reduce_sum(torch.cat([g.reshape(-1) for g in grads]))
+                offset = 0
+                for g in grads:
+                    g.copy_(flat[offset : offset + g.numel()].view_as(g))
+                    offset += g.numel()
+            d_info = self.step_optimizer("discriminator", loss_finite=math.isfinite(sums["d_loss"]))
+            metrics["d_grad_norm"] = d_info.grad_norm
         keys = sorted(sums)
         reduced = all_reduce_sum(torch.tensor([sums[k] for k in keys], dtype=torch.float64, device=self.device))
         metrics.update({k: v / max(total, 1.0) for k, v in zip(keys, reduced.tolist(), strict=True)})
         metrics["targets"] = total
         return metrics
-
-    def _discriminator_update(
-        self, reals: list, fakes: list, counts: list[int], total: float, sums: dict[str, float]
-    ) -> dict[str, float]:
-        disc = self.train_extras["discriminator"]
-        world = self.dist.world_size
-        for i, (x, y) in enumerate(zip(reals, fakes, strict=True)):
-            with self.sync_context(disc, i == len(reals) - 1):
-                with self.autocast():
-                    logits, _ = disc(torch.cat([y, x], dim=0))
-                    n = y.shape[0]
-                    loss = discriminator_loss(
-                        [lg[:n] for lg in logits], [lg[n:] for lg in logits], self.cfg.loss.adv_loss
-                    )
-                self.backward(loss.float() * counts[i] * world / max(total, 1.0), opt="discriminator")
-            sums["d_loss"] += float(loss.detach()) * counts[i]
-        info = self.step_optimizer("discriminator", loss_finite=math.isfinite(sums["d_loss"]))
-        return {"d_grad_norm": info.grad_norm}
 
     # ------------------------------------------------------------------ state
     def extra_state(self) -> dict:
