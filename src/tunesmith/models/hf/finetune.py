@@ -78,9 +78,10 @@ class InitSource:
             if dst[leaf] != src[leaf]:
                 replaced[f"model.{key}"] = (dst[leaf], src[leaf])
                 dst[leaf] = src[leaf]
-        for key, (old, new) in replaced.items():
-            if key != "model.conditioner.t5_path":
-                log.info("init_from %s: %s=%r (from the source; the config said %r)", self.reference, key, new, old)
+        shown = {k: v for k, v in replaced.items() if k != "model.conditioner.t5_path"}
+        if shown:
+            changes = ", ".join(f"{k.removeprefix('model.')}: {old!r} → {new!r}" for k, (old, new) in shown.items())
+            log.info("init_from %s: the model's architecture comes from the source (%s)", self.reference, changes)
         if not data.get("codec"):
             data["codec"] = self.codec
             if not data.get("codec_bandwidth"):
@@ -232,3 +233,33 @@ def prepare_model(model: nn.Module, finetune: FinetuneConfig, source: InitSource
     if finetune.gradient_checkpointing:
         enable_gradient_checkpointing(model.transformer)
     return model
+
+
+# --------------------------------------------------------------------------- adapters of a run
+
+
+def write_run_adapter(run_dir: Path, run_config: dict, finetune: FinetuneConfig, base: str | None) -> Path | None:
+    """``RUN/adapter``: the LoRA adapters of the run's best checkpoint (else its last), EMA preferred.
+
+    ``base`` names the model the adapters apply to (the imported MusicGen, or init_from); None when the
+    run started from scratch, whose base weights live only in the run (merge the run folder instead).
+    """
+    from tunesmith.models.hf.lora import write_adapter
+
+    checkpoints = Path(run_dir) / "checkpoints"
+    folder = next((checkpoints / n for n in ("best", "last") if (checkpoints / n / ckpt.MANIFEST).is_file()), None)
+    if folder is None:
+        return None
+    state = ckpt.load_weights(folder, "model")
+    codec = str(run_config.get("codec") or "")
+    if codec and Path(codec).expanduser().exists():
+        codec = str(Path(codec).expanduser().resolve())
+    info = {
+        "base": base,
+        "model": run_config.get("model"),
+        "codec": codec,
+        "codec_bandwidth": run_config.get("codec_bandwidth") or 0.0,
+        "checkpoint": str(folder.resolve()),
+        "step": (json.loads((folder / ckpt.MANIFEST).read_text()).get("step")),
+    }
+    return write_adapter(Path(run_dir) / "adapter", state, finetune.lora, info)

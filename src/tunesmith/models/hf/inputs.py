@@ -157,8 +157,6 @@ def check_hf_batch(batch: dict[str, Any], num_codebooks: int | None = None) -> N
         )
     if labels.dim() != 3 or (num_codebooks is not None and labels.shape[2] != num_codebooks):
         raise UserError(f"labels must be [batch, steps, codebooks], got {list(labels.shape)}")
-    if not bool((labels == IGNORE_INDEX).any()):
-        raise UserError("labels have no -100: the delay pattern's padding must be ignored (delay_pattern_targets)")
     decoder_inputs = batch.get("decoder_input_ids")
     if decoder_inputs is not None:
         flat = torch.as_tensor(decoder_inputs).reshape(labels.shape[0], labels.shape[2], -1).transpose(1, 2)
@@ -167,3 +165,5 @@ def check_hf_batch(batch: dict[str, Any], num_codebooks: int | None = None) -> N
                 "decoder_input_ids equal the labels: the model would learn to copy its input. Leave "
                 "decoder_input_ids out; the model shifts the labels right behind the start token"
             )
+    if not bool((labels == IGNORE_INDEX).any()):
+        raise UserError("labels have no -100: the delay pattern's padding must be ignored (delay_pattern_targets)")

@@ -80,7 +80,10 @@ def merge_adapter_folder(folder: Path) -> tuple[LMConfig, dict[str, Tensor], Pat
     info = config["tunesmith"]
     base_ref = str(info.get("base") or "")
     if not base_ref:
-        raise UserError(f"{folder / ADAPTER_CONFIG}: names no base model (tunesmith.base)")
+        raise UserError(
+            f"{folder / ADAPTER_CONFIG}: names no base model (the run trained LoRA from scratch, so its base "
+            f"weights live only in the run): merge the run folder instead ({info.get('checkpoint', 'RUN')})"
+        )
     try:
         base_folder = ckpt.find_checkpoint(base_ref, which="best")
     except UserError as err:
