@@ -15,6 +15,7 @@ Conditioning is the same text for every peer: 16 words → 16 condition tokens t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -126,7 +127,7 @@ def matmul_gflops(threads: int, size: int = 2048, repeats: int = 5) -> float:
 # --------------------------------------------------------------------------- sections
 
 
-def bench_train(shape: dict, batch: int, frames: int, warmup: int, repeats: int, audiocraft: bool) -> dict:
+def bench_train(shape: dict, batch: int, frames: int, warmup: int, repeats: int, audiocraft: bool, bf16: bool) -> dict:
     from tunesmith.models.lm.patterns import Pattern
 
     dim, layers, heads = shape["dim"], shape["layers"], shape["heads"]
@@ -146,19 +147,28 @@ def bench_train(shape: dict, batch: int, frames: int, warmup: int, repeats: int,
     hf_labels = seq.masked_fill(~pattern.valid_mask(frames), -100).transpose(1, 2).contiguous()
     encoder_states = torch.randn(batch, 16, dim)
 
-    def step_ours() -> None:
-        loss_sum, _, counts = ours(frames_t, conditions, return_loss=True)
+    def precision(dtype: torch.dtype | None):
+        return torch.autocast("cpu", dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+    def step_ours(dtype: torch.dtype | None = None) -> None:
+        with precision(dtype):
+            loss_sum, _, counts = ours(frames_t, conditions, return_loss=True)
         (loss_sum / counts.sum()).backward()
         opt_ours.step()
         opt_ours.zero_grad(set_to_none=True)
 
-    def step_hf() -> None:
-        out = hf(input_ids=hf_inputs, encoder_hidden_states=encoder_states, labels=hf_labels)
+    def step_hf(dtype: torch.dtype | None = None) -> None:
+        with precision(dtype):
+            out = hf(input_ids=hf_inputs, encoder_hidden_states=encoder_states, labels=hf_labels)
         out.loss.backward()
         opt_hf.step()
         opt_hf.zero_grad(set_to_none=True)
 
-    times = alternate({"tunesmith": step_ours, "transformers": step_hf}, warmup, repeats)
+    contenders = {"tunesmith": step_ours, "transformers": step_hf}
+    if bf16:  # both under CPU bf16 autocast (fp32 weights and optimizer), reported apart from the fp32 race
+        contenders["tunesmith_bf16"] = lambda: step_ours(torch.bfloat16)
+        contenders["transformers_bf16"] = lambda: step_hf(torch.bfloat16)
+    times = alternate(contenders, warmup, repeats)
     tokens = batch * frames * K
     row: dict[str, Any] = {"shape": shape["name"], "params_tunesmith": params(ours), "params_transformers": params(hf)}
     for name, ts in times.items():
@@ -166,7 +176,8 @@ def bench_train(shape: dict, batch: int, frames: int, warmup: int, repeats: int,
         row[name] = {"median_step_s": med, "codebook_tokens_per_s": tokens / med, "step_times_s": ts}
     steps = pattern.num_steps(frames)
     flops = ours.flops_per_token(steps, cond_len=17) * steps * batch
-    row["tunesmith"]["gflops_per_s"] = flops / row["tunesmith"]["median_step_s"] / 1e9
+    for name in [n for n in row if n.startswith("tunesmith")]:
+        row[name]["gflops_per_s"] = flops / row[name]["median_step_s"] / 1e9
     if audiocraft:
         args = ["--dim", str(dim), "--layers", str(layers), "--heads", str(heads), "--n-q", str(K)]
         args += ["--card", str(CARD), "--batch", str(batch), "--frames", str(frames), "--text-words", "16"]
@@ -315,6 +326,23 @@ def markdown(results: dict) -> str:
                 f"{fmt(ours / ac if ac else None, 2)} | {fmt(row['tunesmith']['gflops_per_s'], 1)} |"
             )
         lines += ["", f"plain fp32 matmul (2048²): {fmt(results['matmul_gflops'], 1)} GFLOP/s", ""]
+        if any("tunesmith_bf16" in row for row in results["train"]):
+            lines += [
+                "bf16 autocast on CPU (fp32 weights and AdamW; not part of the fp32 comparison above):",
+                "",
+                "| shape | tunesmith bf16 | transformers bf16 | × transformers bf16 | × tunesmith fp32 | GFLOP/s |",
+                "|---|---|---|---|---|---|",
+            ]
+            for row in results["train"]:
+                ours = speed(row, "tunesmith_bf16", "codebook_tokens_per_s")
+                hf = speed(row, "transformers_bf16", "codebook_tokens_per_s")
+                fp32 = speed(row, "tunesmith", "codebook_tokens_per_s")
+                gflops = row["tunesmith_bf16"]["gflops_per_s"]
+                lines.append(
+                    f"| {row['shape']} | {fmt(ours)} | {fmt(hf)} | {fmt(ours / hf if hf and ours else None, 2)} | "
+                    f"{fmt(ours / fp32 if fp32 and ours else None, 2)} | {fmt(gflops, 1)} |"
+                )
+            lines.append("")
     if results.get("generate"):
         lines += [
             "### Generation with CFG (frames/s, batch 1, top-k 250, KV cache)",
@@ -352,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sections", default="train,generate,cache", help="comma-separated: train,generate,cache")
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--no-audiocraft", action="store_true", help="skip the AudioCraft peer")
+    parser.add_argument("--no-bf16", action="store_true", help="skip the bf16-autocast training rows")
     parser.add_argument("--json", type=Path, default=WORK / "results.json", help="where to write the JSON")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -380,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
         results["train"] = []
         for shape in shapes:
             print(f"train {shape['name']} ...", file=sys.stderr)
-            results["train"].append(bench_train(shape, batch, frames, warmup, repeats, audiocraft))
+            results["train"].append(bench_train(shape, batch, frames, warmup, repeats, audiocraft, not args.no_bf16))
     if "generate" in sections:
         results["generate"] = []
         for shape in shapes:

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tunesmith.models.lm.conditioners import (
@@ -27,6 +26,7 @@ from tunesmith.models.lm.conditioners import (
     ConditionTensors,
     vocabularies_from_state,
 )
+from tunesmith.models.lm.loss import IGNORE, heads_cross_entropy
 from tunesmith.models.lm.patterns import Pattern
 from tunesmith.models.transformer import KVCache, Transformer, TransformerConfig
 
@@ -140,24 +140,21 @@ class LMModel(nn.Module):
         Returns (loss_sum over all real codes, ce_sum per codebook [K] (detached), count per codebook
         [K]). Divide ``loss_sum`` by ``count.sum()`` for the mean CE in nats.
         """
-        b, _, f = frames.shape
+        b, k, f = frames.shape
         if lengths is not None:  # padding frames become the special token: no garbage ids in the input
             frames = frames.masked_fill(torch.arange(f, device=frames.device) >= lengths[:, None, None], self.special)
         seq = self.pattern.build(frames, self.special)  # [B, K, S]
         inputs = self.pattern.model_input(seq, self.special)
-        logits = self.project(self.hidden(inputs, conditions))  # [B, S, K, card]
+        h = self.hidden(inputs, conditions)  # [B, S, D]
         valid = self.pattern.valid_mask(f, frames.device).expand(b, -1, -1)  # [B, K, S]
         if lengths is not None:
             delays = torch.tensor(self.pattern.delays, device=frames.device)
             steps = torch.arange(seq.shape[2], device=frames.device)
             valid = valid & (steps[None, None, :] < delays[None, :, None] + lengths[:, None, None])
-        targets = seq.masked_fill(~valid, -100).transpose(1, 2)  # [B, S, K]
-        ce = F.cross_entropy(
-            logits.reshape(-1, self.card).float(), targets.reshape(-1), ignore_index=-100, reduction="none"
-        ).view(targets.shape)
-        per_codebook = ce.sum(dim=(0, 1))
-        counts = valid.sum(dim=(0, 2)).to(ce.dtype)
-        return per_codebook.sum(), per_codebook.detach(), counts
+        targets = seq.masked_fill(~valid, IGNORE).transpose(1, 2)  # [B, S, K]
+        loss_sum, per_codebook = heads_cross_entropy(h.reshape(-1, h.shape[-1]), self.heads, targets.reshape(-1, k))
+        counts = valid.sum(dim=(0, 2)).to(per_codebook.dtype)
+        return loss_sum, per_codebook.detach(), counts
 
     def flops_per_token(self, seq_len: int, cond_len: int = 0) -> float:
         """Training FLOPs (forward + backward ≈ 3 × forward) per pattern step, matmuls only."""
