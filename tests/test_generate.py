@@ -183,3 +183,12 @@ def test_cli_killed_and_rerun_continues_without_redoing(tmp_path, model_dir):
     from tunesmith.generate_cli import read_done
 
     assert read_done(tmp_path / "out", ".wav") == set(ids)
+
+
+def test_exported_model_dir_loads(tmp_path, model_dir, generator):
+    from tunesmith.modeldir import export_tunesmith
+
+    exported = export_tunesmith(model_dir, tmp_path / "export")
+    loaded = Generator.from_path(exported)
+    item = {"prompt": "dark slow drone", "seed": 2, "duration": 0.05}
+    assert np.array_equal(loaded.generate([item])[0].codes, generator.generate([item])[0].codes)

@@ -258,6 +258,12 @@ class Generator:
         if not isinstance(run_cfg, dict) or not isinstance(run_cfg.get("model"), dict):
             raise UserError(f"{folder}/config.json: no LM 'model' section; is it a tunesmith LM?")
         lm_cfg = _lm_config_from(run_cfg["model"], LMConfig, folder)
+        cond = lm_cfg.conditioner
+        if cond.text == "t5" and not Path(cond.t5_path).expanduser().is_dir():  # a moved model dir keeps t5/ inside
+            for candidate in (folder / cond.t5_path, folder / "t5") if cond.t5_path else (folder / "t5",):
+                if candidate.is_dir():
+                    lm_cfg = dataclasses.replace(lm_cfg, conditioner=dataclasses.replace(cond, t5_path=str(candidate)))
+                    break
         weights = ckpt.load_weights(folder, "model")
         try:
             model = build_lm(lm_cfg, weights)
@@ -265,7 +271,8 @@ class Generator:
             raise UserError(f"{folder}: the weights do not fit the LM config: {err}") from err
         model.to(device)
         codec_path: Path | None
-        run_dir = folder.parent.parent if folder.parent.name == "checkpoints" else None
+        origin = Path(str(meta.get("exported_from") or folder))  # an export resolves paths like its source
+        run_dir = origin.parent.parent if origin.parent.name == "checkpoints" else None
         if codec is not None:
             codec_path = Path(codec)
         elif (folder / "codec").is_dir():
