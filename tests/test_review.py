@@ -113,6 +113,7 @@ def codec_run(tmp_path_factory) -> Path:
     torch.manual_seed(2)
     second = {k: v + 0.02 * torch.randn_like(v) if v.is_floating_point() else v for k, v in weights.items()}
     _save(run_dir / "checkpoints" / "last", second, config, 2)
+    shutil.copytree(run_dir / "checkpoints" / "epoch_0001", run_dir / "checkpoints" / "best")
     _run_files(run_dir, "codec", run_cfg, 2)
     return run_dir
 
@@ -267,15 +268,15 @@ def test_cli_list_epochs_and_errors(lm_run, capsys, tmp_path):
 
 def test_codec_review_puts_originals_beside_reconstructions(codec_run):
     result = review_run(codec_run)
-    assert result.task == "codec" and result.checkpoints == ["epoch_0001", "last"]
-    assert result.stats.generated == 4
+    assert result.task == "codec" and result.checkpoints == ["epoch_0001", "best", "last"]
+    assert (result.stats.generated, result.stats.reused) == (4, 2)  # best = epoch 1: its files are shared
     page = _parse(result.index)
-    assert len(page.audio) == 2 * 3  # 2 clips × (original + 2 checkpoints)
+    assert len(page.audio) == 2 * 4  # 2 clips × (original + 3 checkpoints)
     text = result.index.read_text()
     assert "original" in text and "SI-SNR" in text and " dB" in text
     report = json.loads((codec_run / "samples" / "review" / "last" / "report.json").read_text())
     assert len(report["clips"]) == 2 and all(np.isfinite(c["sisnr"]) for c in report["clips"])
-    assert review_run(codec_run).stats.existing == 4
+    assert review_run(codec_run).stats.existing == 6
 
 
 # --------------------------------------------------------------------------- rendering

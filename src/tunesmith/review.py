@@ -700,6 +700,12 @@ def reconstruct_codec_samples(
         prepare_output(folder, ref)
         if (folder / "report.json").is_file():
             stats.existing += len(_codec_report(folder))
+        elif (twin := _twin_file(base, ref, refs, "report.json")) is not None:
+            for path in sorted(twin.parent.iterdir()):  # the report last: it marks the folder complete
+                if path.suffix == ".wav":
+                    _link_or_copy(path, folder / path.name)
+            _link_or_copy(twin, folder / "report.json")
+            stats.reused += len(_codec_report(folder))
         else:
             if clips is None:
                 clips = codec_clips(config, run_dir, data, num_clips)
