@@ -64,11 +64,16 @@ def test_cached_steps_equal_full_forward(fuse, text):
     torch.testing.assert_close(torch.cat(parts, dim=2), full, atol=1e-5, rtol=1e-5)
 
 
-def _greedy_reference(model: LMModel, conditions: list[dict], num_frames: int, cfg_coef: float) -> torch.Tensor:
-    """Greedy decoding by full recomputation at every step (no cache), CFG as two separate passes."""
+def _greedy_reference(
+    model: LMModel, conditions: list[dict], num_frames: int, cfg_coef: float, prompt: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Greedy decoding by full recomputation at every step (no cache), CFG as two separate passes;
+    ``prompt`` [B, K, P] frames are kept (teacher forcing)."""
     pattern, special = model.pattern, model.special
-    seq = pattern.build(torch.zeros(len(conditions), model.num_codebooks, num_frames, dtype=torch.long), special)
-    valid = pattern.valid_mask(num_frames)
+    frames = torch.full((len(conditions), model.num_codebooks, num_frames), -1, dtype=torch.long)
+    if prompt is not None:
+        frames[:, :, : prompt.shape[2]] = prompt
+    seq = pattern.build(frames, special)
     null = [{}] * len(conditions)
     with torch.no_grad():
         for s in range(seq.shape[2]):
@@ -76,7 +81,7 @@ def _greedy_reference(model: LMModel, conditions: list[dict], num_frames: int, c
             cond = model(inp, conditions)[:, :, -1]
             uncond = model(inp, null)[:, :, -1]
             logits = uncond + cfg_coef * (cond - uncond)
-            seq[:, :, s] = torch.where(valid[:, s], logits.argmax(-1), seq[:, :, s])
+            seq[:, :, s] = torch.where(seq[:, :, s] == -1, logits.argmax(-1), seq[:, :, s])
     return pattern.revert(seq)
 
 
@@ -87,6 +92,14 @@ def test_generation_with_cache_equals_recomputation(fuse, pattern):
     ref = _greedy_reference(model, CONDS, 10, 3.0)
     assert ours.shape == (3, 3, 10)
     assert torch.equal(ours, ref)
+
+
+def test_prompted_generation_equals_recomputation():
+    model = make_model()
+    prompt = torch.randint(0, 32, (3, 3, 4))
+    ours = generate_codes(model, CONDS, 9, cfg_coef=2.0, temperature=0.0, prompt_codes=prompt)
+    assert torch.equal(ours[:, :, :4], prompt)
+    assert torch.equal(ours, _greedy_reference(model, CONDS, 9, 2.0, prompt))
 
 
 def test_cfg_dropout_is_per_sample_with_the_configured_rate():
