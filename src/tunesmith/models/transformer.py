@@ -242,7 +242,10 @@ class Block(nn.Module):
             self.cross_attn = CrossAttention(cfg)
         self.norm_ffn = make_norm(cfg)
         self.ffn = FeedForward(cfg)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.p = cfg.dropout
+
+    def _drop(self, x: Tensor) -> Tensor:
+        return F.dropout(x, self.p, True) if self.p > 0 and self.training else x
 
     def forward(
         self,
@@ -254,10 +257,10 @@ class Block(nn.Module):
         cache: KVCache | None,
         layer: int,
     ) -> Tensor:
-        x = x + self.dropout(self.self_attn(self.norm_self(x), rope, cache, layer))
+        x = x + self._drop(self.self_attn(self.norm_self(x), rope, cache, layer))
         if cross_kv is not None:
-            x = x + self.dropout(self.cross_attn(self.norm_cross(x), *cross_kv, cross_mask, cross_gate))
-        return x + self.dropout(self.ffn(self.norm_ffn(x)))
+            x = x + self._drop(self.cross_attn(self.norm_cross(x), *cross_kv, cross_mask, cross_gate))
+        return x + self._drop(self.ffn(self.norm_ffn(x)))
 
 
 class Transformer(nn.Module):
@@ -268,7 +271,6 @@ class Transformer(nn.Module):
         self.cfg = cfg
         self.layers = nn.ModuleList([Block(cfg) for _ in range(cfg.num_layers)])
         self.norm = make_norm(cfg) if cfg.final_norm else nn.Identity()
-        self.dropout = nn.Dropout(cfg.dropout)
         positions = torch.arange(cfg.max_seq_len) + cfg.position_offset
         if cfg.positional == "sinusoidal":
             self.register_buffer(
@@ -336,7 +338,8 @@ class Transformer(nn.Module):
                 rope = (self.rope_cos[start:end], self.rope_sin[start:end])
             else:
                 rope = rope_tables(self._positions(start, t, x.device), cfg.head_dim, cfg.max_period)
-        x = self.dropout(x)
+        if cfg.dropout > 0 and self.training:
+            x = F.dropout(x, cfg.dropout, True)
 
         use_cross = cfg.cross_attention and (cross is not None or (cache is not None and cache.cross[0] is not None))
         if cross is not None and not cfg.cross_attention:
