@@ -23,6 +23,7 @@ from tunesmith.errors import UserError
 from tunesmith.review import (
     Chart,
     Series,
+    colorize,
     history_charts,
     list_checkpoints,
     mel_image,
@@ -307,7 +308,11 @@ def test_mel_image_puts_a_tone_in_its_band():
         centers = librosa.mel_frequencies(n_mels + 2, fmin=0.0, fmax=sr / 2, htk=True)[1:-1]
         assert abs(int(np.argmin(np.abs(centers - freq))) - band) <= 1
     long = mel_image(np.zeros((2, 16000 * 30), np.float32), 16000, max_width=500)
-    assert long.shape[1] <= 500 and (long == long[0, 0]).all()  # silence: one colour
+    assert long.shape[1] <= 500 and (long == colorize(np.zeros(1))[0]).all()  # silence: the bottom colour
+    loud, quiet = (mel_image(a * np.sin(2 * np.pi * 440 * np.arange(sr) / sr)[None], sr) for a in (1.0, 0.01))
+    assert loud.astype(int).sum() > quiet.astype(int).sum()  # a fixed scale: quieter is darker
+    top = {tuple(c) for c in colorize(np.linspace(0.97, 1.0, 61))}  # a full-scale sine peaks within 1 dB of the top
+    assert top & {tuple(c) for c in loud.reshape(-1, 3)}
     assert mel_image(np.zeros(10, np.float32), 8000).shape[1] >= 1  # shorter than one FFT
 
 
@@ -329,7 +334,7 @@ def test_history_charts_and_svg():
     shutil.rmtree(root)
 
 
-@pytest.mark.parametrize(("low", "high"), [(0.0, 1.0), (0.013, 0.094), (-3.0, 1250.0), (5.0, 5.0001)])
+@pytest.mark.parametrize(("low", "high"), [(0.0, 1.0), (0.013, 0.094), (-3.0, 1250.0), (5.0, 5.0001), (1.9, 4.1)])
 def test_nice_ticks(low, high):
     ticks = nice_ticks(low, high)
     assert 2 <= len(ticks) <= 11 and all(low - 1e-12 <= t <= high + 1e-12 for t in ticks)
@@ -337,6 +342,8 @@ def test_nice_ticks(low, high):
     assert np.allclose(steps, steps[0])
     mantissa = steps[0] / 10 ** np.floor(np.log10(steps[0]))
     assert any(np.isclose(mantissa, m) for m in (1, 2, 2.5, 5))
+    whole = nice_ticks(low, high, integer=True)
+    assert all(float(t).is_integer() for t in whole) and all(low <= t <= high for t in whole)
 
 
 # --------------------------------------------------------------------------- in a real browser

@@ -98,9 +98,10 @@ def mel_image(
 ) -> np.ndarray:
     """Audio float ``[C, T]`` (or ``[T]``) → log-mel spectrogram image uint8 ``[2 * n_mels, W, 3]``.
 
-    Channels are averaged; FFT size ≈ 64 ms (a power of two), hop a quarter of it; power in dB relative
-    to the loudest bin, floored ``top_db`` below it; low frequencies at the bottom. ``W`` is the number
-    of frames, max-pooled down to at most ``max_width`` columns.
+    Channels are averaged; FFT size ≈ 64 ms (a power of two), hop a quarter of it. Power is in dB on a fixed
+    scale, so that images of different clips compare: the top colour is a full-scale sine's peak band, the
+    bottom ``top_db`` below it. Low frequencies at the bottom. ``W`` is the number of frames, max-pooled
+    down to at most ``max_width`` columns.
     """
     import torch
 
@@ -114,8 +115,9 @@ def mel_image(
     mel = MelSpectrogram(sample_rate, n_fft=n_fft, hop_length=n_fft // 4, n_mels=n_mels)
     with torch.no_grad():
         power = mel(torch.from_numpy(np.ascontiguousarray(x))).double().numpy()  # [n_mels, frames]
-    db = 10.0 * np.log10(np.maximum(power, 1e-12))
-    level = (db - (db.max() - top_db)) / top_db
+    db = 10.0 * np.log10(np.maximum(power, 1e-20))
+    full_scale_db = 20.0 * math.log10(n_fft / 4)  # |Hann-windowed DFT|² of a unit sine at its bin: (n_fft / 4)²
+    level = (db - (full_scale_db - top_db)) / top_db
     frames = level.shape[1]
     if frames > max_width:  # max-pool groups of columns so that short events stay visible
         group = math.ceil(frames / max_width)
@@ -233,13 +235,16 @@ def history_charts(history: list[dict], limit: int = MAX_CHARTS) -> list[Chart]:
     return charts[:limit]
 
 
-def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
-    """About ``count`` round tick values (1, 2 or 5 × 10^k apart) covering [low, high]."""
+def nice_ticks(low: float, high: float, count: int = 5, integer: bool = False) -> list[float]:
+    """About ``count`` round tick values (1, 2, 2.5 or 5 × 10^k apart) within [low, high]; whole numbers only
+    when ``integer`` (steps, epochs)."""
     if not (math.isfinite(low) and math.isfinite(high)) or high <= low:
         return [low]
     raw = (high - low) / max(count - 1, 1)
     magnitude = 10.0 ** math.floor(math.log10(raw))
     step = next(m * magnitude for m in (1.0, 2.0, 2.5, 5.0, 10.0) if m * magnitude >= raw)
+    if integer:
+        step = float(max(1, math.ceil(step)))
     first = math.ceil(low / step - 1e-9) * step
     ticks = []
     value = first
@@ -285,7 +290,7 @@ def svg_chart(chart: Chart, width: int = 380, height: int = 220) -> str:
         y = py(tick)
         parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>')
         parts.append(f'<text x="{left - 4}" y="{y + 4:.1f}" text-anchor="end" fill="#555">{_fmt(tick)}</text>')
-    for tick in nice_ticks(x0, x1):
+    for tick in nice_ticks(x0, x1, integer=True):
         x = px(tick)
         parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top + plot_h}" y2="{top + plot_h + 4}" stroke="#999"/>')
         parts.append(f'<text x="{x:.1f}" y="{top + plot_h + 16}" text-anchor="middle" fill="#555">{_fmt(tick)}</text>')
