@@ -406,3 +406,33 @@ def test_seed_missing_decoder_start_token_id(hf_dir, tmp_path):
     exported = export_hf(import_hf(folder, tmp_path / "model"), tmp_path / "exported")
     reloaded = MusicgenForConditionalGeneration.from_pretrained(str(exported))
     assert torch.isfinite(reloaded(input_ids=ids, labels=labels).loss)
+
+
+def test_sharded_weights_and_legacy_weight_norm_names_load(hf_dir, tmp_path):
+    """A sharded checkpoint (index + shards) imports to the same LM; old weight_g/weight_v EnCodec names load."""
+    from safetensors.torch import load_file, save_file
+    from transformers import MusicgenForConditionalGeneration
+
+    from tunesmith.engine.checkpoint import load_tensors
+
+    sharded = tmp_path / "sharded"
+    MusicgenForConditionalGeneration.from_pretrained(str(hf_dir)).save_pretrained(sharded, max_shard_size="100KB")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy2(hf_dir / name, sharded / name)
+    assert (sharded / "model.safetensors.index.json").is_file() and verify_hf_dir(sharded) == []
+    a = load_tensors(import_hf(hf_dir, tmp_path / "a") / "model.safetensors")
+    b = load_tensors(import_hf(sharded, tmp_path / "b") / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    legacy = _broken_copy(hf_dir, tmp_path / "legacy")
+    tensors = load_file(str(legacy / "model.safetensors"))
+    renamed = {
+        k.replace(".parametrizations.weight.original0", ".weight_g").replace(
+            ".parametrizations.weight.original1", ".weight_v"
+        ): v
+        for k, v in tensors.items()
+    }
+    assert renamed.keys() != tensors.keys()
+    save_file(renamed, str(legacy / "model.safetensors"), {"format": "pt"})
+    wav = torch.randn(1, 1, 400) * 0.3
+    assert torch.equal(load_codec(legacy).encode(wav), load_codec(hf_dir).encode(wav))
