@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from test_lm_fixtures import FakeTokenShards, make_codec_dir, synthetic_clips
+from test_lm_fixtures import FakeTokenShards, make_codec_dir, one_thread, synthetic_clips  # noqa: F401
 from tunesmith.curriculum import Stage, current_stage, format_plan, parse_stages, plan, run_curriculum
 from tunesmith.engine import checkpoint as ckpt
 from tunesmith.errors import UserError

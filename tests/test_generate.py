@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from test_lm_fixtures import CODEC_RATE, make_codec_dir, make_lm_dir
+from test_lm_fixtures import CODEC_RATE, make_codec_dir, make_lm_dir, one_thread  # noqa: F401
 from tunesmith.errors import UserError
 from tunesmith.generate import Generator, generate_codes, parse_item
 
@@ -99,7 +99,7 @@ def test_loader_errors(tmp_path, model_dir):
 
 
 def _cli(*args: str, cwd) -> subprocess.Popen:
-    env = {**os.environ, "TUNESMITH_NO_PROGRESS": "1"}
+    env = {**os.environ, "TUNESMITH_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(
         [sys.executable, "-m", "tunesmith", "generate", *args],
         cwd=cwd,
@@ -148,10 +148,10 @@ def test_cli_bad_lines_are_reported_and_the_rest_runs(tmp_path, model_dir, capsy
 
 
 def test_cli_killed_and_rerun_continues_without_redoing(tmp_path, model_dir):
-    n = 10
+    n = 16
     prompts = tmp_path / "p.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": f"melody number {i}", "seed": i}) + "\n" for i in range(n)))
-    args = [str(model_dir), "--prompts", str(prompts), "--out", "out", "--duration", "0.3", "--batch-size", "1"]
+    args = [str(model_dir), "--prompts", str(prompts), "--out", "out", "--duration", "0.5", "--batch-size", "1"]
     results = tmp_path / "out" / "results.jsonl"
     proc = _cli(*args, cwd=tmp_path)
     deadline = time.monotonic() + 240

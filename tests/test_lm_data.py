@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from test_lm_fixtures import make_codec_dir
+from test_lm_fixtures import make_codec_dir, one_thread  # noqa: F401
 from tunesmith.data.prepare import prepare_dataset
 from tunesmith.train_cli import build_solver
 

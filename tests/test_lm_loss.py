@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from test_lm_fixtures import one_thread  # noqa: F401
 from tunesmith.models.lm.loss import heads_cross_entropy
 
 

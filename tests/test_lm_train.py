@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from test_lm_fixtures import DESCRIPTIONS, FakeTokenShards, make_codec_dir, synthetic_clips
+from test_lm_fixtures import DESCRIPTIONS, FakeTokenShards, make_codec_dir, one_thread, synthetic_clips  # noqa: F401
 from tunesmith.engine import checkpoint as ckpt
 from tunesmith.errors import UserError
 from tunesmith.models.lm import ConditionerConfig, LMConfig, build_lm

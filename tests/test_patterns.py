@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from test_lm_fixtures import one_thread  # noqa: F401
 from tunesmith.models.lm.patterns import Pattern
 from tunesmith.sampling import check_sampling, filter_logits, sample_next
 

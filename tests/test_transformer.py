@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from test_lm_fixtures import one_thread  # noqa: F401
 from tunesmith.models.transformer import Transformer, TransformerConfig, sinusoidal_embedding
 
 
