@@ -31,17 +31,18 @@ UNKNOWN = -1
 
 
 def _generators(generator: torch.Generator | Sequence[torch.Generator] | None, batch: int) -> list:
-    if generator is None or isinstance(generator, torch.Generator):
-        return [generator] * batch if batch == 1 or generator is None else _split_generator(generator, batch)
+    """One generator per item: as given, or seeded from a single one (None = torch's global RNG)."""
+    if generator is None:
+        return [None] * batch
+    if isinstance(generator, torch.Generator):
+        if batch == 1:
+            return [generator]
+        seeds = torch.randint(0, 2**62, (batch,), generator=generator).tolist()
+        return [torch.Generator().manual_seed(s) for s in seeds]
     gens = list(generator)
     if len(gens) != batch:
         raise ValueError(f"{len(gens)} generators for a batch of {batch}")
     return gens
-
-
-def _split_generator(generator: torch.Generator, batch: int) -> list[torch.Generator]:
-    seeds = torch.randint(0, 2**62, (batch,), generator=generator).tolist()
-    return [torch.Generator().manual_seed(s) for s in seeds]
 
 
 @torch.inference_mode()
@@ -65,6 +66,7 @@ def generate_codes(
     prompt). ``cfg_coef`` 1 (or an unconditional model) disables guidance. ``generator``: one per item
     (reproducible per item) or a single one. ``prompt_codes`` Long[B, K, P]: frames to continue (kept
     as the first P output frames). ``on_step(done, total)`` reports progress in pattern steps.
+    The model should be in eval mode (dropout off).
     """
     check_sampling(temperature, top_k, top_p)
     device = model.embed.weight.device
@@ -85,6 +87,10 @@ def generate_codes(
         frames[:, :, :p] = prompt_codes.to(device)
     seq = pattern.build(frames, special)  # [B, K, S]; UNKNOWN where a code is still to be drawn
     steps = seq.shape[2]
+    unknown_cols = (seq == UNKNOWN).any(dim=0).any(dim=0).nonzero()
+    if not len(unknown_cols):  # the prompt covers every frame
+        return frames
+    first = int(unknown_cols[0])
     gens = _generators(generator, batch)
 
     use_cfg = model.conditioner is not None and cfg_coef != 1.0
@@ -96,11 +102,7 @@ def generate_codes(
     prefix = cond_tensors.embeddings.shape[1] if cond_tensors is not None and model.fuse == "prefix" else 0
     cache = model.transformer.make_cache(rows, prefix + steps)
 
-    unknown_cols = (seq == UNKNOWN).any(dim=0).any(dim=0).nonzero()
-    first = int(unknown_cols[0]) if len(unknown_cols) else steps
     inputs = pattern.model_input(seq, special)  # column s is the input that predicts step s
-    if first == steps:
-        return frames
 
     def step_logits(cols: Tensor, conditions_in: ConditionTensors | None) -> Tensor:
         """Input columns [B, K, n] → mixed logits of the last column [B, K, card]."""
