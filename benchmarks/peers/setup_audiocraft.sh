@@ -11,7 +11,8 @@
 #   3. AudioCraft's non-torch requirements, pinned below, installed with `-c` a constraints file that
 #      pins torch==2.13.0 so nothing can upgrade or replace it. Left out on purpose: torchaudio,
 #      xformers, torchvision, torchtext (torch-version-locked builds; the first two are replaced by
-#      benchmarks/peers/stubs), gradio (demo UI only) and demucs (chroma conditioning only; needs torchaudio);
+#      benchmarks/peers/stubs), gradio (demo UI only), encodec (never imported) and demucs (chroma
+#      conditioning only; needs torchaudio);
 #   4. a .pth file that puts benchmarks/peers/stubs on the venv's sys.path;
 #   5. a check that `import audiocraft` works, torch is still 2.13.0 and the stubs are the ones in use.
 set -euo pipefail
