@@ -176,9 +176,14 @@ class LMSolver(Solver):
         self.frame_rate = float(self.codec.frame_rate)
         self.num_frames = max(1, round(cfg.dataset.segment_seconds * self.frame_rate))
         log.info("reading the token cache of %s for codec %s (building it first if missing)", cfg.data, cfg.codec)
-        self.splits = open_token_cache(
-            cfg.data, self.codec, str(self.device), progress=progress_enabled(cfg.train.log.progress)
-        )
+        from tunesmith.engine.distributed import barrier
+
+        progress = progress_enabled(cfg.train.log.progress) and self.dist.is_main
+        if self.dist.is_main:  # one rank encodes; the others open the finished cache
+            self.splits = open_token_cache(cfg.data, self.codec, str(self.device), progress=progress)
+        barrier()
+        if not self.dist.is_main:
+            self.splits = open_token_cache(cfg.data, self.codec, str(self.device), progress=False)
         self._prepared = True
 
     def _vocabularies(self) -> dict[str, Any]:
