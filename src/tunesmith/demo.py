@@ -148,6 +148,16 @@ class Demo:
         cls = solver_class(task)
         return self.runs / task / signature(resolve(task, cls.config_class, "tiny", overrides))
 
+    def _device_override(self) -> list[str]:
+        return [] if self.device == "auto" else [f"train.device={self.device}"]
+
+    def _inference_device(self) -> str:
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
     # ------------------------------------------------------------------ the chain
 
     def codec_overrides(self) -> list[str]:
@@ -158,7 +168,7 @@ class Demo:
             f"train.updates_per_epoch={b.codec_updates}",
             f"check.num_samples={b.codec_check_clips}",
             f"check.max_seconds={min(4.0, b.segment_seconds)}",
-            f"train.device={self.device}",
+            *self._device_override(),
         ]
 
     def lm_overrides(self, codec_run: Path) -> list[str]:
@@ -172,7 +182,7 @@ class Demo:
             f"dataset.segment_seconds={b.lm_segment_seconds}",
             f"generate.duration={b.review_seconds}",
             f"optim.warmup_steps={min(50, b.lm_epochs * b.lm_updates // 4)}",
-            f"train.device={self.device}",
+            *self._device_override(),
         ]
 
     def run(self) -> dict[str, Any]:
@@ -188,11 +198,7 @@ class Demo:
         codec_overrides = self.codec_overrides()
         codec_run = self._run_dir("codec", codec_overrides)
         self._stage(2, "tiny codec", ["train", "codec", "tiny", *codec_overrides, "--runs-dir", str(self.runs)])
-        device = "cpu" if self.device == "auto" else self.device
-        if self.device == "auto":
-            import torch
-
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = self._inference_device()
         self._stage(3, "token cache", ["encode", str(self.data), "--codec", str(codec_run), "--device", device])
         lm_overrides = self.lm_overrides(codec_run)
         lm_run = self._run_dir("lm", lm_overrides)
