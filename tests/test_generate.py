@@ -189,6 +189,10 @@ def test_exported_model_dir_loads(tmp_path, model_dir, generator):
     from tunesmith.modeldir import export_tunesmith
 
     exported = export_tunesmith(model_dir, tmp_path / "export")
+    assert (exported / "codec" / "model.safetensors").is_file()  # the export carries its codec
+    from tunesmith.modeldir import verify_model_dir
+
+    assert verify_model_dir(exported) == [] and verify_model_dir(exported / "codec") == []
     loaded = Generator.from_path(exported)
     item = {"prompt": "dark slow drone", "seed": 2, "duration": 0.05}
     assert np.array_equal(loaded.generate([item])[0].codes, generator.generate([item])[0].codes)

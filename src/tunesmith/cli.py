@@ -16,6 +16,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tunesmith.data.prepare_cli",
     "tunesmith.checks.cli",
     "tunesmith.train_cli",
+    "tunesmith.curriculum",
     "tunesmith.data.encode_cli",
     "tunesmith.xp_cli",
     "tunesmith.generate_cli",

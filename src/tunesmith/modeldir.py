@@ -14,11 +14,14 @@ accepts a checkpoint accepts an exported model. Hugging Face flavoured directori
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
 from tunesmith.engine import checkpoint as ckpt
 from tunesmith.errors import UserError
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 TUNESMITH_PREFIX = "tunesmith-"
@@ -46,12 +49,40 @@ def export_tunesmith(source: str | Path, out: str | Path, *, which: str = "best"
         shutil.copy2(folder / extra, tmp / extra)
     if config.get("files"):
         exported["files"] = config["files"]
+    if task == "lm":
+        _copy_lm_companions(exported["config"], folder, tmp)
     (tmp / ckpt.CONFIG).write_text(json.dumps(exported, indent=2, sort_keys=True) + "\n")
     ckpt.write_manifest(tmp, {"model_type": exported["model_type"]})
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
     return out
+
+
+def _copy_lm_companions(config: dict, folder: Path, out: Path) -> None:
+    """An LM needs its codec (and a T5 text encoder when it uses one): put them inside the export
+    as ``codec/`` and ``t5/``, where the generator looks first, so the directory stands on its own."""
+    from tunesmith.generate import _resolve_codec_path
+
+    if (folder / "codec").is_dir():
+        shutil.copytree(folder / "codec", out / "codec")
+    elif config.get("codec"):
+        run_dir = folder.parent.parent if folder.parent.name == "checkpoints" else None
+        codec = _resolve_codec_path(str(config["codec"]), folder, run_dir)
+        if codec is None:
+            log.warning(
+                "export: the LM's codec %r was not found; the export will need --codec to generate", config["codec"]
+            )
+        elif (codec / "checkpoints").is_dir() or (codec / ckpt.STATE).is_file():
+            export_tunesmith(codec, out / "codec")
+        else:
+            shutil.copytree(codec, out / "codec")
+    conditioner = (config.get("model") or {}).get("conditioner") or {}
+    t5 = Path(str(conditioner.get("t5_path") or ""))
+    if conditioner.get("text") == "t5":
+        source = folder / "t5" if (folder / "t5").is_dir() else t5
+        if source.is_dir():
+            shutil.copytree(source, out / "t5")
 
 
 def verify_model_dir(path: str | Path) -> list[str]:
