@@ -24,6 +24,7 @@ from tunesmith.config import OptimConfig, TrainConfig
 from tunesmith.engine.solver import LossOutput, Solver
 from tunesmith.engine.tracking import progress_enabled
 from tunesmith.errors import UserError
+from tunesmith.models.hf.finetune import FinetuneConfig
 from tunesmith.models.lm.conditioners import ConditionerConfig, build_vocabularies, drop_conditions
 from tunesmith.models.lm.model import LMConfig, LMModel
 
@@ -58,12 +59,13 @@ class LMTaskConfig:
     data: str = ""  # prepared dataset folder (tunesmith prepare)
     codec: str = ""  # codec run, checkpoint or model dir
     codec_bandwidth: float = 0.0  # kbps; 0 = all the codec's codebooks
-    init_from: str = ""  # start from these weights (run/checkpoint/model dir), e.g. a previous curriculum stage
+    init_from: str = ""  # start from these weights (run/checkpoint/model dir, or hf:DIR), e.g. a previous stage
     dataset: LMDatasetConfig = dataclasses.field(default_factory=LMDatasetConfig)
     model: LMConfig = dataclasses.field(default_factory=LMConfig)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     generate: LMGenerateConfig = dataclasses.field(default_factory=LMGenerateConfig)
+    finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)  # full or LoRA (models/hf)
 
 
 # --------------------------------------------------------------------------- data
@@ -151,6 +153,7 @@ class LMSolver(Solver):
         """Codec, token cache and LM shape, once (build_model runs before build_datasets)."""
         if getattr(self, "_prepared", False):
             return
+        self._open_init_source()
         cfg = self.cfg
         if not cfg.data:
             raise UserError("data= is required: a prepared dataset folder (tunesmith prepare ... --out DIR)")
@@ -186,10 +189,31 @@ class LMSolver(Solver):
             self.splits = open_token_cache(cfg.data, self.codec, str(self.device), progress=False)
         self._prepared = True
 
+    def _open_init_source(self) -> None:
+        """init_from a MusicGen (hf:DIR, or an imported model dir): its architecture and codec become the run's."""
+        from tunesmith.engine.distributed import barrier
+        from tunesmith.models.hf.finetune import open_init_source
+
+        self.init_source = None
+        if not self.cfg.init_from:
+            return
+        if self.dist.is_main:  # one rank imports a transformers directory; the others reuse the import
+            self.init_source = open_init_source(self.cfg.init_from, self.run.dir)
+        barrier()
+        if not self.dist.is_main:
+            self.init_source = open_init_source(self.cfg.init_from, self.run.dir)
+        if self.init_source is not None:
+            self.resolved = self.init_source.apply_to(self.resolved)  # checkpoints record the real model
+            self.cfg = self.resolved.config
+
     def _vocabularies(self) -> dict[str, Any]:
         cond = self.lm_config.conditioner
         if not cond.enabled:
             return {}
+        if self.init_source is not None:
+            from tunesmith.models.lm.conditioners import vocabularies_from_state
+
+            return vocabularies_from_state(self.init_source.state, cond, "conditioner.")
         if self.cfg.init_from:  # the source's vocabularies, so its embeddings stay aligned
             from tunesmith.engine import checkpoint as ckpt
             from tunesmith.models.lm.conditioners import vocabularies_from_state
@@ -214,11 +238,29 @@ class LMSolver(Solver):
         return build_vocabularies(conditions, cond)
 
     def build_model(self) -> nn.Module:
+        from tunesmith.models.hf.finetune import prepare_model
+
         self._prepare()
         try:
-            return LMModel(self.lm_config, self._vocabularies())
+            model = LMModel(self.lm_config, self._vocabularies())
         except ValueError as err:
             raise UserError(f"model: {err}") from err
+        if self.cfg.finetune.mode == "lora" and self.cfg.init_from and self.init_source is None:
+            self.model = model
+            super().load_init_weights(self.cfg.init_from)  # before LoRA wraps the layers
+        return prepare_model(model, self.cfg.finetune, self.init_source)  # source weights, LoRA, checkpointing
+
+    def load_init_weights(self, source: str) -> None:
+        if self.init_source is None and self.cfg.finetune.mode != "lora":  # else build_model loaded them
+            super().load_init_weights(source)
+
+    def save_checkpoints(self, improved: bool) -> None:
+        super().save_checkpoints(improved)
+        if self.cfg.finetune.mode == "lora" and self.dist.is_main:  # RUN/adapter: the adapters on their own
+            from tunesmith.models.hf.finetune import write_run_adapter
+
+            base = str(self.init_source.folder) if self.init_source is not None else (self.cfg.init_from or None)
+            write_run_adapter(self.run.dir, self.resolved.data, self.cfg.finetune, base)
 
     def build_datasets(self) -> dict[str, Dataset]:
         self._prepare()

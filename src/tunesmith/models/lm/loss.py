@@ -41,7 +41,8 @@ class _HeadsCrossEntropy(torch.autograd.Function):
         dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else h.dtype
         flat_w = weight.reshape(-1, weight.shape[-1]).to(dtype)
         grad_h = torch.empty(h.shape, dtype=torch.float32, device=h.device)
-        grad_w = torch.zeros(flat_w.shape, dtype=torch.float32, device=h.device)
+        # frozen heads (LoRA) need no weight gradient: skip its matmul
+        grad_w = torch.zeros(flat_w.shape, dtype=torch.float32, device=h.device) if weight.requires_grad else None
         per_codebook = torch.zeros(targets.shape[1], dtype=torch.float32, device=h.device)
         with torch.autocast(device, enabled=False):
             for start in range(0, h.shape[0], chunk):
@@ -50,6 +51,8 @@ class _HeadsCrossEntropy(torch.autograd.Function):
                 per_codebook += ce.sum(dim=0)
                 g = g.to(dtype)
                 grad_h[start : start + chunk] = g @ flat_w
+                if grad_w is None:
+                    continue
                 if dtype == torch.float32:
                     grad_w.addmm_(g.t(), hc)
                 else:
@@ -65,7 +68,7 @@ class _HeadsCrossEntropy(torch.autograd.Function):
         grad_h, grad_w = ctx.saved_tensors
         return (
             grad_h * grad_loss.to(grad_h.dtype),
-            (grad_w * grad_loss).view(ctx.weight_shape).to(ctx.weight_dtype),
+            None if grad_w is None else (grad_w * grad_loss).view(ctx.weight_shape).to(ctx.weight_dtype),
             None,
             None,
         )

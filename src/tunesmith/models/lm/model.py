@@ -171,8 +171,13 @@ def build_lm(cfg: LMConfig, state: dict[str, Tensor] | None = None, vocabs: dict
     """An LM from its config and, when given, its saved weights (vocabularies are read from them).
 
     ``card``/``num_codebooks`` left at 0 in the config are taken from the weights' ``heads`` shape.
+    Weights of a LoRA run (``finetune.mode=lora``) are merged into plain weights first.
     """
     if state is not None:
+        from tunesmith.models.hf.lora import has_lora, merge_lora_state
+
+        if has_lora(state):
+            state = merge_lora_state(state)
         if "heads" not in state:
             raise ValueError("these weights are not an LM's (no 'heads' tensor)")
         k, card, _ = state["heads"].shape
