@@ -258,3 +258,21 @@ def test_export_command_and_a_moved_import(imported, tmp_path):
     write_manifest(moved)
     assert main(["export", str(moved), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0
     assert main(["verify", str(tmp_path / "hf")]) == 0
+
+
+def test_frozen_heads_skip_their_gradient_in_the_fused_loss():
+    """LoRA freezes the heads: the fused heads + CE gives the same loss and hidden-state gradient, no weight grad."""
+    from tunesmith.models.lm.loss import heads_cross_entropy
+
+    h = torch.randn(40, 16, requires_grad=True)
+    targets = torch.randint(0, 8, (40, 3))
+    targets[::5] = -100
+    grads = []
+    for trainable in (True, False):
+        weight = torch.randn(3, 8, 16, generator=torch.Generator().manual_seed(0)).requires_grad_(trainable)
+        h.grad = None
+        loss, _ = heads_cross_entropy(h, weight, targets, chunk=16)
+        loss.backward()
+        grads.append((loss.detach(), h.grad.clone(), weight.grad))
+    assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1])
+    assert grads[0][2] is not None and grads[1][2] is None
