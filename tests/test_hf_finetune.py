@@ -276,3 +276,15 @@ def test_frozen_heads_skip_their_gradient_in_the_fused_loss():
         grads.append((loss.detach(), h.grad.clone(), weight.grad))
     assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1])
     assert grads[0][2] is not None and grads[1][2] is None
+
+
+def test_a_fresh_cli_process_generates_from_an_imported_dir(imported, tmp_path):
+    """`tunesmith generate` in a new process: the EnCodec codec loader registers itself without any import order."""
+    out = tmp_path / "samples"
+    proc = subprocess.run(
+        [sys.executable, "-m", "tunesmith", "generate", str(imported), "--prompt", "a calm piano melody",
+         "--duration", "0.05", "--out", str(out)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "TUNESMITH_NO_PROGRESS": "1"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len([json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]) == 1

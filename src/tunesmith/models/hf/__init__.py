@@ -14,12 +14,41 @@ Modules (transformers and peft are imported inside the functions that need them)
     cli        `tunesmith import hf DIR --out MODEL_DIR`, `tunesmith merge RUN_OR_ADAPTER --out DIR`
 
 Importing :mod:`tunesmith.models.hf.encodec` registers the EnCodec codec loader, so that
-``load_codec(DIR)`` accepts transformers ``encodec`` and ``musicgen`` directories. This package imports it
-only when torch is already imported, so that ``tunesmith --help`` (which imports
-``tunesmith.models.hf.cli``) never pays for torch; the commands of this package import it themselves.
+``load_codec(DIR)`` accepts transformers ``encodec`` and ``musicgen`` directories. ``tunesmith --help``
+imports this package (for ``tunesmith.models.hf.cli``) without torch, and the codec loader imports it
+only the first time it meets such a directory — by then this package may already be imported, so
+importing it again runs nothing. The registration therefore happens when the codec loading module is
+imported: right away when it already is, else through a one-shot import hook.
 """
 
+import importlib.abc
+import importlib.util
 import sys
 
-if "torch" in sys.modules:
+_LOADING = "tunesmith.models.codec.loading"
+
+
+class _RegisterAfterCodecLoading(importlib.abc.MetaPathFinder):
+    """Runs :mod:`tunesmith.models.hf.encodec` (the registration) right after the codec loading module."""
+
+    def find_spec(self, fullname, path, target=None):  # noqa: ANN001, ANN201 - importlib's signature
+        if fullname != _LOADING:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or spec.loader is None:
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def exec_then_register(module):  # noqa: ANN001, ANN202
+            exec_module(module)
+            importlib.import_module("tunesmith.models.hf.encodec")
+
+        spec.loader.exec_module = exec_then_register
+        return spec
+
+
+if _LOADING in sys.modules:
     import tunesmith.models.hf.encodec  # noqa: F401  (registers the codec loader)
+elif not any(isinstance(f, _RegisterAfterCodecLoading) for f in sys.meta_path):
+    sys.meta_path.insert(0, _RegisterAfterCodecLoading())
