@@ -89,6 +89,10 @@ def test_lora_finetune_from_a_transformers_dir(hf_dir, data, tmp_path, capsys):
     with torch.no_grad():
         theirs = hf_model(**enc, decoder_input_ids=inputs.reshape(-1, inputs.shape[-1])).logits
     assert (ours.reshape(theirs.shape) - theirs).abs().max() < 1e-4
+    # the run itself loads for generation (LoRA merged on load), as does its tunesmith export
+    assert (_logits(Generator.from_path(run).model)[1] - ours).abs().max() < 1e-5
+    assert main(["export", str(run), "--out", str(tmp_path / "exported_ts")]) == 0
+    assert (_logits(Generator.from_path(tmp_path / "exported_ts").model)[1] - ours).abs().max() < 1e-5
     # the same command again resumes (nothing left to do) and reuses the import
     stamp = (run / "hf_init" / "manifest.json").stat().st_mtime
     again = train(tmp_path / "runs", f"data={data}", f"init_from=hf:{hf_dir}", "finetune.mode=lora", capsys=capsys)
