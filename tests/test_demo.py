@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tunesmith.demo import FULL, QUICK, Demo, codec_sisnr, generation_speed, lm_valid_ce
+from tunesmith.demo import FULL, QUICK, Demo, codec_sisnr, generation_speed, health_notes, lm_valid_ce
 
 
 def _console():
@@ -68,6 +68,9 @@ def test_summary_helpers_read_run_files(tmp_path):
     assert ce["ce"] == 4.0 and ce["epoch"] == 2 and ce["first_ce"] == 5.0 and abs(ce["ppl"] - 54.598) < 1e-3
     assert generation_speed(gen) == {"items": 2, "audio_seconds": 10.0, "seconds": 5.0, "real_time_factor": 2.0}
     assert codec_sisnr(tmp_path) is None and lm_valid_ce(tmp_path) is None and generation_speed(tmp_path) is None
+    assert health_notes({"codec_sisnr_db": 4.5, "lm_valid_ce": ce}) == []
+    collapsed = {"codec_sisnr_db": -46.0, "lm_valid_ce": {**ce, "ppl": 1.0004}}
+    assert [n.split()[0] for n in health_notes(collapsed)] == ["codec", "LM"]
 
 
 def test_unwritable_output_stops_with_a_message(tmp_path, capsys):

@@ -282,6 +282,23 @@ def generation_speed(out: Path) -> dict[str, float] | None:
     return {"items": items, "audio_seconds": audio, "seconds": wall, "real_time_factor": audio / wall}
 
 
+def health_notes(summary: dict[str, Any]) -> list[str]:
+    """Plain warnings when the numbers say something went wrong (on the demo's data or one's own)."""
+    notes = []
+    sisnr, ce = summary.get("codec_sisnr_db"), summary.get("lm_valid_ce")
+    if sisnr is not None and sisnr < 0:
+        notes.append(
+            f"codec SI-SNR is {sisnr:.1f} dB (below 0): its reconstructions are not yet close to the input; "
+            "listen on the codec review page, and train the codec longer before relying on its tokens"
+        )
+    if ce is not None and ce["ppl"] < 1.2:
+        notes.append(
+            f"LM perplexity {ce['ppl']:.3f} is near 1: the codec uses very few distinct codes (codebook collapse?), "
+            "so there is almost nothing for the LM to learn; fix the codec before training the LM longer"
+        )
+    return notes
+
+
 def print_summary(summary: dict[str, Any], console: Any, quick: bool) -> None:
     from rich.table import Table
 
@@ -295,7 +312,7 @@ def print_summary(summary: dict[str, Any], console: Any, quick: bool) -> None:
     ce = summary["lm_valid_ce"]
     table.add_row(
         "LM valid CE",
-        f"{ce['ce']:.3f} nats" if ce else "—",
+        f"{ce['ce']:.3g} nats" if ce else "—",
         f"perplexity {ce['ppl']:.1f} at epoch {ce['epoch']} (started at {ce['first_ce']:.3f}; lower is better)"
         if ce
         else "",
@@ -310,6 +327,8 @@ def print_summary(summary: dict[str, Any], console: Any, quick: bool) -> None:
         table.add_row(f"  time: {stage['name']}", f"{stage['seconds']:.1f} s", "")
     table.add_row("total time", f"{summary['total_seconds'] / 60:.1f} min", "run it again: finished stages are skipped")
     console.print(table)
+    for note in health_notes(summary):
+        console.print(f"[yellow]note:[/yellow] {note}", soft_wrap=True, highlight=False)
     lines = [
         "",
         "[bold]Open these[/bold] (in a browser; they work offline):",
