@@ -69,6 +69,10 @@ def test_lora_finetune_from_a_transformers_dir(hf_dir, data, tmp_path, capsys):
     assert config["model"]["transformer"]["dim"] == 48 and config["model"]["conditioner"]["text"] == "t5"
     assert Path(config["codec"]) == (run / "hf_init" / "codec").resolve()
     assert (data / "tokens").is_dir()  # the token cache was built with the MusicGen's EnCodec
+    shared = next((tmp_path / "runs" / ".hf_imports").iterdir())  # one import per source, hard-linked into runs
+    weights = run / "hf_init" / "model.safetensors"
+    assert weights.stat().st_ino == (shared / "model.safetensors").stat().st_ino
+    assert Path(config["model"]["conditioner"]["t5_path"]) == (run / "hf_init" / "t5").resolve()
     # only the adapters moved: every base weight is still the imported one
     imported = ckpt.load_weights(run / "hf_init")
     trained = ckpt.load_weights(run / "checkpoints" / "last")

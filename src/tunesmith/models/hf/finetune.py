@@ -107,24 +107,64 @@ def _hf_path(init_from: str) -> Path | None:
     return path if path.is_dir() and model_type(path) in ("musicgen", "musicgen_melody") else None
 
 
-def _import_once(source: Path, workdir: Path) -> Path:
-    """``workdir/hf_init``: the import of ``source``, redone only when the source changed."""
+def _imported_fingerprint(folder: Path) -> str | None:
+    try:
+        return (ckpt.read_config(folder).get("meta") or {}).get("source_fingerprint")
+    except UserError:
+        return None
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """Copy a folder tree with hard links (no extra disk), falling back to copies across filesystems."""
+    import os
+
+    def link_or_copy(a: str, b: str) -> None:
+        try:
+            os.link(a, b)
+        except OSError:
+            shutil.copy2(a, b)
+
+    shutil.copytree(src, dst, copy_function=link_or_copy)
+
+
+def _import_once(source: Path, workdir: Path, cache: Path | None = None) -> Path:
+    """``workdir/hf_init``: the import of ``source``, redone only when the source changed.
+
+    With ``cache`` (e.g. the runs folder's ``.hf_imports``), the import is made once per source content
+    under ``cache/<fingerprint>`` and hard-linked into each run: runs share the disk, yet each stays whole.
+    """
+    import os
+
     from tunesmith.models.hf.importer import config_fingerprint
     from tunesmith.models.hf.verify import require_hf_dir
 
     require_hf_dir(source, "musicgen")
+    fingerprint = config_fingerprint(source)
     target = workdir / INIT_DIR
     if target.is_dir():
-        try:
-            meta = ckpt.read_config(target).get("meta") or {}
-        except UserError:
-            meta = {}
-        if meta.get("source_fingerprint") == config_fingerprint(source) and not verify_imported_dir(target):
+        if _imported_fingerprint(target) == fingerprint and not verify_imported_dir(target):
             return target
         log.info("%s: the source changed or the import is damaged; importing again", target)
         shutil.rmtree(target)
-    log.info("importing %s into %s", source, target)
-    return import_hf(source, target)
+    if cache is None:
+        log.info("importing %s into %s", source, target)
+        return import_hf(source, target)
+    shared = cache / fingerprint[:16]
+    if not (shared.is_dir() and _imported_fingerprint(shared) == fingerprint and not verify_imported_dir(shared)):
+        log.info("importing %s into %s", source, shared)
+        import_hf(source, shared)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    _link_tree(shared, tmp)
+    config = json.loads((tmp / ckpt.CONFIG).read_text())  # the T5 path must name this run's copy
+    config["config"]["model"]["conditioner"]["t5_path"] = str(target.resolve() / "t5")
+    (tmp / ckpt.CONFIG).unlink()  # a hard link: never write through it into the shared import
+    (tmp / ckpt.CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    (tmp / ckpt.MANIFEST).unlink()
+    ckpt.write_manifest(tmp, {"model_type": "tunesmith-lm"})
+    os.replace(tmp, target)
+    return target
 
 
 def verify_imported_dir(folder: Path) -> list[str]:
@@ -136,8 +176,9 @@ def verify_imported_dir(folder: Path) -> list[str]:
     return problems
 
 
-def open_init_source(init_from: str, workdir: str | Path) -> InitSource | None:
-    """The MusicGen behind ``init_from`` (imported into ``workdir`` when it is a transformers directory).
+def open_init_source(init_from: str, workdir: str | Path, cache: str | Path | None = None) -> InitSource | None:
+    """The MusicGen behind ``init_from`` (imported into ``workdir/hf_init`` when it is a transformers
+    directory, through ``cache`` when given: see :func:`_import_once`).
 
     None when ``init_from`` is not a MusicGen (e.g. a tunesmith run): the engine loads those itself.
     """
@@ -145,7 +186,7 @@ def open_init_source(init_from: str, workdir: str | Path) -> InitSource | None:
         return None
     hf_dir = _hf_path(init_from)
     if hf_dir is not None:
-        folder = _import_once(hf_dir, Path(workdir))
+        folder = _import_once(hf_dir, Path(workdir), Path(cache) if cache is not None else None)
     elif is_imported_dir(Path(init_from).expanduser()):
         folder = Path(init_from).expanduser()
     else:
