@@ -197,11 +197,12 @@ class LMSolver(Solver):
         self.init_source = None
         if not self.cfg.init_from:
             return
+        shared = self.run.dir.parent.parent / ".hf_imports"  # one import per source, hard-linked into each run
         if self.dist.is_main:  # one rank imports a transformers directory; the others reuse the import
-            self.init_source = open_init_source(self.cfg.init_from, self.run.dir)
+            self.init_source = open_init_source(self.cfg.init_from, self.run.dir, shared)
         barrier()
         if not self.dist.is_main:
-            self.init_source = open_init_source(self.cfg.init_from, self.run.dir)
+            self.init_source = open_init_source(self.cfg.init_from, self.run.dir, shared)
         if self.init_source is not None:
             self.resolved = self.init_source.apply_to(self.resolved)  # checkpoints record the real model
             self.cfg = self.resolved.config
