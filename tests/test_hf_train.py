@@ -118,10 +118,11 @@ def test_full_finetune_from_an_imported_dir_with_ema_and_accumulation(hf_dir, da
     assert main(["export", str(run), "--format", "hf", "--out", str(tmp_path / "exported")]) == 0
 
 
-def test_lora_with_a_bf16_base_and_gradient_checkpointing(hf_dir, data, tmp_path, capsys):
+def test_lora_with_a_bf16_base_bf16_autocast_and_gradient_checkpointing(hf_dir, data, tmp_path, capsys):
     run = train(
         tmp_path / "runs", f"data={data}", f"init_from=hf:{hf_dir}", "finetune.mode=lora",
-        "finetune.lora.base_dtype=bf16", "finetune.gradient_checkpointing=true", "finetune.lora.r=4", capsys=capsys,
+        "finetune.lora.base_dtype=bf16", "finetune.gradient_checkpointing=true", "finetune.lora.r=4",
+        "train.precision=bf16", capsys=capsys,
     )  # fmt: skip
     weights = ckpt.load_weights(run / "checkpoints" / "last")
     assert weights["transformer.layers.0.ffn.fc1.base_layer.weight"].dtype == torch.bfloat16
