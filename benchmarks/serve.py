@@ -6,7 +6,8 @@ training — or any LM given with --model. For each server setting (--max-batch 
 --max-batch 8 = micro-batching) a real `tunesmith serve` process on 127.0.0.1 gets C concurrent clients
 × R requests each (same duration and settings, distinct prompts and seeds). Reported per cell: requests/s,
 audio seconds generated per wall second, latency p50/p95, mean batch size. The reference is the same
-requests generated one by one with Generator.generate in this process (no HTTP, no batching).
+requests generated one by one with Generator.generate in a worker thread of this process, as the server
+runs them (no HTTP, no batching).
 
     python benchmarks/serve.py            # 5 s requests, concurrency 1/4/16, 4 requests per client
     python benchmarks/serve.py --quick    # 1 s requests, concurrency 1/8, 2 requests per client
@@ -26,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -151,13 +153,22 @@ def load_run(url: str, clients: int, per_client: int, duration: float) -> dict:
 def reference(model: Path, requests: int, duration: float) -> dict:
     """The same kind of requests generated one at a time in-process (no server, no batching)."""
     from tunesmith.generate import Generator
+    from tunesmith.serve import Limits, model_defaults
 
     generator = Generator.from_path(model)
-    generator.generate([{"prompt": PROMPTS[0], "duration": 0.1}])  # warm-up
-    start = time.perf_counter()
-    for i in range(requests):
-        generator.generate([{"prompt": PROMPTS[i % len(PROMPTS)], "duration": duration, "seed": i}])
-    wall = time.perf_counter() - start
+    defaults = model_defaults(generator, Limits(max_top_k=int(generator.model.card)))  # what the server uses
+    settings = {k: defaults[k] for k in ("cfg", "temperature", "top_k", "top_p")}
+
+    def one_by_one() -> float:
+        generator.generate([{"prompt": PROMPTS[0], "duration": 0.1, **settings}])  # warm-up
+        start = time.perf_counter()
+        for i in range(requests):
+            generator.generate([{"prompt": PROMPTS[i % len(PROMPTS)], "duration": duration, "seed": i, **settings}])
+        return time.perf_counter() - start
+
+    # in a worker thread, as the server runs it (torch's intra-op threading differs from the main thread's)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        wall = pool.submit(one_by_one).result()
     return {
         "requests": requests,
         "wall_s": wall,
