@@ -181,6 +181,11 @@ def test_resume_refuses_when_preset_defaults_changed(tmp_path):
         build_solver("toy", "default", [], runs_dir=tmp_path)
     assert "optim.lr" in str(info.value) and "--force" in str(info.value)
     build_solver("toy", "default", [], runs_dir=tmp_path, force=True)
+    # a key that a newer tunesmith added (absent from the stored config) does not block a resume
+    meta = json.loads(run_file.read_text())
+    del meta["config"]["train"]["max_steps"]
+    run_file.write_text(json.dumps(meta))
+    build_solver("toy", "default", [], runs_dir=tmp_path)
     # non-math keys never block a resume
     build_solver("toy", "default", ["train.log.every_steps=3"], runs_dir=tmp_path, force=True)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith import __version__
-from tunesmith.config import ConfigError, Resolved, canonical_json, diff, is_math_key
+from tunesmith.config import ConfigError, Resolved, canonical_json, diff, flatten, is_math_key
 from tunesmith.engine.checkpoint import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -113,8 +113,14 @@ def open_run(
         shutil.rmtree(run_dir)
     stored = read_json(run_file) if run_file.exists() else None
     if stored is not None:
+        stored_keys, new_keys = flatten(stored.get("config", {})), flatten(resolved.data)
         changed = diff(stored.get("config", {}), resolved.data)
-        math_changed = {k: v for k, v in changed.items() if is_math_key(k)}
+        # keys that this version of tunesmith added or removed since the run started carry no user choice:
+        # an added key holds its default (a user override would have changed the signature)
+        added = {k for k in changed if k not in stored_keys or k not in new_keys}
+        if added:
+            log.info("config keys new or gone since this run started (defaults used): %s", ", ".join(sorted(added)))
+        math_changed = {k: v for k, v in changed.items() if is_math_key(k) and k not in added}
         if math_changed:
             lines = [f"  {k}: run has {old!r}, now {new!r}" for k, (old, new) in math_changed.items()]
             message = (
