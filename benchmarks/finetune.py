@@ -1,7 +1,8 @@
 """Fine-tuning benchmark: tunesmith (full and LoRA) against a straightforward transformers training step.
 
 The same random MusicGen (saved by transformers, imported by tunesmith) is fine-tuned on the same batch
-of codes and texts, fp32, in each configuration:
+of codes and texts, fp32, fused AdamW (transformers' Trainer default with torch >= 2.8, and the engine's), in
+each configuration:
 
     hf-full       MusicgenForConditionalGeneration: T5 and EnCodec frozen, decoder (+ projection) trained,
                   batch built with tunesmith.models.hf.inputs (labels with -100 at pattern padding)
@@ -172,7 +173,7 @@ def hf_step_fn(dirs: dict, mode: str, batch: int, frames: int):
                                                  target_modules=targets))  # fmt: skip
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(trainable, lr=1e-4)
+    opt = torch.optim.AdamW(trainable, lr=1e-4, fused=True)  # as Trainer (torch >= 2.8) and the engine
     codes, texts = _batch(batch, frames)
 
     def step() -> None:
@@ -199,7 +200,7 @@ def ts_step_fn(dirs: dict, mode: str, batch: int, frames: int, checkpointing: bo
     )
     model = prepare_model(LMModel(source.lm_config), finetune, source).train()
     trainable = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(trainable, lr=1e-4)
+    opt = torch.optim.AdamW(trainable, lr=1e-4, fused=True)
     codes, texts = _batch(batch, frames)
     conditions = [{"description": t} if t else {} for t in texts]
 

@@ -119,16 +119,18 @@ def _t5_dir(lm_cfg: LMConfig, folder: Path) -> Path:
 def generation_config(run_cfg: dict, lm_cfg: LMConfig, frame_rate: float) -> dict[str, Any]:
     g = run_cfg.get("generate") or {}
     frames = round(float(g.get("duration") or 10.0) * frame_rate)
-    return {
+    temperature = float(g.get("temperature", 1.0))
+    config: dict[str, Any] = {
         "decoder_start_token_id": lm_cfg.card,
         "pad_token_id": lm_cfg.card,
         "bos_token_id": lm_cfg.card,
-        "do_sample": True,
-        "guidance_scale": float(g.get("cfg") or 3.0),
-        "temperature": float(g.get("temperature") or 1.0),
-        "top_k": int(g.get("top_k") or 250),
+        "do_sample": temperature > 0,  # tunesmith's temperature 0 is greedy
+        "guidance_scale": float(g.get("cfg", 3.0)),
         "max_length": frames + lm_cfg.num_codebooks,  # the start token + frames + the pattern's delay
     }
+    if temperature > 0:
+        config.update(temperature=temperature, top_k=int(g.get("top_k", 250)))
+    return config
 
 
 def musicgen_tensors(
