@@ -193,6 +193,10 @@ def test_exported_model_dir_loads(tmp_path, model_dir, generator):
     from tunesmith.modeldir import verify_model_dir
 
     assert verify_model_dir(exported) == [] and verify_model_dir(exported / "codec") == []
+    codec_weights = exported / "codec" / "model.safetensors"
+    codec_weights.write_bytes(codec_weights.read_bytes()[:-4])  # a codec damaged in transit is caught from the top
+    assert any("codec" in p and "truncated" in p for p in verify_model_dir(exported))
+    exported = export_tunesmith(model_dir, tmp_path / "export")
     loaded = Generator.from_path(exported)
     item = {"prompt": "dark slow drone", "seed": 2, "duration": 0.05}
     assert np.array_equal(loaded.generate([item])[0].codes, generator.generate([item])[0].codes)

@@ -114,6 +114,8 @@ def verify_model_dir(path: str | Path) -> list[str]:
         if not (path / ckpt.WEIGHTS).is_file():
             problems.append(f"{path}: {ckpt.WEIGHTS} is missing")
         problems.extend(ckpt.verify_folder(path))
+        for sub in sorted(p for p in path.iterdir() if p.is_dir() and (p / ckpt.MANIFEST).is_file()):
+            problems.extend(ckpt.verify_folder(sub))  # codec/, t5/ carried inside an LM export
         return problems
     try:
         from tunesmith.models.hf.verify import verify_hf_dir
