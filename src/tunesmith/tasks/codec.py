@@ -302,24 +302,25 @@ class CodecSolver(Solver):
         return losses
 
     def _discriminate(self, x: torch.Tensor, y: torch.Tensor, train_disc: bool) -> tuple[list, list, list, list]:
-        """One discriminator pass over reconstruction and target together → fake/real logits and feature maps.
+        """Discriminator passes over reconstruction ``y`` and target ``x`` → fake/real logits and feature maps.
 
-        With ``train_disc`` the pass keeps the graph to the discriminator's parameters, so the same forward
-        serves the generator's losses and the discriminator's update; otherwise its parameters are frozen.
+        With ``train_disc`` both passes keep the graph to the discriminator's parameters, so the same forwards
+        serve the generator's losses and the discriminator's update; otherwise its parameters are frozen and
+        the target's pass keeps no graph. The two are separate passes (not one over both batches) so that
+        the generator's gradients flow back through the reconstruction's half only.
         """
         disc = self.extras["discriminator"]  # unwrapped: its gradients are all-reduced by hand (see train_update)
-        n = y.shape[0]
         if train_disc:
-            logits, fmaps = disc(torch.cat([y, x.to(y.dtype)], dim=0))
+            fake_logits, fake_maps = disc(y)
+            real_logits, real_maps = disc(x.to(y.dtype))
         else:
             disc.requires_grad_(False)
             try:
-                logits, fmaps = disc(torch.cat([y, x.to(y.dtype)], dim=0))
+                fake_logits, fake_maps = disc(y)
+                with torch.no_grad():
+                    real_logits, real_maps = disc(x.to(y.dtype))
             finally:
                 disc.requires_grad_(True)
-        fake_logits, real_logits = [lg[:n] for lg in logits], [lg[n:] for lg in logits]
-        fake_maps = [[f[:n] for f in maps] for maps in fmaps]
-        real_maps = [[f[n:] for f in maps] for maps in fmaps]
         return fake_logits, real_logits, fake_maps, real_maps
 
     def _adversarial_losses(self, fake_logits: list, fake_maps: list, real_maps: list) -> dict[str, torch.Tensor]:
@@ -358,9 +359,9 @@ class CodecSolver(Solver):
 
     # ------------------------------------------------------------------ update
     def train_update(self, micro_batches: list) -> dict[str, float]:
-        """Generator and discriminator updates from one shared discriminator pass per micro-batch.
+        """Generator and discriminator updates from shared discriminator passes per micro-batch.
 
-        Per micro-batch: reconstruct; run the discriminator once on [reconstruction; target]; take the
+        Per micro-batch: reconstruct; run the discriminator on reconstruction and target; take the
         gradient of the generator losses with respect to the reconstruction only (balanced or weighted) and
         back-propagate it through the generator; back-propagate the discriminator's hinge loss on the same
         logits into the discriminator's parameters only. Then step the generator, then the discriminator:
