@@ -367,3 +367,20 @@ def test_metrics_with_their_own_count_are_normalised_by_it():
 
     out = normalise_metrics({"loss": 10.0, "loss_pitch": 3.0, "loss_pitch/count": 2.0, "empty/count": 0.0}, 5.0)
     assert out == {"loss": 2.0, "loss_pitch": 1.5}
+
+
+def test_task_preflight_runs_before_anything_is_built(tmp_path):
+    from tunesmith.engine.solver import PreflightError
+
+    solver = build_solver("toy", "default", [], runs_dir=tmp_path)
+
+    class Checked(type(solver)):
+        def preflight(self):
+            return ["data=/nowhere: not a folder; pass data=DIR"]
+
+        def build_model(self):
+            raise AssertionError("built before the preflight reported its problems")
+
+    solver.__class__ = Checked
+    with pytest.raises(PreflightError, match="data=/nowhere"):
+        solver.fit()

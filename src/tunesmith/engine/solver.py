@@ -277,7 +277,8 @@ class Solver:
     # ------------------------------------------------------------------ preflight
 
     def run_preflight(self) -> None:
-        problems = list(self.preflight())
+        """Checks that need the built model: the run folder is writable, disk space, GPU memory."""
+        problems: list[str] = []
         run_dir = self.run.dir
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -763,6 +764,9 @@ class Solver:
 
     def fit(self) -> dict:
         """Run (or resume) training to the end; returns the final status."""
+        problems = list(self.preflight())  # the task's data checks, before anything is built or loaded
+        if problems:
+            raise PreflightError("preflight found problems:\n  - " + "\n  - ".join(problems))
         self.setup()
         self.run_preflight()
         t = self.cfg.train
