@@ -317,7 +317,9 @@ def token_cache_throughput(args: argparse.Namespace, quick: bool) -> dict[str, A
     cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
     audio = sum(s["audio_seconds"] for s in summary["splits"].values())
     encode_wall = sum(s["wall_seconds"] for s in summary["splits"].values())
+    crops_per_s = reader_crops_per_second(Path(summary["cache"]))
     return {
+        "reader_crops_per_s": crops_per_s,
         "audio_seconds": round(audio, 1),
         "encode_wall_s": round(encode_wall, 2),
         "process_wall_s": round(wall, 2),
@@ -325,6 +327,22 @@ def token_cache_throughput(args: argparse.Namespace, quick: bool) -> dict[str, A
         "audio_seconds_per_s": round(audio / encode_wall, 2) if encode_wall else None,
         "audio_seconds_per_cpu_s": round(audio / cpu, 2) if cpu else None,
     }
+
+
+def reader_crops_per_second(cache: Path, frames: int = 250, count: int = 5000) -> float:
+    """Random ``frames``-long crops per second from a fresh TokenShards (memory-mapped, no decoding)."""
+    import numpy as np
+
+    from tunesmith.data.token_cache import TokenShards
+
+    shards = TokenShards(cache, "train")
+    rng = np.random.default_rng(0)
+    picks = rng.integers(0, len(shards), count)
+    start = time.perf_counter()
+    for i in picks:
+        window, _ = shards.crop(int(i), frames, rng)
+        window.astype(np.int64)  # what a data loader hands to torch
+    return round(count / (time.perf_counter() - start), 1)
 
 
 def opus_round_trip(wav, sample_rate: int, kbps: float):
@@ -497,6 +515,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"| tunesmith encode (token cache, end to end) | {tc['audio_seconds_per_s']} | "
             f"{tc['audio_seconds']} s of audio, {tc['audio_seconds_per_cpu_s']} audio s per CPU s "
             f"(process incl. start-up) |",
+            f"| token cache reader, random 250-frame crops | {tc['reader_crops_per_s']} crops/s | memory map |",
             "",
         ]
     quality = results.get("quality")

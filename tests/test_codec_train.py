@@ -189,6 +189,15 @@ def test_cli_train_resume_check_encode(dataset: Path, tmp_path: Path, capsys) ->
         assert (out / clip["original"]).is_file() and (out / clip["reconstructed"]).is_file()
     assert (out / "report.md").is_file()
 
+    # an exported model directory loads as the same codec (the check runs from it too)
+    from tunesmith.modeldir import export_tunesmith
+
+    exported = export_tunesmith(run_dir, tmp_path / "exported")
+    wav = torch.randn(1, 1, 2000) * 0.1
+    assert torch.equal(load_codec(exported).encode(wav), load_codec(run_dir).encode(wav))
+    assert main(["check", "codec", str(exported), "--data", str(dataset), "--num-samples", "1", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["clips"]) == 1
+
     assert main(["encode", str(dataset), "--codec", str(run_dir), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     codec = load_codec(run_dir)
@@ -197,3 +206,13 @@ def test_cli_train_resume_check_encode(dataset: Path, tmp_path: Path, capsys) ->
     assert len(shards) > 0 and shards.codes(0).shape[0] == 2
     assert main(["check", "codec", str(run_dir), "--bandwidth", "9"]) == 2  # unsupported: clear error
     assert "supported" in capsys.readouterr().err
+
+
+def test_preflight_names_the_bad_setting(dataset: Path, tmp_path: Path, capsys) -> None:
+    from tunesmith.cli import main
+
+    runs = ["--runs-dir", str(tmp_path / "runs")]
+    assert main(["train", "codec", "tiny", f"data={dataset}", *SMALL, "dataset.segment_duration=0.01", *runs]) == 2
+    assert "dataset.segment_duration=0.01" in capsys.readouterr().err
+    assert main(["train", "codec", "tiny", f"data={tmp_path / 'missing'}", *runs]) == 2
+    assert "tunesmith prepare" in capsys.readouterr().err

@@ -256,6 +256,7 @@ class CodecSolver(Solver):
         return out
 
     def preflight(self) -> list[str]:
+        """Dataset and crop-length problems, found before the model is built."""
         from tunesmith.data.manifest import manifest_path, read_dataset_json
 
         problems = []
@@ -278,7 +279,7 @@ class CodecSolver(Solver):
                 mc.sample_rate,
             )
         crop = int(dc.segment_duration * mc.sample_rate)
-        need = self.mel_loss.min_length
+        need = 2 ** (self.cfg.loss.mel_range_end - 1)  # largest FFT of the multi-scale mel loss
         if self._adversarial_used():
             need = max(need, max(self.cfg.discriminator.n_ffts))
         if crop < need:
