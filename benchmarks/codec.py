@@ -71,7 +71,11 @@ def run_json(cmd: list[str], env: dict | None = None, timeout: float = 3600) -> 
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:4])}... failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1] if "\n" in done.stdout.strip() else done.stdout)
+    text = done.stdout.strip()
+    try:
+        return json.loads(text)  # one (possibly indented) JSON document
+    except json.JSONDecodeError:
+        return json.loads(text.splitlines()[-1])  # log lines, then the JSON on the last line
 
 
 def peer_available() -> bool:

@@ -170,12 +170,12 @@ class SkipLSTM(nn.Module):
 
     def __init__(self, channels: int, num_layers: int) -> None:
         super().__init__()
-        self.lstm = nn.LSTM(channels, channels, num_layers, batch_first=True)
+        self.lstm = nn.LSTM(channels, channels, num_layers)  # sequence-first: faster than batch_first on CPU
 
     def forward(self, x: Tensor) -> Tensor:
-        seq = x.squeeze(2).transpose(1, 2)  # [B, F, C]: a view of the channels-last layout
+        seq = x.squeeze(2).permute(2, 0, 1).contiguous()  # [F, B, C]
         out, _ = self.lstm(seq)
-        return (out + seq).transpose(1, 2).unsqueeze(2)
+        return (out + seq).permute(1, 2, 0).unsqueeze(2)
 
 
 class SEANetEncoder(nn.Module):
