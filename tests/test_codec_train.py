@@ -28,6 +28,7 @@ SMALL = [
     "loss.mel_range_start=5",
     "loss.mel_range_end=8",
     "loss.mel_n_mels=16",
+    "loss.adversarial_start=0",
     "discriminator.filters=4",
     "discriminator.n_ffts=[128,64]",
     "discriminator.hop_lengths=[32,16]",
