@@ -169,6 +169,13 @@ def save_checkpoint(
         _fsync(path)
     write_manifest(tmp, {"step": state.get("step"), "epoch": state.get("epoch")})
     _fsync(tmp)
+    replace_folder(tmp, folder)
+    return folder
+
+
+def replace_folder(tmp: Path, folder: Path) -> None:
+    """Move complete folder ``tmp`` to ``folder``; an existing ``folder`` waits as ``<name>.prev`` until then,
+    so a kill at any moment leaves one complete copy."""
     prev = folder.with_name(folder.name + ".prev")
     if folder.exists():
         if prev.exists():
@@ -178,7 +185,6 @@ def save_checkpoint(
     _fsync(folder.parent)
     if prev.exists():
         shutil.rmtree(prev)
-    return folder
 
 
 def load_state(folder: Path, map_location: str | torch.device = "cpu") -> dict:

@@ -906,14 +906,7 @@ def _link_copy(src: Path, dst: Path) -> None:
             os.link(path, tmp / path.name)
         except OSError:
             shutil.copy2(path, tmp / path.name)
-    prev = dst.with_name(dst.name + ".prev")
-    if dst.exists():
-        if prev.exists():
-            shutil.rmtree(prev)
-        os.replace(dst, prev)
-    os.replace(tmp, dst)
-    if prev.exists():
-        shutil.rmtree(prev)
+    ckpt.replace_folder(tmp, dst)
 
 
 def _numpy_state() -> dict:
