@@ -1,0 +1,132 @@
+"""The review page: one self-contained HTML document (styles inlined from ``review_assets/review.css``,
+relative links only, no script) with the run summary, its config delta, the curves and the sample grid.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from importlib import resources
+from pathlib import Path
+
+from tunesmith.review.charts import Chart, svg_chart
+from tunesmith.review.checkpoints import REVIEW_DIR
+from tunesmith.review.grid import Cell, Grid
+
+
+def _css() -> str:
+    return resources.files("tunesmith").joinpath("review_assets/review.css").read_text(encoding="utf-8")
+
+
+def _kv_table(rows: list[tuple[str, str]]) -> str:
+    body = "".join(f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in rows)
+    return f'<table class="kv">{body}</table>'
+
+
+def render_page(run_dir: Path, task: str, grid: Grid, charts: list[Chart]) -> str:
+    """The review page (HTML text) for ``run_dir``: summary, config delta, curves, sample grid."""
+    from tunesmith import __version__
+    from tunesmith.xp import RUN_FILE, STATUS_FILE, read_json
+
+    meta = read_json(run_dir / RUN_FILE) or {}
+    status = read_json(run_dir / STATUS_FILE) or {}
+    best = status.get("best") or {}
+    best_text = (
+        f"{best.get('metric')} = {float(best['value']):.4g} at epoch {best.get('epoch')}"
+        if isinstance(best, dict) and isinstance(best.get("value"), (int, float))
+        else "—"
+    )
+    summary = _kv_table(
+        [
+            ("run folder", f"<code>{html.escape(str(run_dir))}</code>"),
+            ("task / preset", html.escape(f"{task} / {meta.get('preset', '?')}")),
+            ("signature", f"<code>{html.escape(str(meta.get('signature', '?')))}</code>"),
+            (
+                "status",
+                html.escape(
+                    f"{status.get('state', '?')}, epoch {status.get('epoch', 0)}, step {status.get('step', 0)}"
+                ),
+            ),  # fmt: skip
+            ("best", html.escape(best_text)),
+            ("created", html.escape(str(meta.get("created_at", "?")))),
+        ]
+    )
+    delta = meta.get("delta") or {}
+    delta_html = (
+        _kv_table(
+            [(k, f"<code>{html.escape(json.dumps(v, ensure_ascii=False))}</code>") for k, v in sorted(delta.items())]
+        )
+        if delta
+        else '<p class="muted">none: the preset as shipped</p>'
+    )
+    charts_html = (
+        '<div class="charts">'
+        + "".join(
+            f'<figure class="chart"><figcaption>{html.escape(c.title)}</figcaption>{svg_chart(c)}</figure>'
+            for c in charts
+        )
+        + "</div>"
+        if charts
+        else '<p class="muted">no history yet</p>'
+    )
+    head = "".join(
+        f"<th>{html.escape(label)}<div class='muted'>{html.escape(detail)}</div></th>"
+        for label, detail in zip(grid.columns, grid.column_details, strict=True)
+    )
+    rows = []
+    for title, detail, cells in zip(grid.row_titles, grid.row_details, grid.cells, strict=True):
+        tds = "".join(_cell_html(cell, title) for cell in cells)
+        rows.append(
+            f'<tr><td class="prompt">{html.escape(title)}<div class="muted">{html.escape(detail)}</div></td>{tds}</tr>'
+        )
+    row_head = "prompt" if task == "lm" else "clip"
+    grid_html = (
+        f'<div class="grid-wrap"><table class="grid"><thead><tr><th>{row_head}</th>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+        if grid.cells and grid.columns
+        else '<p class="muted">no checkpoints with samples yet</p>'
+    )
+    what = (
+        "The same prompts with the same seeds at every checkpoint."
+        if task == "lm"
+        else "The same dataset clips through every checkpoint: originals beside reconstructions."
+    )
+    title = f"tunesmith review · {task} {meta.get('signature', run_dir.name)}"
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{html.escape(title)}</title>
+<link rel="icon" href="data:,">
+<style>
+{_css()}</style>
+</head>
+<body>
+<h1>{html.escape(title)}</h1>
+<p class="muted">{html.escape(what)}</p>
+<h2>Run</h2>
+{summary}
+<h2>Config delta (vs. preset)</h2>
+{delta_html}
+<h2>Curves</h2>
+{charts_html}
+<h2>Samples</h2>
+{grid_html}
+<footer>Made by tunesmith {html.escape(__version__)}. Update with
+<code>tunesmith review {html.escape(str(run_dir))}</code>; files are under <code>samples/{REVIEW_DIR}/</code>.</footer>
+</body>
+</html>
+"""
+
+
+def _cell_html(cell: Cell, title: str) -> str:
+    if cell.audio is None:
+        return f'<td><div class="cell missing">{html.escape(cell.note)}</div></td>'
+    label = html.escape(title)
+    image = f'<img src="{html.escape(cell.image)}" alt="mel spectrogram: {label}">' if cell.image else ""
+    note = f'<div class="metric">{html.escape(cell.note)}</div>' if cell.note else ""
+    return (
+        f'<td><div class="cell"><audio controls preload="metadata" src="{html.escape(cell.audio)}"></audio>'
+        f"{image}{note}</div></td>"
+    )
