@@ -318,6 +318,7 @@ class _Progress:
         self.title, self.total = title, total
         self.enabled = progress_enabled(enabled) and total > 0
         self.done, self.seconds, self.started = 0, 0.0, time.perf_counter()
+        self._logged_at = self.started  # without a bar: a line per 10 % of segments, at most one per 2 s
         self._bar = None
 
     def __enter__(self) -> _Progress:
@@ -341,8 +342,11 @@ class _Progress:
         rate = self.seconds / max(time.perf_counter() - self.started, 1e-9)
         if self._bar is not None:
             self._bar.update(self._task, advance=1, rate=f"{rate:.1f} audio s/s")
-        elif self.total and self.done % max(1, self.total // 10) == 0:
-            log.info("%s: %d/%d segments, %.1f audio s/s", self.title, self.done, self.total, rate)
+        elif self.total and self.done % max(1, self.total // 10) == 0 and self.done < self.total:
+            now = time.perf_counter()
+            if now - self._logged_at >= 2.0:
+                self._logged_at = now
+                log.info("%s: %d/%d segments, %.1f audio s/s", self.title, self.done, self.total, rate)
 
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:
