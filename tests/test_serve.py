@@ -179,6 +179,9 @@ INVALID = [
     ({"seed": 2**64}, "seed"),
     ({"seed": "7"}, "seed"),
     ({"format": "mp3"}, "format"),
+    ({"genre": "rock"}, "genre: this model is not conditioned on genre; it uses no attributes"),
+    ({"bpm": 0}, "bpm: Input should be greater than 0"),
+    ({"genre": 5}, "genre"),
     ({"prompt": "x", "durtion": 1}, "durtion: Extra inputs are not permitted"),
     ([1, 2], "body"),
     ("not json", "body: not valid JSON"),
@@ -226,6 +229,37 @@ def test_16_clients_4_requests_each_all_succeed(server, capsys):
     assert batches < 64 and max(int(r.headers["x-batch-size"]) for r in responses) > 1  # requests were batched
     with capsys.disabled():
         print(f"\nserve: 16 clients × 4 requests in {elapsed:.2f} s = {64 / elapsed:.1f} requests/s, {batches} batches")
+
+
+# --------------------------------------------------------------------------- attribute conditioning
+
+
+def test_attribute_conditioned_model_takes_genre_and_bpm(tmp_path):
+    """The fixture's data has genres pop/ambient/rock and bpm 90..120; the model conditions on both."""
+    attr_model = make_lm_dir(tmp_path, make_codec_dir(tmp_path), attributes=["genre", "bpm"])
+    srv = Server(attr_model).wait_ready()
+    try:
+        info = httpx.get(srv.url + "/v1/model", timeout=10).json()["conditioning"]
+        assert info["attributes"] == ["genre", "bpm"]
+        assert sorted(info["attribute_values"]["genre"]) == ["ambient", "pop", "rock"]
+        assert info["attribute_values"]["bpm"] and all(v.startswith("bpm:") for v in info["attribute_values"]["bpm"])
+
+        base = {"prompt": "bright fast melody", "duration": 0.25, "seed": 5, "top_k": 8}
+        rock, rock_again = _post(srv, {**base, "genre": "Rock"}, headers={}), _post(srv, {**base, "genre": "rock"})
+        ambient = _post(srv, {**base, "genre": ["ambient"], "bpm": 95})
+        plain = _post(srv, base, headers={})
+        assert {r.status_code for r in (rock, rock_again, ambient, plain)} == {200}
+        assert rock.content == rock_again.content  # values are matched case-insensitively
+        assert len({rock.content, ambient.content, plain.content}) == 3  # the attributes reach the model
+
+        typo = _post(srv, {**base, "genre": "rok"}, headers={})
+        assert typo.status_code == 422
+        assert "genre: 'rok' is not one of the model's 3 genre values; did you mean 'rock'?" in typo.json()["error"]
+        unused = _post(srv, {**base, "key": "a minor", "instrument": ["piano", "zither"]}, headers={})
+        assert unused.status_code == 422 and unused.json()["error"].count("it uses genre, bpm") == 2
+        assert {d["field"] for d in unused.json()["detail"]} == {"key", "instrument"}
+    finally:
+        srv.stop()
 
 
 # --------------------------------------------------------------------------- queue limits and disconnects

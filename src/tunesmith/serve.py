@@ -1,9 +1,11 @@
 """`tunesmith serve MODEL`: text-to-music over HTTP (FastAPI + uvicorn), with micro-batching.
 
 Endpoints:
-    POST /v1/generate   JSON {prompt, duration, cfg, temperature, top_k, top_p, seed, format: wav|flac}
-                        → the audio (16-bit), with X-Seed, X-Audio-Seconds, X-Batch-Size, ... headers
-    GET  /v1/model      name, sample rate, conditioning, defaults and limits
+    POST /v1/generate   JSON {prompt, duration, cfg, temperature, top_k, top_p, seed, format: wav|flac,
+                        genre, bpm, key, instrument} → the audio (16-bit), with X-Seed, X-Audio-Seconds,
+                        X-Batch-Size, ... headers. The attributes are for models trained with them: a
+                        value the model never saw (or an attribute it does not use) is a 422 that names it.
+    GET  /v1/model      name, sample rate, conditioning (attributes and their known values), defaults, limits
     GET  /health        liveness and queue counters (no API key needed)
 
 Requests wait in a bounded queue; one worker thread takes up to ``max_batch`` requests with the same
@@ -265,6 +267,47 @@ def model_defaults(generator: Any, limits: Limits) -> dict[str, Any]:
     }
 
 
+SPECIAL_TOKENS = ("<pad>", "<unk>")
+
+
+def attribute_values(model: Any) -> dict[str, list[str]]:
+    """Each conditioning attribute of an LM → the values it was trained with (lower case; bpm as buckets)."""
+    conditioner = getattr(model, "conditioner", None)
+    if conditioner is None:
+        return {}
+    return {
+        name: [tok for tok in module.vocab.get()["vocab"] if tok not in SPECIAL_TOKENS]
+        for name, module in conditioner.attributes.items()
+    }
+
+
+def attribute_problems(given: dict[str, Any], known: dict[str, list[str]]) -> list[dict]:
+    """Requested attributes checked against the model's: [{field, message, type}] (empty when all is well).
+
+    ``given`` maps attribute → str | list[str] | number (bpm), only those the request set.
+    """
+    import difflib
+
+    problems = []
+    for name, value in given.items():
+        if name not in known:
+            uses = ", ".join(known) or "no attributes (send a text prompt)"
+            problems.append({"field": name, "type": "attribute_unused",
+                             "message": f"this model is not conditioned on {name}; it uses {uses}"})  # fmt: skip
+            continue
+        if name == "bpm":
+            continue  # any positive tempo falls into one of the model's buckets
+        for one in value if isinstance(value, list) else [value]:
+            token = str(one).strip().lower()
+            if token and token not in known[name]:
+                close = difflib.get_close_matches(token, known[name], n=3, cutoff=0.5)
+                hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+                problems.append({"field": name, "type": "attribute_value",
+                                 "message": f"{one!r} is not one of the model's {len(known[name])} {name} values"
+                                            f"{hint} (GET /v1/model lists them)"})  # fmt: skip
+    return problems
+
+
 def validation_errors(errors: list[dict]) -> tuple[str, list[dict]]:
     """Pydantic errors → (one readable line, JSON-safe details: field, message, type)."""
     parts, details = [], []
@@ -297,6 +340,7 @@ def build_app(generator: Any, limits: Limits, api_key: str | None = None, name: 
     from tunesmith.generate import GenerationItem
 
     defaults = model_defaults(generator, limits)
+    known_attributes = attribute_values(generator.model)
     queue = BatchQueue(generator, limits)
     generator.max_batch = limits.max_batch
     started = time.time()
@@ -314,6 +358,10 @@ def build_app(generator: Any, limits: Limits, api_key: str | None = None, name: 
         top_p: float = Field(defaults["top_p"], ge=0, le=1, description="0 = off")
         seed: int | None = Field(None, ge=0, le=MAX_SEED, description="omit for a random seed (see X-Seed)")
         format: Literal["wav", "flac"] = Field(defaults["format"])
+        genre: str | list[str] | None = Field(None, description="attribute-conditioned models: genre(s)")
+        bpm: float | None = Field(None, gt=0, le=1000, description="attribute-conditioned models: tempo")
+        key: str | None = Field(None, max_length=40, description='attribute-conditioned models: e.g. "a minor"')
+        instrument: str | list[str] | None = Field(None, description="attribute-conditioned models: instrument(s)")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -359,6 +407,7 @@ def build_app(generator: Any, limits: Limits, api_key: str | None = None, name: 
                 "text": generator.model.conditioner is not None and cond.text != "none",
                 "text_field": cond.text_field,
                 "attributes": list(cond.attributes),
+                "attribute_values": known_attributes,
             },
             "defaults": defaults,
             "limits": dataclasses.asdict(limits),
@@ -367,6 +416,12 @@ def build_app(generator: Any, limits: Limits, api_key: str | None = None, name: 
 
     @app.post("/v1/generate", dependencies=[Depends(require_key)], response_class=Response)
     async def generate(body: GenerateRequest, request: Request) -> Response:
+        requested = {name: getattr(body, name) for name in ("genre", "bpm", "key", "instrument")}
+        attributes = {name: value for name, value in requested.items() if value is not None}
+        problems = attribute_problems(attributes, known_attributes)
+        if problems:
+            message = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
+            return JSONResponse({"error": message, "detail": problems}, status_code=422)
         seed = body.seed if body.seed is not None else secrets.randbelow(2**31)
         item = GenerationItem(
             prompt=body.prompt,
@@ -376,6 +431,7 @@ def build_app(generator: Any, limits: Limits, api_key: str | None = None, name: 
             temperature=body.temperature,
             top_k=body.top_k,
             top_p=body.top_p,
+            conditions=attributes,
         )
         try:
             job = queue.submit(item)
@@ -470,8 +526,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="serve an LM over HTTP: POST /v1/generate → audio (micro-batched, bounded queue)",
         description=(
             "Load MODEL (LM run, checkpoint or exported model dir) once, verified, then serve POST /v1/generate "
-            '(JSON {"prompt", "duration", "cfg", "temperature", "top_k", "top_p", "seed", "format": "wav"|"flac"} '
-            "→ audio), GET /v1/model and GET /health. Concurrent requests with the same settings are generated "
+            '(JSON {"prompt", "duration", "cfg", "temperature", "top_k", "top_p", "seed", "format": "wav"|"flac", '
+            'and "genre", "bpm", "key", "instrument" for attribute-conditioned models} → audio), '
+            "GET /v1/model and GET /health. Concurrent requests with the same settings are generated "
             "together (up to --max-batch); when --max-queue requests wait, new ones get 503 with Retry-After."
         ),
     )
