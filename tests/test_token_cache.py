@@ -147,6 +147,27 @@ def test_resume_after_kill_finishes_without_redoing_shards(dataset: Path, codec_
         assert not list((cache / split).glob(".*"))  # no temporary files left behind
 
 
+def test_a_second_encoder_waits_and_reuses_the_first_ones_tokens(
+    dataset: Path, codec_dir: Path, tmp_path: Path, caplog
+) -> None:
+    data = _copy_dataset(dataset, tmp_path / "ds")
+    first = subprocess.Popen([sys.executable, "-c", _KILLABLE, str(data), str(codec_dir)], env=os.environ.copy())
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not list(data.glob("tokens/*/train/shard-*.json")):
+            time.sleep(0.05)
+        assert first.poll() is None, "the first encoder finished before the second one started"
+        stats: list[SplitStats] = []
+        with caplog.at_level("INFO", logger="tunesmith.encode"):
+            cache = ensure_token_cache(data, codec_dir, batch_size=1, progress=False, shard_size=1, stats=stats)
+        assert first.wait(60) == 0
+    finally:
+        first.kill()
+    assert f"pid {first.pid}" in caplog.text and "is encoding this cache; waiting" in caplog.text
+    assert stats and all(s.encoded_now == 0 for s in stats)  # nothing encoded twice
+    assert len(TokenShards(cache, "train")) == stats[0].segments
+
+
 def test_stale_cache_detection(dataset: Path, codec_dir: Path, tmp_path: Path) -> None:
     data = _copy_dataset(dataset, tmp_path / "ds")
     cache = ensure_token_cache(data, codec_dir, progress=False)

@@ -19,10 +19,12 @@ A changed manifest (re-prepared dataset) makes the split stale: it is re-encoded
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import socket
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -353,6 +355,34 @@ class _Progress:
             self._bar.stop()
 
 
+@contextlib.contextmanager
+def exclusive_cache(cache_dir: Path) -> Iterator[None]:
+    """Holds ``cache_dir/.lock`` while encoding: a second process (an `encode` beside a `train lm` building
+    the same cache) waits, logged, and then finds the splits finished instead of encoding them twice.
+    Advisory ``flock``; released by the kernel if the holder dies. No-op where fcntl is missing."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(cache_dir / ".lock", "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            log.info("%s: %s is encoding this cache; waiting for it to finish", cache_dir, holder)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def ensure_token_cache(
     dataset_dir: str | Path,
     codec: Any,
@@ -403,21 +433,22 @@ def ensure_token_cache(
         )
     if described is None:
         _write_json(cache_dir / "codec.json", _codec_description(codec, fingerprint, source))
-    for split in present:
-        result = _encode_split(
-            codec, dataset_dir, cache_dir / split, split, fingerprint, batch_size, shard_size, device, progress
-        )
-        if result.encoded_now:
-            log.info(
-                "%s: encoded %d segments (%.1f s of audio) in %.1f s: %.1f audio s/s",
-                split,
-                result.encoded_now,
-                result.audio_seconds,
-                result.wall_seconds,
-                result.audio_seconds_per_second,
+    with exclusive_cache(cache_dir):
+        for split in present:
+            result = _encode_split(
+                codec, dataset_dir, cache_dir / split, split, fingerprint, batch_size, shard_size, device, progress
             )
-        if stats is not None:
-            stats.append(result)
+            if result.encoded_now:
+                log.info(
+                    "%s: encoded %d segments (%.1f s of audio) in %.1f s: %.1f audio s/s",
+                    split,
+                    result.encoded_now,
+                    result.audio_seconds,
+                    result.wall_seconds,
+                    result.audio_seconds_per_second,
+                )
+            if stats is not None:
+                stats.append(result)
     return cache_dir
 
 
