@@ -27,7 +27,6 @@ import statistics
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -153,21 +152,20 @@ def load_run(url: str, clients: int, per_client: int, duration: float) -> dict:
 def reference(model: Path, requests: int, duration: float) -> dict:
     """The same kind of requests generated one at a time in-process (no server, no batching)."""
     from tunesmith.generate import Generator
-    from tunesmith.serve import Limits, model_defaults
-
-    generator = Generator.from_path(model)
-    defaults = model_defaults(generator, Limits(max_top_k=int(generator.model.card)))  # what the server uses
-    settings = {k: defaults[k] for k in ("cfg", "temperature", "top_k", "top_p")}
+    from tunesmith.serve import Limits, generation_thread, model_defaults
 
     def one_by_one() -> float:
+        generator = Generator.from_path(model)
+        defaults = model_defaults(generator, Limits(max_top_k=int(generator.model.card)))  # what the server uses
+        settings = {k: defaults[k] for k in ("cfg", "temperature", "top_k", "top_p")}
         generator.generate([{"prompt": PROMPTS[0], "duration": 0.1, **settings}])  # warm-up
         start = time.perf_counter()
         for i in range(requests):
             generator.generate([{"prompt": PROMPTS[i % len(PROMPTS)], "duration": duration, "seed": i, **settings}])
         return time.perf_counter() - start
 
-    # in a worker thread, as the server runs it (torch's intra-op threading differs from the main thread's)
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    # loaded and run on one worker thread, as the server does (see tunesmith.serve.generation_thread)
+    with generation_thread() as pool:
         wall = pool.submit(one_by_one).result()
     return {
         "requests": requests,
