@@ -113,7 +113,7 @@ def select_checkpoints(refs: list[CheckpointRef], spec: str) -> list[CheckpointR
     return chosen
 
 
-def _weights_changed(folder: Path, ref: CheckpointRef) -> bool:
+def weights_changed(folder: Path, ref: CheckpointRef) -> bool:
     try:
         recorded = json.loads((folder / SOURCE_FILE).read_text()).get("weights_sha256")
     except (OSError, ValueError, AttributeError):
@@ -125,7 +125,7 @@ def prepare_output(folder: Path, ref: CheckpointRef) -> None:
     """Make ``folder`` hold samples of ``ref``'s current weights: stale files (other weights) are removed first."""
     from tunesmith.audio.io import write_atomic_text
 
-    if folder.is_dir() and not _weights_changed(folder, ref):
+    if folder.is_dir() and not weights_changed(folder, ref):
         return
     if folder.is_dir():
         log.info("%s: the checkpoint's weights changed since its samples were made; making them again", ref.name)
@@ -135,18 +135,18 @@ def prepare_output(folder: Path, ref: CheckpointRef) -> None:
     write_atomic_text(folder / SOURCE_FILE, json.dumps(source, indent=2) + "\n")
 
 
-def _twin_file(base: Path, ref: CheckpointRef, refs: list[CheckpointRef], name: str) -> Path | None:
+def twin_file(base: Path, ref: CheckpointRef, refs: list[CheckpointRef], name: str) -> Path | None:
     """The same file made by another checkpoint with identical weights, if any."""
     for other in refs:
         if other.name == ref.name or other.weights_sha256 != ref.weights_sha256:
             continue
         candidate = base / other.name / name
-        if candidate.is_file() and not _weights_changed(base / other.name, other):
+        if candidate.is_file() and not weights_changed(base / other.name, other):
             return candidate
     return None
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
+def link_or_copy(src: Path, dst: Path) -> None:
     tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
     try:
         os.link(src, tmp)

@@ -9,7 +9,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from tunesmith.review.checkpoints import REVIEW_DIR, _weights_changed, list_checkpoints
+from tunesmith.review.checkpoints import REVIEW_DIR, list_checkpoints, weights_changed
 from tunesmith.review.lm_samples import DEFAULT_NUM_PROMPTS
 from tunesmith.review.runner import review_run
 
@@ -55,7 +55,7 @@ def _list_epochs(run_dir: Path, as_json: bool) -> int:
     rows = []
     for ref in refs:
         folder = run_dir / "samples" / REVIEW_DIR / ref.name
-        samples = len(list(folder.glob("*.wav"))) if folder.is_dir() and not _weights_changed(folder, ref) else 0
+        samples = len(list(folder.glob("*.wav"))) if folder.is_dir() and not weights_changed(folder, ref) else 0
         rows.append({"name": ref.name, "epoch": ref.epoch, "step": ref.step, "samples": samples})
     if as_json:
         print(json.dumps(rows, indent=2))

@@ -14,13 +14,13 @@ from tunesmith.review.checkpoints import (
     REVIEW_DIR,
     CheckpointRef,
     ReviewStats,
-    _link_or_copy,
-    _twin_file,
+    link_or_copy,
     prepare_output,
+    twin_file,
 )
-from tunesmith.review.grid import Cell, Grid, _cell_for, _step_note
+from tunesmith.review.grid import Cell, Grid, cell_for, step_note
 from tunesmith.review.images import ensure_mel_png
-from tunesmith.review.run_config import _config_section, resolve_relative
+from tunesmith.review.run_config import config_section, resolve_relative
 
 log = logging.getLogger("tunesmith.review")
 
@@ -29,8 +29,8 @@ def codec_clips(config: dict, run_dir: Path, data: Path | None, num_clips: int |
     """The fixed valid clips a codec run is reviewed on (``check`` section of its config)."""
     from tunesmith.checks.codec import select_clips
 
-    model = _config_section(config, "model")
-    check = _config_section(config, "check")
+    model = config_section(config, "model")
+    check = config_section(config, "check")
     if data is None:
         recorded = str(config.get("data") or "")
         data = resolve_relative(recorded, run_dir) if recorded else None
@@ -70,11 +70,11 @@ def reconstruct_codec_samples(
         prepare_output(folder, ref)
         if (folder / "report.json").is_file():
             stats.existing += len(_codec_report(folder))
-        elif (twin := _twin_file(base, ref, refs, "report.json")) is not None:
+        elif (twin := twin_file(base, ref, refs, "report.json")) is not None:
             for path in sorted(twin.parent.iterdir()):  # the report last: it marks the folder complete
                 if path.suffix == ".wav":
-                    _link_or_copy(path, folder / path.name)
-            _link_or_copy(twin, folder / "report.json")
+                    link_or_copy(path, folder / path.name)
+            link_or_copy(twin, folder / "report.json")
             stats.reused += len(_codec_report(folder))
         else:
             if clips is None:
@@ -113,15 +113,15 @@ def codec_grid(run_dir: Path, refs: list[CheckpointRef]) -> Grid:
         clip = reports[first.name][name]
         titles.append(name)
         details.append(f"{float(clip.get('seconds', 0)):.2f} s")
-        row = [_cell_for(samples, base / first.name / str(clip.get("original") or ""), "original")]
+        row = [cell_for(samples, base / first.name / str(clip.get("original") or ""), "original")]
         for ref in refs:
             c = reports[ref.name].get(name)
             if c is None:
                 row.append(Cell(note="not reconstructed yet"))
                 continue
             note = f"SI-SNR {float(c['sisnr']):.2f} dB · mel {float(c['mel']):.3f}"
-            row.append(_cell_for(samples, base / ref.name / str(c.get("reconstructed") or ""), note))
+            row.append(cell_for(samples, base / ref.name / str(c.get("reconstructed") or ""), note))
         cells.append(row)
     return Grid(
-        titles, details, ["original"] + [r.label for r in refs], ["dataset clip"] + [_step_note(r) for r in refs], cells
+        titles, details, ["original"] + [r.label for r in refs], ["dataset clip"] + [step_note(r) for r in refs], cells
     )

@@ -36,12 +36,12 @@ def _rel(samples_dir: Path, path: Path) -> str:
     return "/".join(quote(part) for part in path.relative_to(samples_dir).parts)
 
 
-def _cell_for(samples_dir: Path, wav: Path, note: str = "") -> Cell:
+def cell_for(samples_dir: Path, wav: Path, note: str = "") -> Cell:
     if not wav.is_file():
         return Cell(note="not generated yet")
     png = wav.with_name(wav.stem + MEL_SUFFIX)
     return Cell(_rel(samples_dir, wav), _rel(samples_dir, png) if png.is_file() else None, note)
 
 
-def _step_note(ref: CheckpointRef) -> str:
+def step_note(ref: CheckpointRef) -> str:
     return f"step {ref.step}" if ref.step is not None else ""

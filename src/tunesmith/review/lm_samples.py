@@ -15,13 +15,13 @@ from tunesmith.review.checkpoints import (
     REVIEW_DIR,
     CheckpointRef,
     ReviewStats,
-    _link_or_copy,
-    _twin_file,
+    link_or_copy,
     prepare_output,
+    twin_file,
 )
-from tunesmith.review.grid import Grid, _cell_for, _step_note
+from tunesmith.review.grid import Grid, cell_for, step_note
 from tunesmith.review.images import ensure_mel_png
-from tunesmith.review.run_config import _config_section, resolve_relative
+from tunesmith.review.run_config import config_section, resolve_relative
 
 log = logging.getLogger("tunesmith.review")
 
@@ -32,12 +32,12 @@ DEFAULT_NUM_PROMPTS = 4
 def default_prompt_lines(config: dict, run_dir: Path, count: int) -> list[dict]:
     """Prompt lines for a first review: ``generate.prompts`` of the run config, else distinct texts (with the
     model's attributes) from the dataset's valid then train split, else unconditional items with seeds 0..n-1."""
-    cond = _config_section(config, "model", "conditioner")
+    cond = config_section(config, "model", "conditioner")
     text_field = str(cond.get("text_field") or "description")
     attributes = [str(a) for a in cond.get("attributes") or []]
     if cond.get("text", "builtin") == "none" and not attributes:
         return [{"prompt": "", "seed": i} for i in range(count)]
-    configured = _config_section(config, "generate").get("prompts") or []
+    configured = config_section(config, "generate").get("prompts") or []
     if configured:
         return [{"prompt": str(p)} for p in configured[:count]]
     lines: list[dict] = []
@@ -101,7 +101,7 @@ def review_prompts(
 
 def generation_defaults(config: dict, duration: float | None) -> dict[str, Any]:
     """Item settings from the run's ``generate`` section (duration overridden by ``duration`` when given)."""
-    g = _config_section(config, "generate")
+    g = config_section(config, "generate")
     return {
         "duration": float(duration if duration is not None else g.get("duration") or 5.0),
         "cfg": float(g.get("cfg", 3.0)),
@@ -128,8 +128,8 @@ def generate_lm_samples(
             target = folder / f"{job.id}.wav"
             if target.is_file():
                 stats.existing += 1
-            elif (twin := _twin_file(base, ref, refs, target.name)) is not None:
-                _link_or_copy(twin, target)
+            elif (twin := twin_file(base, ref, refs, target.name)) is not None:
+                link_or_copy(twin, target)
                 stats.reused += 1
             else:
                 todo.append(job)
@@ -165,5 +165,5 @@ def lm_grid(run_dir: Path, refs: list[CheckpointRef], jobs: list[Any]) -> Grid:
             + (f" · top-p {item.top_p:g}" if item.top_p else "")
             + (f" · {extra}" if extra else "")
         )
-        cells.append([_cell_for(samples, samples / REVIEW_DIR / ref.name / f"{job.id}.wav") for ref in refs])
-    return Grid(titles, details, [r.label for r in refs], [_step_note(r) for r in refs], cells)
+        cells.append([cell_for(samples, samples / REVIEW_DIR / ref.name / f"{job.id}.wav") for ref in refs])
+    return Grid(titles, details, [r.label for r in refs], [step_note(r) for r in refs], cells)

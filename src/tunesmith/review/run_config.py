@@ -30,7 +30,7 @@ def run_task(run_dir: Path) -> tuple[str, dict]:
     raise UserError(f"{run_dir}: not a run folder ({RUN_FILE} and checkpoints are missing); see `tunesmith runs list`")
 
 
-def _config_section(config: dict, *keys: str) -> dict:
+def config_section(config: dict, *keys: str) -> dict:
     node: Any = config
     for key in keys:
         node = node.get(key) if isinstance(node, dict) else None
