@@ -132,6 +132,9 @@ def test_cli_bad_lines_are_reported_and_the_rest_runs(tmp_path, model_dir, capsy
     assert rc == 1, stderr
     assert stderr.index(f"{prompts}:2: not valid JSON") < stderr.index(f"{prompts}:5: duration=-2.0")
     assert "real-time factor" in stderr
+    assert f"warning: {prompts}:6: genre: this model is not conditioned on genre; it uses no attributes (ignored)" in (
+        stderr
+    )
     summary = json.loads(stdout.strip().splitlines()[-1])
     assert summary["generated"] == 3 and summary["skipped_lines"] == 2
     records = _records(tmp_path / "out")
@@ -145,6 +148,23 @@ def test_cli_bad_lines_are_reported_and_the_rest_runs(tmp_path, model_dir, capsy
     assert len(_records(tmp_path / "one")) == 1
     assert main(["generate", str(model_dir), "--out", "none"]) == 2  # nothing to generate: a clear error
     assert "give --prompt" in capsys.readouterr().err
+
+
+def test_cli_warns_about_attribute_values_the_model_never_saw(tmp_path, capsys):
+    from tunesmith.cli import main
+
+    attr_model = make_lm_dir(tmp_path, make_codec_dir(tmp_path), attributes=["genre"])
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "a", "genre": "rock"}\n{"prompt": "b", "genre": "rok", "key": "c major"}\n')
+    assert main(["generate", str(attr_model), "--prompts", str(prompts), "--out", str(tmp_path / "o"),
+                 "--duration", "0.05"]) == 0  # fmt: skip
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning:" in line]
+    assert warnings == [
+        f"tunesmith: warning: {prompts}:2: genre: 'rok' is not one of the model's 3 genre values; "
+        "did you mean 'rock'? (generated as an unknown value)",
+        f"tunesmith: warning: {prompts}:2: key: this model is not conditioned on key; it uses genre (ignored)",
+    ]
+    assert len(_records(tmp_path / "o")) == 2  # both items still generated
 
 
 def test_cli_killed_and_rerun_continues_without_redoing(tmp_path, model_dir):

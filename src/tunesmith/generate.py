@@ -190,6 +190,47 @@ def parse_item(data: dict, defaults: dict | None = None) -> GenerationItem:
     return item
 
 
+SPECIAL_TOKENS = ("<pad>", "<unk>")
+
+
+def attribute_values(model: Any) -> dict[str, list[str]]:
+    """Each conditioning attribute of an LM → the values it was trained with (lower case; bpm as buckets)."""
+    conditioner = getattr(model, "conditioner", None)
+    if conditioner is None:
+        return {}
+    return {
+        name: [tok for tok in module.vocab.get()["vocab"] if tok not in SPECIAL_TOKENS]
+        for name, module in conditioner.attributes.items()
+    }
+
+
+def attribute_problems(given: dict[str, Any], known: dict[str, list[str]]) -> list[dict]:
+    """Requested attributes checked against the model's: [{field, message, type}] (empty when all is well).
+
+    ``given`` maps attribute → str | list[str] | number (bpm), only those the request set.
+    """
+    import difflib
+
+    problems = []
+    for name, value in given.items():
+        if name not in known:
+            uses = ", ".join(known) or "no attributes"
+            problems.append({"field": name, "type": "attribute_unused",
+                             "message": f"this model is not conditioned on {name}; it uses {uses}"})  # fmt: skip
+            continue
+        if name == "bpm":
+            continue  # any positive tempo falls into one of the model's buckets
+        for one in value if isinstance(value, list) else [value]:
+            token = str(one).strip().lower()
+            if token and token not in known[name]:
+                close = difflib.get_close_matches(token, known[name], n=3, cutoff=0.5)
+                hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+                problems.append({"field": name, "type": "attribute_value",
+                                 "message": f"{one!r} is not one of the model's {len(known[name])} {name} values"
+                                            f"{hint}"})  # fmt: skip
+    return problems
+
+
 @dataclasses.dataclass
 class Result:
     """A generated item: ``wav`` float32 [C, T] at ``sample_rate`` Hz, ``codes`` [K, F], timing ``stats``."""

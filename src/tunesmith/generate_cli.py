@@ -120,6 +120,22 @@ def read_prompts(prompts: list[str], path: Path | None, defaults: dict[str, Any]
     return jobs, [f"{source}:{number}: {message}" for source, number, message in sorted(problems)]
 
 
+def warn_about_attributes(jobs: list[Job], known: dict[str, list[str]]) -> None:
+    """Warn (``file:line``) about attributes the model does not use (ignored) or values it never saw
+    (generated as unknown); the items still run, as prompts files often carry extra metadata."""
+    from tunesmith.generate import attribute_problems
+    from tunesmith.models.lm.conditioners import ATTRIBUTES
+
+    for job in jobs:
+        given = {name: job.item.conditions[name] for name in ATTRIBUTES if name in job.item.conditions}
+        for problem in attribute_problems(given, known):
+            effect = "ignored" if problem["type"] == "attribute_unused" else "generated as an unknown value"
+            print(
+                f"tunesmith: warning: {job.source}:{job.line}: {problem['field']}: {problem['message']} ({effect})",
+                file=sys.stderr,
+            )
+
+
 # --------------------------------------------------------------------------- results
 
 
@@ -175,7 +191,7 @@ def _batches(jobs: list[Job], size: int) -> Iterator[list[Job]]:
 def run(args: argparse.Namespace) -> int:
     from tunesmith.audio.io import load_audio, save_audio
     from tunesmith.errors import UserError
-    from tunesmith.generate import Generator
+    from tunesmith.generate import Generator, attribute_values
 
     if not args.prompt and args.prompts is None:
         raise UserError("nothing to generate: give --prompt TEXT (repeatable) or --prompts FILE")
@@ -215,6 +231,7 @@ def run(args: argparse.Namespace) -> int:
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
         generator = Generator.from_path(args.model, device=device, which=args.checkpoint, codec=args.codec)
+        warn_about_attributes(pending, attribute_values(generator.model))
         prompt_wav = None
         if args.prompt_audio is not None:
             channels = int(getattr(generator.codec, "channels", 1))

@@ -278,47 +278,6 @@ def model_defaults(generator: Any, limits: Limits) -> dict[str, Any]:
     }
 
 
-SPECIAL_TOKENS = ("<pad>", "<unk>")
-
-
-def attribute_values(model: Any) -> dict[str, list[str]]:
-    """Each conditioning attribute of an LM → the values it was trained with (lower case; bpm as buckets)."""
-    conditioner = getattr(model, "conditioner", None)
-    if conditioner is None:
-        return {}
-    return {
-        name: [tok for tok in module.vocab.get()["vocab"] if tok not in SPECIAL_TOKENS]
-        for name, module in conditioner.attributes.items()
-    }
-
-
-def attribute_problems(given: dict[str, Any], known: dict[str, list[str]]) -> list[dict]:
-    """Requested attributes checked against the model's: [{field, message, type}] (empty when all is well).
-
-    ``given`` maps attribute → str | list[str] | number (bpm), only those the request set.
-    """
-    import difflib
-
-    problems = []
-    for name, value in given.items():
-        if name not in known:
-            uses = ", ".join(known) or "no attributes (send a text prompt)"
-            problems.append({"field": name, "type": "attribute_unused",
-                             "message": f"this model is not conditioned on {name}; it uses {uses}"})  # fmt: skip
-            continue
-        if name == "bpm":
-            continue  # any positive tempo falls into one of the model's buckets
-        for one in value if isinstance(value, list) else [value]:
-            token = str(one).strip().lower()
-            if token and token not in known[name]:
-                close = difflib.get_close_matches(token, known[name], n=3, cutoff=0.5)
-                hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-                problems.append({"field": name, "type": "attribute_value",
-                                 "message": f"{one!r} is not one of the model's {len(known[name])} {name} values"
-                                            f"{hint} (GET /v1/model lists them)"})  # fmt: skip
-    return problems
-
-
 def validation_errors(errors: list[dict]) -> tuple[str, list[dict]]:
     """Pydantic errors → (one readable line, JSON-safe details: field, message, type)."""
     parts, details = [], []
@@ -357,7 +316,7 @@ def build_app(
     from fastapi.responses import JSONResponse, Response
     from pydantic import BaseModel, ConfigDict, Field
 
-    from tunesmith.generate import GenerationItem
+    from tunesmith.generate import GenerationItem, attribute_problems, attribute_values
 
     defaults = model_defaults(generator, limits)
     known_attributes = attribute_values(generator.model)
@@ -439,6 +398,9 @@ def build_app(
         requested = {name: getattr(body, name) for name in ("genre", "bpm", "key", "instrument")}
         attributes = {name: value for name, value in requested.items() if value is not None}
         problems = attribute_problems(attributes, known_attributes)
+        for problem in problems:
+            if problem["type"] == "attribute_value":
+                problem["message"] += " (GET /v1/model lists them)"
         if problems:
             message = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
             return JSONResponse({"error": message, "detail": problems}, status_code=422)
