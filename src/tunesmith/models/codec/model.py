@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from tunesmith.errors import UserError
 from tunesmith.models.codec.quantizer import ResidualVectorQuantizer
-from tunesmith.models.codec.seanet import SEANetDecoder, SEANetEncoder
+from tunesmith.models.codec.seanet import SEANetDecoder, SEANetEncoder, SEANetShape
 
 
 @dataclass
@@ -84,25 +84,25 @@ class CodecModel(nn.Module):
         super().__init__()
         config.validate()
         self.config = config
-        seanet = {
-            "channels": config.channels,
-            "dimension": config.dimension,
-            "n_filters": config.n_filters,
-            "ratios": list(config.ratios),
-            "n_residual_layers": config.n_residual_layers,
-            "kernel_size": config.kernel_size,
-            "residual_kernel_size": config.residual_kernel_size,
-            "last_kernel_size": config.last_kernel_size,
-            "dilation_base": config.dilation_base,
-            "compress": config.compress,
-            "lstm": config.lstm,
-            "causal": config.causal,
-            "pad_mode": config.pad_mode,
-            "true_skip": config.true_skip,
-            "norm": config.norm,
-        }
-        self.encoder = SEANetEncoder(**seanet)
-        self.decoder = SEANetDecoder(**seanet)
+        seanet = SEANetShape(
+            channels=config.channels,
+            dimension=config.dimension,
+            n_filters=config.n_filters,
+            ratios=tuple(config.ratios),
+            n_residual_layers=config.n_residual_layers,
+            kernel_size=config.kernel_size,
+            residual_kernel_size=config.residual_kernel_size,
+            last_kernel_size=config.last_kernel_size,
+            dilation_base=config.dilation_base,
+            compress=config.compress,
+            lstm=config.lstm,
+            causal=config.causal,
+            pad_mode=config.pad_mode,
+            true_skip=config.true_skip,
+            norm=config.norm,
+        )
+        self.encoder = SEANetEncoder(seanet)
+        self.decoder = SEANetDecoder(seanet)
         self.quantizer = ResidualVectorQuantizer(
             config.dimension,
             n_q=config.n_q,

@@ -10,6 +10,7 @@ decoder returns ``frames * hop_length`` samples, ``hop_length = prod(ratios)``.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -178,45 +179,68 @@ class SkipLSTM(nn.Module):
         return (out + seq).permute(1, 2, 0).unsqueeze(2)
 
 
+@dataclass(frozen=True)
+class SEANetShape:
+    """What both halves of a SEANet share: the encoder mirrors the decoder layer for layer."""
+
+    channels: int = 1  # audio channels
+    dimension: int = 128  # latent width
+    n_filters: int = 32  # width of the first (encoder) / last (decoder) convolution; doubles per stride
+    ratios: tuple[int, ...] = (8, 5, 4, 2)  # decoder order; hop length = their product
+    n_residual_layers: int = 1
+    kernel_size: int = 7
+    residual_kernel_size: int = 3
+    last_kernel_size: int = 7
+    dilation_base: int = 2
+    compress: int = 2  # residual units' bottleneck factor
+    lstm: int = 2  # LSTM layers at the latent end (0 = none)
+    causal: bool = False
+    pad_mode: PadMode = "constant"
+    true_skip: bool = True
+    norm: Norm = "weight_norm"
+
+    @property
+    def hop_length(self) -> int:
+        return math.prod(self.ratios)
+
+    def conv_options(self) -> dict:
+        return {"causal": self.causal, "pad_mode": self.pad_mode, "norm": self.norm}
+
+
+def _residual_units(width: int, shape: SEANetShape) -> list[nn.Module]:
+    """``n_residual_layers`` residual units at one resolution, dilations 1, base, base², …"""
+    return [
+        ResidualUnit(
+            width,
+            shape.residual_kernel_size,
+            shape.dilation_base**j,
+            shape.compress,
+            true_skip=shape.true_skip,
+            **shape.conv_options(),
+        )
+        for j in range(shape.n_residual_layers)
+    ]
+
+
 class SEANetEncoder(nn.Module):
     """Waveform ``[B, channels, T]`` → latent ``[B, dimension, ceil(T / hop_length)]``.
 
     The input is zero-padded on the right to a whole number of hops first.
     """
 
-    def __init__(
-        self,
-        channels: int = 1,
-        dimension: int = 128,
-        n_filters: int = 32,
-        ratios: list[int] | tuple[int, ...] = (8, 5, 4, 2),
-        n_residual_layers: int = 1,
-        kernel_size: int = 7,
-        residual_kernel_size: int = 3,
-        last_kernel_size: int = 7,
-        dilation_base: int = 2,
-        compress: int = 2,
-        lstm: int = 2,
-        causal: bool = False,
-        pad_mode: PadMode = "constant",
-        true_skip: bool = True,
-        norm: Norm = "weight_norm",
-    ) -> None:
+    def __init__(self, shape: SEANetShape) -> None:
         super().__init__()
-        self.hop_length = math.prod(ratios)
-        common = {"causal": causal, "pad_mode": pad_mode, "norm": norm}
-        layers: list[nn.Module] = [PaddedConv1d(channels, n_filters, kernel_size, **common)]
-        width = n_filters
-        for ratio in reversed(list(ratios)):
-            for j in range(n_residual_layers):
-                layers.append(
-                    ResidualUnit(width, residual_kernel_size, dilation_base**j, compress, true_skip=true_skip, **common)
-                )
+        self.hop_length = shape.hop_length
+        common = shape.conv_options()
+        layers: list[nn.Module] = [PaddedConv1d(shape.channels, shape.n_filters, shape.kernel_size, **common)]
+        width = shape.n_filters
+        for ratio in reversed(shape.ratios):
+            layers += _residual_units(width, shape)
             layers += [nn.ELU(), PaddedConv1d(width, width * 2, ratio * 2, stride=ratio, **common)]
             width *= 2
-        if lstm:
-            layers.append(SkipLSTM(width, lstm))
-        layers += [nn.ELU(), PaddedConv1d(width, dimension, last_kernel_size, **common)]
+        if shape.lstm:
+            layers.append(SkipLSTM(width, shape.lstm))
+        layers += [nn.ELU(), PaddedConv1d(width, shape.dimension, shape.last_kernel_size, **common)]
         self.model = nn.Sequential(*layers)
 
     def forward(self, wav: Tensor) -> Tensor:
@@ -230,39 +254,20 @@ class SEANetEncoder(nn.Module):
 class SEANetDecoder(nn.Module):
     """Latent ``[B, dimension, F]`` → waveform ``[B, channels, F * hop_length]``."""
 
-    def __init__(
-        self,
-        channels: int = 1,
-        dimension: int = 128,
-        n_filters: int = 32,
-        ratios: list[int] | tuple[int, ...] = (8, 5, 4, 2),
-        n_residual_layers: int = 1,
-        kernel_size: int = 7,
-        residual_kernel_size: int = 3,
-        last_kernel_size: int = 7,
-        dilation_base: int = 2,
-        compress: int = 2,
-        lstm: int = 2,
-        causal: bool = False,
-        pad_mode: PadMode = "constant",
-        true_skip: bool = True,
-        norm: Norm = "weight_norm",
-    ) -> None:
+    def __init__(self, shape: SEANetShape) -> None:
         super().__init__()
-        self.hop_length = math.prod(ratios)
-        common = {"causal": causal, "pad_mode": pad_mode, "norm": norm}
-        width = n_filters * 2 ** len(ratios)
-        layers: list[nn.Module] = [PaddedConv1d(dimension, width, kernel_size, **common)]
-        if lstm:
-            layers.append(SkipLSTM(width, lstm))
-        for ratio in ratios:
-            layers += [nn.ELU(), PaddedConvTranspose1d(width, width // 2, ratio * 2, ratio, causal=causal, norm=norm)]
+        self.hop_length = shape.hop_length
+        common = shape.conv_options()
+        width = shape.n_filters * 2 ** len(shape.ratios)
+        layers: list[nn.Module] = [PaddedConv1d(shape.dimension, width, shape.kernel_size, **common)]
+        if shape.lstm:
+            layers.append(SkipLSTM(width, shape.lstm))
+        for ratio in shape.ratios:
+            transpose = PaddedConvTranspose1d(width, width // 2, ratio * 2, ratio, causal=shape.causal, norm=shape.norm)
+            layers += [nn.ELU(), transpose]
             width //= 2
-            for j in range(n_residual_layers):
-                layers.append(
-                    ResidualUnit(width, residual_kernel_size, dilation_base**j, compress, true_skip=true_skip, **common)
-                )
-        layers += [nn.ELU(), PaddedConv1d(width, channels, last_kernel_size, **common)]
+            layers += _residual_units(width, shape)
+        layers += [nn.ELU(), PaddedConv1d(width, shape.channels, shape.last_kernel_size, **common)]
         self.model = nn.Sequential(*layers)
 
     def forward(self, latent: Tensor) -> Tensor:
