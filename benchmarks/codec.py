@@ -209,37 +209,10 @@ def child_encode(args: argparse.Namespace) -> dict[str, Any]:
 
 def section_train(args: argparse.Namespace, shape: dict) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    ours_cmd = [
-        python(),
-        __file__,
-        "--child",
-        "train-step",
-        "--threads",
-        str(args.threads),
-        "--batch",
-        str(shape["batch"]),
-        "--segment",
-        str(shape["segment"]),
-        "--steps",
-        str(shape["steps"]),
-        "--warmup",
-        str(shape["warmup"]),
-    ]
-    peer_cmd = [
-        str(PEER_PY),
-        str(PEER_CLI),
-        "codec-train",
-        "--threads",
-        str(args.threads),
-        "--batch",
-        str(shape["batch"]),
-        "--segment",
-        str(shape["segment"]),
-        "--steps",
-        str(shape["steps"]),
-        "--warmup",
-        str(shape["warmup"]),
-    ]
+    step_args = ["--threads", str(args.threads), "--batch", str(shape["batch"]), "--segment", str(shape["segment"])]
+    step_args += ["--steps", str(shape["steps"]), "--warmup", str(shape["warmup"])]
+    ours_cmd = [python(), __file__, "--child", "train-step", *step_args]
+    peer_cmd = [str(PEER_PY), str(PEER_CLI), "codec-train", *step_args]
     runs: dict[str, list[dict]] = {"tunesmith": [], "audiocraft": []}
     for _ in range(shape["repeats"]):  # alternate so both sides see the same machine state
         runs["tunesmith"].append(run_json(ours_cmd, env))
