@@ -37,12 +37,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from debian_music import fetch_music
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 WORK = HERE / ".work" / "codec"
 PEER_PY = HERE / ".work" / "audiocraft-venv" / "bin" / "python"
 PEER_CLI = HERE / "peers" / "audiocraft_peer.py"
-MUSIC_PACKAGES = ("asc-music", "hyperrogue-music", "singularity-music")
 
 # MusicGen's 32 kHz EnCodec as both sides build it (encodec-32khz preset = AudioCraft's defaults)
 FULL_SHAPE = {"batch": 4, "segment": 1.0, "steps": 5, "warmup": 1, "repeats": 2}
@@ -80,29 +81,6 @@ def run_json(cmd: list[str], env: dict | None = None, timeout: float = 3600) -> 
 
 def peer_available() -> bool:
     return PEER_PY.is_file() and PEER_CLI.is_file()
-
-
-def fetch_music(work: Path) -> list[Path]:
-    """Real music files from the first Debian music package apt can download (cached under ``work``)."""
-    for package in MUSIC_PACKAGES:
-        root = work / package
-        files = (
-            sorted(p for p in root.rglob("*") if p.suffix.lower() in (".mp3", ".ogg", ".flac")) if root.is_dir() else []
-        )
-        if files:
-            return files
-        debs = work / "debs"
-        debs.mkdir(parents=True, exist_ok=True)
-        got = subprocess.run(["apt-get", "download", package], cwd=debs, capture_output=True, text=True)
-        found = sorted(debs.glob(f"{package}_*.deb"))
-        if got.returncode != 0 or not found:
-            print(f"could not download {package}: {got.stderr.strip()[-200:]}", file=sys.stderr)
-            continue
-        subprocess.run(["dpkg", "-x", str(found[-1]), str(root)], check=True)
-        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in (".mp3", ".ogg", ".flac"))
-        if files:
-            return files
-    return []
 
 
 def prepared_synthetic(out: Path, sample_rate: int, tracks: int, seconds: float) -> Path:

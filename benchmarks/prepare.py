@@ -34,35 +34,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from debian_music import fetch_music
+
 HERE = Path(__file__).resolve().parent
 DEFAULT_WORK = HERE / ".work" / "prepare"
-PACKAGES = ("asc-music", "hyperrogue-music", "singularity-music", "warzone2100-music", "planetblupi-music-ogg")
-AUDIO_SUFFIXES = (".mp3", ".ogg", ".flac")
 SR, SEGMENT, MIN_SEGMENT = 32000, 10.0, 5.0
 
 
 # --------------------------------------------------------------------------- data
-
-
-def fetch_music(work: Path) -> list[Path]:
-    """Music files from the first Debian package that can be downloaded (cached under ``work``)."""
-    for package in PACKAGES:
-        root = work / package
-        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES) if root.is_dir() else []
-        if files:
-            return files
-        debs = work / "debs"
-        debs.mkdir(parents=True, exist_ok=True)
-        got = subprocess.run(["apt-get", "download", package], cwd=debs, capture_output=True, text=True)
-        found = sorted(debs.glob(f"{package}_*.deb"))
-        if got.returncode != 0 or not found:
-            print(f"could not download {package}: {got.stderr.strip()[-200:]}", file=sys.stderr)
-            continue
-        subprocess.run(["dpkg", "-x", str(found[-1]), str(root)], check=True)
-        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
-        if files:
-            return files
-    raise SystemExit("no music package could be fetched; pass --audio FILE...")
 
 
 def make_long_file(files: list[Path], seconds: float, path: Path) -> Path:
@@ -216,6 +195,8 @@ def main() -> None:
 
     args.work.mkdir(parents=True, exist_ok=True)
     files = args.audio or fetch_music(args.work)
+    if not files:
+        raise SystemExit("no music package could be fetched; pass --audio FILE...")
     if args.quick:
         files = files[:1]
     repeat = args.repeat or (1 if args.quick else 3)
