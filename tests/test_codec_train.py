@@ -188,7 +188,20 @@ def test_cli_train_resume_check_encode(dataset: Path, tmp_path: Path, capsys) ->
     assert "higher is better" in report["convention"]
     for clip in report["clips"]:
         assert (out / clip["original"]).is_file() and (out / clip["reconstructed"]).is_file()
-    assert (out / "report.md").is_file()
+    assert (out / "report.md").is_file() and "codes used" in (out / "report.md").read_text()
+    # codebook usage: the distinct codes of the same clips, encoded here directly
+    from tunesmith.checks.codec import select_clips
+
+    codec = load_codec(run_dir)
+    clips = select_clips(dataset, 2, codec.sample_rate, codec.channels)
+    codes = torch.cat([codec.encode(torch.from_numpy(c.wav)[None]) for c in clips], dim=-1)[0]  # [K, F]
+    assert [u["used"] for u in report["codebooks"]] == [len(torch.unique(row)) for row in codes]
+    assert all(1.0 <= u["perplexity"] <= u["used"] + 1e-6 and u["bins"] == codec.bins for u in report["codebooks"])
+    assert main(["check", "codec", str(run_dir), "--num-samples", "2", "--out", str(out)]) == 0
+    assert "codes used per codebook" in capsys.readouterr().out
+    history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+    evaluated = [h for h in history if h.get("stage") == "evaluate"]
+    assert evaluated and "code_ppl_q0" in evaluated[-1].get("metrics", evaluated[-1])
 
     # an exported model directory loads as the same codec (the check runs from it too)
     from tunesmith.modeldir import export_tunesmith

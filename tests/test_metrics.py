@@ -97,3 +97,22 @@ def test_l1_mse_mel_distance() -> None:
     assert set(metrics) == {"sisnr", "mel", "l1", "mse"} and all(v.shape == (2,) for v in metrics.values())
     with pytest.raises(ValueError, match="same shape"):
         si_snr(ref, est[..., :100])
+
+
+def test_codebook_usage_of_known_counts():
+    import numpy as np
+
+    from tunesmith.checks.codec import CheckReport, codebook_usage
+
+    counts = np.array([[5, 5, 5, 5], [20, 0, 0, 0], [0, 0, 0, 0], [9, 1, 0, 0]])
+    uniform, single, empty, skewed = codebook_usage(counts)
+    assert (uniform.used, uniform.bins) == (4, 4) and abs(uniform.perplexity - 4.0) < 1e-9
+    assert single.used == 1 and abs(single.perplexity - 1.0) < 1e-9
+    assert empty.used == 0 and empty.perplexity == 0.0
+    entropy = -(0.9 * np.log(0.9) + 0.1 * np.log(0.1))
+    assert skewed.used == 2 and abs(skewed.perplexity - np.exp(entropy)) < 1e-9
+    wide = np.zeros((2, 256), dtype=np.int64)
+    wide[0, :200] = 3  # perplexity 200 of 256 bins: healthy
+    wide[1, :10] = 60  # perplexity 10 < 10 % of 256: collapsed
+    report = CheckReport(16000, 0.8, 2, codebooks=codebook_usage(wide))
+    assert report.collapsed() == [1]

@@ -48,12 +48,42 @@ class ClipResult:
 
 
 @dataclass
+class CodebookUsage:
+    """How much of one codebook the checked clips use: distinct codes, and the perplexity of their
+    frequencies (exp of the entropy; ``bins`` if all codes were equally frequent, 1 if one code)."""
+
+    codebook: int
+    used: int
+    bins: int
+    perplexity: float
+
+
+def codebook_usage(counts: np.ndarray) -> list[CodebookUsage]:
+    """Per-codebook code counts ``[K, bins]`` → one :class:`CodebookUsage` each."""
+    usage = []
+    for k, row in enumerate(counts):
+        total = row.sum()
+        p = row[row > 0] / max(total, 1)
+        perplexity = float(np.exp(-(p * np.log(p)).sum())) if total else 0.0
+        usage.append(CodebookUsage(k, int((row > 0).sum()), int(row.shape[0]), perplexity))
+    return usage
+
+
+COLLAPSE_SHARE = 0.1  # a codebook whose code perplexity is below this share of its bins looks collapsed
+
+
+@dataclass
 class CheckReport:
     sample_rate: int
     bandwidth_kbps: float | None
     n_q: int
     clips: list[ClipResult] = field(default_factory=list)
+    codebooks: list[CodebookUsage] = field(default_factory=list)
     convention: str = SISNR_CONVENTION
+
+    def collapsed(self) -> list[int]:
+        """Codebooks whose code perplexity is below COLLAPSE_SHARE of their bins."""
+        return [u.codebook for u in self.codebooks if u.perplexity < COLLAPSE_SHARE * u.bins]
 
     @property
     def mean(self) -> dict[str, float]:
@@ -68,6 +98,7 @@ class CheckReport:
             "n_q": self.n_q,
             "convention": self.convention,
             "mean": self.mean,
+            "codebooks": [asdict(u) for u in self.codebooks],
             "clips": [asdict(c) for c in self.clips],
         }
 
@@ -121,11 +152,16 @@ def check_codec(codec: Any, clips: list[Clip], out_dir: str | Path | None = None
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
+    bins = getattr(codec, "bins", None)
+    counts: np.ndarray | None = None
     for number, clip in enumerate(clips):
         ref = torch.from_numpy(np.ascontiguousarray(clip.wav, dtype=np.float32)).unsqueeze(0).to(device)
         with torch.no_grad():
             codes = codec.encode(ref)
             est = codec.decode(codes)[..., : ref.shape[-1]].float()
+        if bins is not None:  # codes [1, K, F]
+            per_codebook = np.stack([np.bincount(row, minlength=int(bins)) for row in codes[0].cpu().numpy()])
+            counts = per_codebook if counts is None else counts + per_codebook
         if est.shape[-1] < ref.shape[-1]:
             est = torch.nn.functional.pad(est, (0, ref.shape[-1] - est.shape[-1]))
         values = {k: float(v[0]) for k, v in reconstruction_metrics(ref.cpu(), est.cpu(), codec.sample_rate).items()}
@@ -138,6 +174,8 @@ def check_codec(codec: Any, clips: list[Clip], out_dir: str | Path | None = None
             save_audio(out / result.original, clip.wav, codec.sample_rate)
             save_audio(out / result.reconstructed, est[0].cpu().numpy(), codec.sample_rate)
         report.clips.append(result)
+    if counts is not None:
+        report.codebooks = codebook_usage(counts)
     if out is not None:
         from tunesmith.audio.io import write_atomic_text
 
@@ -164,6 +202,9 @@ def report_markdown(report: CheckReport) -> str:
     m = report.mean
     if m:
         lines.append(f"| **mean** | | {m['sisnr']:.2f} | {m['mel']:.4f} | {m['l1']:.5f} | {m['mse']:.6f} | | |")
+    if report.codebooks:
+        lines += ["", "| codebook | codes used | code perplexity |", "| --- | --- | --- |"]
+        lines += [f"| {u.codebook} | {u.used} / {u.bins} | {u.perplexity:.1f} |" for u in report.codebooks]
     return "\n".join(lines) + "\n"
 
 
@@ -241,6 +282,15 @@ def _print_table(report: CheckReport, out: Path) -> None:
     table.add_row("mean", "", f"{m['sisnr']:.2f}", f"{m['mel']:.4f}", f"{m['l1']:.5f}", f"{m['mse']:.6f}", style="bold")
     console = Console()
     console.print(table)
+    if report.codebooks:
+        usage = ", ".join(f"{u.used}/{u.bins} (perplexity {u.perplexity:.0f})" for u in report.codebooks)
+        console.print(f"codes used per codebook: {usage}")
+        if collapsed := report.collapsed():
+            console.print(
+                f"[yellow]codebook(s) {collapsed} use few codes (perplexity < {COLLAPSE_SHARE:.0%} of the bins): "
+                "the quantizer has collapsed there, so those tokens carry little for an LM to learn; train longer "
+                "or check model.dead_code_threshold[/yellow]"
+            )
     console.print(f"{SISNR_CONVENTION}. Wav pairs and report: {out}")
     if not all(math.isfinite(getattr(c, k)) for c in report.clips for k in METRICS):
         console.print("[yellow]some metrics are not finite (silent clips?)[/yellow]")

@@ -451,13 +451,15 @@ class CodecSolver(Solver):
         return self._clips
 
     def evaluate(self, model: nn.Module, epoch: int) -> dict[str, float]:
-        """The codec check on fixed valid segments: mean SI-SNR (dB), mel distance, L1, MSE."""
+        """The codec check on fixed valid segments: mean SI-SNR (dB), mel distance, L1, MSE, and each
+        codebook's code perplexity (``code_ppl_qK``: bins when codes are used evenly, 1 when collapsed)."""
         from tunesmith.checks.codec import check_codec
 
         if self.cfg.check.num_samples <= 0:
             return {}
         report = check_codec(model, self._check_clips(), None, device=str(self.device))
-        return report.mean
+        usage = {f"code_ppl_q{u.codebook}": u.perplexity for u in report.codebooks}  # collapse shows here
+        return {**report.mean, **usage}
 
     def generate(self, model: nn.Module, epoch: int) -> None:
         """Original/reconstructed wav pairs and a report for the fixed valid segments in ``samples/epoch_NNNN``."""
