@@ -11,7 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from tunesmith.demo import FULL, QUICK, Demo, codec_sisnr, generation_speed, health_notes, lm_valid_ce
+from tunesmith.demo import (
+    FULL,
+    QUICK,
+    Demo,
+    codec_code_use,
+    codec_sisnr,
+    generation_speed,
+    health_notes,
+    lm_valid_ce,
+)
 
 
 def _console():
@@ -60,9 +69,12 @@ def test_summary_helpers_read_run_files(tmp_path):
     (codec / "history.jsonl").write_text(
         json.dumps({"stage": "evaluate", "epoch": 1, "step": 5, "sisnr": -3.0})
         + "\n"
-        + json.dumps({"stage": "evaluate", "epoch": 2, "step": 10, "sisnr": 4.5})
+        + json.dumps(
+            {"stage": "evaluate", "epoch": 2, "step": 10, "sisnr": 4.5, "code_ppl_q0": 200.0, "code_ppl_q1": 9.0}
+        )
         + "\n"
     )
+    (codec / "run.json").write_text(json.dumps({"config": {"model": {"bins": 256}}}))
     (lm / "history.jsonl").write_text(
         "".join(
             json.dumps({"stage": "valid", "epoch": e, "step": 10 * e, "loss": loss}) + "\n"
@@ -72,13 +84,16 @@ def test_summary_helpers_read_run_files(tmp_path):
     lines = [{"audio_seconds": 5.0, "seconds": 2.0}, {"audio_seconds": 5.0, "seconds": 3.0}]
     (gen / "results.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines) + '{"audio_sec')
     assert codec_sisnr(codec) == 4.5
+    assert codec_code_use(codec) == {"perplexity": [200.0, 9.0], "bins": 256}
+    assert codec_code_use(lm) is None
     ce = lm_valid_ce(lm)
     assert ce["ce"] == 4.0 and ce["epoch"] == 2 and ce["first_ce"] == 5.0 and abs(ce["ppl"] - 54.598) < 1e-3
     assert generation_speed(gen) == {"items": 2, "audio_seconds": 10.0, "seconds": 5.0, "real_time_factor": 2.0}
     assert codec_sisnr(tmp_path) is None and lm_valid_ce(tmp_path) is None and generation_speed(tmp_path) is None
     assert health_notes({"codec_sisnr_db": 4.5, "lm_valid_ce": ce}) == []
-    collapsed = {"codec_sisnr_db": -46.0, "lm_valid_ce": {**ce, "ppl": 1.0004}}
-    assert [n.split()[0] for n in health_notes(collapsed)] == ["codec", "LM"]
+    collapsed = {"codec_sisnr_db": -46.0, "lm_valid_ce": {**ce, "ppl": 1.0004}, "codec_codes": codec_code_use(codec)}
+    notes = health_notes(collapsed)
+    assert [n.split()[0] for n in notes] == ["codec", "codec", "LM"] and "codebook(s) [1]" in notes[1]
 
 
 def test_unwritable_output_stops_with_a_message(tmp_path, capsys):

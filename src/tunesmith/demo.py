@@ -224,6 +224,7 @@ class Demo:
             "codec_run": str(codec_run),
             "lm_run": str(lm_run),
             "codec_sisnr_db": codec_sisnr(codec_run),
+            "codec_codes": codec_code_use(codec_run),
             "lm_valid_ce": lm_valid_ce(lm_run),
             "generation": generation_speed(self.generated),
             "pages": {
@@ -250,6 +251,21 @@ def codec_sisnr(run_dir: Path) -> float | None:
     """The codec check's mean SI-SNR (dB, higher is better) at the run's last evaluation."""
     records = [r for r in _history(run_dir) if r.get("stage") == "evaluate" and isinstance(r.get("sisnr"), float)]
     return float(records[-1]["sisnr"]) if records else None
+
+
+def codec_code_use(run_dir: Path) -> dict[str, Any] | None:
+    """Each codebook's code perplexity at the codec's last evaluation (bins = all codes used evenly,
+    1 = collapsed) and the codebook size, from history.jsonl and run.json."""
+    records = [r for r in _history(run_dir) if r.get("stage") == "evaluate" and "code_ppl_q0" in r]
+    if not records:
+        return None
+    last = records[-1]
+    perplexities = [float(last[f"code_ppl_q{k}"]) for k in range(len(last)) if f"code_ppl_q{k}" in last]
+    try:
+        bins = int(json.loads((run_dir / "run.json").read_text(encoding="utf-8"))["config"]["model"]["bins"])
+    except (OSError, ValueError, KeyError, TypeError):
+        bins = None
+    return {"perplexity": perplexities, "bins": bins}
 
 
 def lm_valid_ce(run_dir: Path) -> dict[str, float] | None:
@@ -291,6 +307,14 @@ def health_notes(summary: dict[str, Any]) -> list[str]:
             f"codec SI-SNR is {sisnr:.1f} dB (below 0): its reconstructions are not yet close to the input; "
             "listen on the codec review page, and train the codec longer before relying on its tokens"
         )
+    codes = summary.get("codec_codes")
+    if codes and codes["bins"]:
+        collapsed = [k for k, ppl in enumerate(codes["perplexity"]) if ppl < 0.1 * codes["bins"]]
+        if collapsed:
+            notes.append(
+                f"codec codebook(s) {collapsed} use few of their {codes['bins']} codes (perplexity below 10 %): "
+                "the quantizer collapsed there; train the codec longer or check model.dead_code_threshold"
+            )
     if ce is not None and ce["ppl"] < 1.2:
         notes.append(
             f"LM perplexity {ce['ppl']:.3f} is near 1: the codec uses very few distinct codes (codebook collapse?), "
@@ -309,6 +333,11 @@ def print_summary(summary: dict[str, Any], console: Any, quick: bool) -> None:
     sisnr = summary["codec_sisnr_db"]
     table.add_row("codec SI-SNR", f"{sisnr:.2f} dB" if sisnr is not None else "—",
                   "reconstruction quality on held-out clips (higher is better)")  # fmt: skip
+    codes = summary.get("codec_codes")
+    if codes:
+        of_bins = f" of {codes['bins']}" if codes["bins"] else ""
+        use = " / ".join(f"{p:.0f}" for p in codes["perplexity"]) + of_bins
+        table.add_row("codec code use", use, "code perplexity per codebook (even use = codebook size; collapse = 1)")
     ce = summary["lm_valid_ce"]
     table.add_row(
         "LM valid CE",
