@@ -33,32 +33,45 @@ def _chunk_terms(h: Tensor, weight: Tensor, targets: Tensor, want_grad: bool) ->
     return ce, grad.view(n, -1)
 
 
+def _chunked(
+    h: Tensor, weight: Tensor, targets: Tensor, chunk: int, want_grad: bool
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Chunk by chunk over the rows of h [N, D]: per-codebook CE sums [K] (float32) and, with ``want_grad``,
+    the gradients of h [N, D] (float32) and of the flat head weights [K·card, D] (float32; None when frozen).
+
+    The matmuls run in the autocast dtype when autocast is on (as the plain path's would), sums in float32.
+    """
+    device = h.device.type
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else h.dtype
+    flat_w = weight.reshape(-1, weight.shape[-1]).to(dtype)
+    per_codebook = torch.zeros(targets.shape[1], dtype=torch.float32, device=h.device)
+    grad_h = torch.empty(h.shape, dtype=torch.float32, device=h.device) if want_grad else None
+    grad_w = None  # frozen heads (LoRA) need no weight gradient: skip its matmul
+    if want_grad and weight.requires_grad:
+        grad_w = torch.zeros(flat_w.shape, dtype=torch.float32, device=h.device)
+    with torch.autocast(device, enabled=False):
+        for start in range(0, h.shape[0], chunk):
+            hc = h[start : start + chunk].to(dtype)
+            ce, g = _chunk_terms(hc, flat_w, targets[start : start + chunk], want_grad)
+            per_codebook += ce.sum(dim=0)
+            if grad_h is None:
+                continue
+            g = g.to(dtype)
+            grad_h[start : start + chunk] = g @ flat_w
+            if grad_w is None:
+                continue
+            if dtype == torch.float32:
+                grad_w.addmm_(g.t(), hc)
+            else:
+                grad_w += g.t() @ hc
+    return per_codebook, grad_h, grad_w
+
+
 class _HeadsCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h: Tensor, weight: Tensor, targets: Tensor, chunk: int) -> tuple[Tensor, Tensor]:  # noqa: ANN001
-        # matmuls run in the autocast dtype when autocast is on (as the plain path's would), sums in float32
-        device = h.device.type
-        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else h.dtype
-        flat_w = weight.reshape(-1, weight.shape[-1]).to(dtype)
-        grad_h = torch.empty(h.shape, dtype=torch.float32, device=h.device)
-        # frozen heads (LoRA) need no weight gradient: skip its matmul
-        grad_w = torch.zeros(flat_w.shape, dtype=torch.float32, device=h.device) if weight.requires_grad else None
-        per_codebook = torch.zeros(targets.shape[1], dtype=torch.float32, device=h.device)
-        with torch.autocast(device, enabled=False):
-            for start in range(0, h.shape[0], chunk):
-                hc = h[start : start + chunk].to(dtype)
-                ce, g = _chunk_terms(hc, flat_w, targets[start : start + chunk], want_grad=True)
-                per_codebook += ce.sum(dim=0)
-                g = g.to(dtype)
-                grad_h[start : start + chunk] = g @ flat_w
-                if grad_w is None:
-                    continue
-                if dtype == torch.float32:
-                    grad_w.addmm_(g.t(), hc)
-                else:
-                    grad_w += g.t() @ hc
-        grad_h = grad_h.to(h.dtype)
-        ctx.save_for_backward(grad_h, grad_w)
+        per_codebook, grad_h, grad_w = _chunked(h, weight, targets, chunk, want_grad=True)
+        ctx.save_for_backward(grad_h.to(h.dtype), grad_w)
         ctx.weight_shape, ctx.weight_dtype = weight.shape, weight.dtype
         ctx.mark_non_differentiable(per_codebook)
         return per_codebook.sum(), per_codebook
@@ -84,13 +97,5 @@ def heads_cross_entropy(h: Tensor, weight: Tensor, targets: Tensor, chunk: int |
     chunk = chunk or (512 if h.device.type == "cpu" else 8192)
     if torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad):
         return _HeadsCrossEntropy.apply(h, weight, targets, chunk)
-    device = h.device.type
-    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else h.dtype
-    flat_w = weight.reshape(-1, weight.shape[-1]).to(dtype)
-    per_codebook = torch.zeros(targets.shape[1], dtype=torch.float32, device=h.device)
-    with torch.autocast(device, enabled=False):
-        for start in range(0, h.shape[0], chunk):
-            hc = h[start : start + chunk].to(dtype)
-            ce, _ = _chunk_terms(hc, flat_w, targets[start : start + chunk], want_grad=False)
-            per_codebook += ce.sum(dim=0)
+    per_codebook, _, _ = _chunked(h, weight, targets, chunk, want_grad=False)
     return per_codebook.sum(), per_codebook
