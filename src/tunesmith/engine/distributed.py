@@ -5,9 +5,13 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
+
+T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +74,17 @@ def broadcast_object(obj, src: int = 0):
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         dist.barrier()
+
+
+def main_rank_first(is_main: bool, make: Callable[[], T]) -> T:
+    """``make()`` on the main rank, then, once it is done, on the others: the main rank builds a shared
+    artefact (a token cache, an import) and the others open the finished one instead of racing it."""
+    if is_main:
+        result = make()
+    barrier()
+    if not is_main:
+        result = make()
+    return result
 
 
 def cleanup() -> None:

@@ -179,30 +179,26 @@ class LMSolver(Solver):
         self.frame_rate = float(self.codec.frame_rate)
         self.num_frames = max(1, round(cfg.dataset.segment_seconds * self.frame_rate))
         log.info("reading the token cache of %s for codec %s (building it first if missing)", cfg.data, cfg.codec)
-        from tunesmith.engine.distributed import barrier
+        from tunesmith.engine.distributed import main_rank_first
 
         progress = progress_enabled(cfg.train.log.progress) and self.dist.is_main
-        if self.dist.is_main:  # one rank encodes; the others open the finished cache
-            self.splits = open_token_cache(cfg.data, self.codec, str(self.device), progress=progress)
-        barrier()
-        if not self.dist.is_main:
-            self.splits = open_token_cache(cfg.data, self.codec, str(self.device), progress=False)
+        self.splits = main_rank_first(  # one rank encodes; the others open the finished cache
+            self.dist.is_main, lambda: open_token_cache(cfg.data, self.codec, str(self.device), progress=progress)
+        )
         self._prepared = True
 
     def _open_init_source(self) -> None:
         """init_from a MusicGen (hf:DIR, or an imported model dir): its architecture and codec become the run's."""
-        from tunesmith.engine.distributed import barrier
+        from tunesmith.engine.distributed import main_rank_first
         from tunesmith.models.hf.finetune import open_init_source
 
         self.init_source = None
         if not self.cfg.init_from:
             return
         shared = self.run.dir.parent.parent / ".hf_imports"  # one import per source, hard-linked into each run
-        if self.dist.is_main:  # one rank imports a transformers directory; the others reuse the import
-            self.init_source = open_init_source(self.cfg.init_from, self.run.dir, shared)
-        barrier()
-        if not self.dist.is_main:
-            self.init_source = open_init_source(self.cfg.init_from, self.run.dir, shared)
+        self.init_source = main_rank_first(  # one rank imports a transformers directory; the others reuse it
+            self.dist.is_main, lambda: open_init_source(self.cfg.init_from, self.run.dir, shared)
+        )
         if self.init_source is not None:
             self.resolved = self.init_source.apply_to(self.resolved)  # checkpoints record the real model
             self.cfg = self.resolved.config
