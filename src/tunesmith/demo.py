@@ -152,11 +152,9 @@ class Demo:
         return [] if self.device == "auto" else [f"train.device={self.device}"]
 
     def _inference_device(self) -> str:
-        if self.device != "auto":
-            return self.device
-        import torch
+        from tunesmith.engine.distributed import pick_device
 
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return str(pick_device()) if self.device == "auto" else self.device
 
     # ------------------------------------------------------------------ the chain
 
@@ -309,10 +307,13 @@ def health_notes(summary: dict[str, Any]) -> list[str]:
         )
     codes = summary.get("codec_codes")
     if codes and codes["bins"]:
-        collapsed = [k for k, ppl in enumerate(codes["perplexity"]) if ppl < 0.1 * codes["bins"]]
+        from tunesmith.checks.codec import COLLAPSE_SHARE
+
+        collapsed = [k for k, ppl in enumerate(codes["perplexity"]) if ppl < COLLAPSE_SHARE * codes["bins"]]
         if collapsed:
             notes.append(
-                f"codec codebook(s) {collapsed} use few of their {codes['bins']} codes (perplexity below 10 %): "
+                f"codec codebook(s) {collapsed} use few of their {codes['bins']} codes "
+                f"(perplexity below {COLLAPSE_SHARE:.0%}): "
                 "the quantizer collapsed there; train the codec longer or check model.dead_code_threshold"
             )
     if ce is not None and ce["ppl"] < 1.2:

@@ -225,11 +225,9 @@ def run(args: argparse.Namespace) -> int:
 
     summary: dict[str, Any] = {"items": len(jobs), "skipped_lines": len(problems), "generated": 0, "out": str(out)}
     if pending:
-        device = args.device
-        if device == "auto":
-            import torch
+        from tunesmith.engine.distributed import pick_device
 
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = str(pick_device()) if args.device == "auto" else args.device
         generator = Generator.from_path(args.model, device=device, which=args.checkpoint, codec=args.codec)
         warn_about_attributes(pending, attribute_values(generator.model))
         prompt_wav = None

@@ -317,6 +317,7 @@ def build_app(
     from pydantic import BaseModel, ConfigDict, Field
 
     from tunesmith.generate import GenerationItem, attribute_problems, attribute_values
+    from tunesmith.models.lm.conditioners import ATTRIBUTES
 
     defaults = model_defaults(generator, limits)
     known_attributes = attribute_values(generator.model)
@@ -395,7 +396,7 @@ def build_app(
 
     @app.post("/v1/generate", dependencies=[Depends(require_key)], response_class=Response)
     async def generate(body: GenerateRequest, request: Request) -> Response:
-        requested = {name: getattr(body, name) for name in ("genre", "bpm", "key", "instrument")}
+        requested = {name: getattr(body, name) for name in ATTRIBUTES}
         attributes = {name: value for name, value in requested.items() if value is not None}
         problems = attribute_problems(attributes, known_attributes)
         for problem in problems:
@@ -547,11 +548,9 @@ def run(args: argparse.Namespace) -> int:
     _port_free(args.host, args.port)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         log.warning("listening on %s without an API key: anyone who can reach it can use it", args.host)
-    device = args.device
-    if device == "auto":
-        import torch
+    from tunesmith.engine.distributed import pick_device
 
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = str(pick_device()) if args.device == "auto" else args.device
     start = time.perf_counter()
     executor = generation_thread()
     generator = executor.submit(load_verified, args.model, device, args.checkpoint, args.codec).result()

@@ -76,11 +76,9 @@ def run(args: argparse.Namespace) -> int:
     run_dir = path if (path / "checkpoints").is_dir() else find_run(args.run, args.runs_dir)
     if args.list_epochs:
         return _list_epochs(run_dir, args.json)
-    device = args.device
-    if device == "auto":
-        import torch
+    from tunesmith.engine.distributed import pick_device
 
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = str(pick_device()) if args.device == "auto" else args.device
     result = review_run(
         run_dir,
         epochs=args.epochs,
