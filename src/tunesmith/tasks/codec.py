@@ -279,7 +279,7 @@ class CodecSolver(Solver):
                 mc.sample_rate,
             )
         crop = int(dc.segment_duration * mc.sample_rate)
-        need = 2 ** (self.cfg.loss.mel_range_end - 1)  # largest FFT of the multi-scale mel loss
+        need = MultiScaleMelLoss.largest_fft(self.cfg.loss.mel_range_end)  # preflight runs before the loss exists
         if self._adversarial_used():
             need = max(need, max(self.cfg.discriminator.n_ffts))
         if crop < need:

@@ -56,6 +56,11 @@ class MultiScaleMelLoss(nn.Module):
         self.alphas = [math.sqrt(2**i - 1) if alphas else 1.0 for i in range(range_start, range_end)]
         self.total = sum(a + 1 for a in self.alphas)
 
+    @staticmethod
+    def largest_fft(range_end: int) -> int:
+        """The largest FFT size of scales ``range_start <= i < range_end``: the shortest input (samples)."""
+        return 2 ** (range_end - 1)
+
     @property
     def min_length(self) -> int:
         return max(m.n_fft for m in self.mels)
