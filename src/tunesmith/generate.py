@@ -242,7 +242,9 @@ class Result:
     stats: dict[str, float]
 
 
-def _resolve_codec_path(value: str, checkpoint: Path, run_dir: Path | None) -> Path | None:
+def resolve_codec_path(value: str, checkpoint: Path, run_dir: Path | None) -> Path | None:
+    """The codec an LM's config names (``value``), found as given, from the working directory, the
+    checkpoint folder, or the run folder and its parents; None when it is nowhere."""
     path = Path(value).expanduser()
     candidates = [path] if path.is_absolute() else [Path.cwd() / path, checkpoint / path]
     if run_dir is not None and not path.is_absolute():
@@ -322,7 +324,7 @@ class Generator:
             codec_path = folder / "codec"
         else:
             recorded = str(run_cfg.get("codec") or "")
-            codec_path = _resolve_codec_path(recorded, folder, run_dir) if recorded else None
+            codec_path = resolve_codec_path(recorded, folder, run_dir) if recorded else None
             if codec_path is None:
                 raise UserError(
                     f"{path}: cannot find the codec this LM was trained with (config says codec={recorded!r}); "

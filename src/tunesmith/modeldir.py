@@ -62,13 +62,13 @@ def export_tunesmith(source: str | Path, out: str | Path, *, which: str = "best"
 def _copy_lm_companions(config: dict, folder: Path, out: Path) -> None:
     """An LM needs its codec (and a T5 text encoder when it uses one): put them inside the export
     as ``codec/`` and ``t5/``, where the generator looks first, so the directory stands on its own."""
-    from tunesmith.generate import _resolve_codec_path
+    from tunesmith.generate import resolve_codec_path
 
     if (folder / "codec").is_dir():
         shutil.copytree(folder / "codec", out / "codec")
     elif config.get("codec"):
         run_dir = folder.parent.parent if folder.parent.name == "checkpoints" else None
-        codec = _resolve_codec_path(str(config["codec"]), folder, run_dir)
+        codec = resolve_codec_path(str(config["codec"]), folder, run_dir)
         if codec is None:
             log.warning(
                 "export: the LM's codec %r was not found; the export will need --codec to generate", config["codec"]
