@@ -110,7 +110,7 @@ def child_train_step(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(args.threads)
-    from tunesmith.train_cli import build_solver
+    from tunesmith.tasks import build_solver
 
     data = prepared_synthetic(WORK / "data32k", 32000, 4, 2.0)
     overrides = [
@@ -248,8 +248,8 @@ def token_cache_throughput(args: argparse.Namespace, quick: bool) -> dict[str, A
     """`tunesmith encode` (fresh cache) of a prepared 32 kHz dataset with an encodec-32khz-shaped codec."""
     import torch
 
+    from tunesmith.artifacts.checkpoint import save_checkpoint
     from tunesmith.config import resolve
-    from tunesmith.engine.checkpoint import save_checkpoint
     from tunesmith.models.codec import CodecModel
     from tunesmith.tasks.codec import CodecConfig
 
@@ -351,7 +351,7 @@ def section_quality(args: argparse.Namespace, quick: bool) -> dict[str, Any]:
 
     from tunesmith.audio.io import load_audio
     from tunesmith.audio.metrics import mel_distance, si_snr
-    from tunesmith.checks.codec import check_codec, select_clips
+    from tunesmith.eval.codec import check_codec, select_clips
     from tunesmith.models.codec import load_codec
 
     torch.set_num_threads(args.threads)
@@ -383,7 +383,7 @@ def section_quality(args: argparse.Namespace, quick: bool) -> dict[str, Any]:
     sets: dict[str, list] = {"synthetic (held out)": select_clips(data, 4 if quick else 20, 16000, 1, "valid", 4.0)}
     music = [] if args.no_music else fetch_music(WORK / "music")
     if music:
-        from tunesmith.checks.codec import Clip
+        from tunesmith.eval.codec import Clip
 
         clips = []
         per_file = 2 if quick else 4

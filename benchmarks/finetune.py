@@ -189,7 +189,7 @@ def ts_step_fn(dirs: dict, mode: str, batch: int, frames: int, checkpointing: bo
     import torch
 
     from tunesmith.models.hf.finetune import FinetuneConfig, open_init_source, prepare_model
-    from tunesmith.models.hf.lora import LoraSettings
+    from tunesmith.models.lm.lora import LoraSettings
     from tunesmith.models.lm.model import LMModel
 
     source = open_init_source(dirs["ts"], WORK)

@@ -196,7 +196,7 @@ def bench_train(shape: dict, batch: int, frames: int, warmup: int, repeats: int,
 
 
 def bench_generate(shape: dict, frames: int, warmup: int, repeats: int, audiocraft: bool, cfg: float = 3.0) -> dict:
-    from tunesmith.generate import generate_codes
+    from tunesmith.models.lm.generation import generate_codes
 
     dim, layers, heads = shape["dim"], shape["layers"], shape["heads"]
     torch.manual_seed(0)

@@ -187,7 +187,7 @@ def bench_engine(quick: bool) -> dict:
     """Tokens/s of the whole `tunesmith train midi` loop at the tiny shape on synthetic data."""
     from tunesmith.data.midi_prepare import prepare_midi
     from tunesmith.models.midi.synthetic import make_fake_maestro
-    from tunesmith.train_cli import build_solver
+    from tunesmith.tasks import build_solver
 
     dim, layers, heads, context, batch, _, steps = (SHAPES_QUICK if quick else SHAPES_FULL)["tiny"]
     with tempfile.TemporaryDirectory() as tmp:

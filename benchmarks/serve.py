@@ -43,8 +43,8 @@ def build_model(root: Path) -> Path:
     """A random-weight LM of the tiny preset on a random tiny codec, saved as checkpoints; returns the LM."""
     import torch
 
+    from tunesmith.artifacts import checkpoint as ckpt
     from tunesmith.config import resolve, to_dict
-    from tunesmith.engine import checkpoint as ckpt
     from tunesmith.models.codec import build_codec_model
     from tunesmith.models.lm import LMModel, build_vocabularies
     from tunesmith.tasks import solver_class
@@ -151,8 +151,9 @@ def load_run(url: str, clients: int, per_client: int, duration: float) -> dict:
 
 def reference(model: Path, requests: int, duration: float) -> dict:
     """The same kind of requests generated one at a time in-process (no server, no batching)."""
-    from tunesmith.generate import Generator
-    from tunesmith.serve import Limits, generation_thread, model_defaults
+    from tunesmith.inference.lm import Generator
+    from tunesmith.serve.app import model_defaults
+    from tunesmith.serve.queue import Limits, generation_thread
 
     def one_by_one() -> float:
         generator = Generator.from_path(model)
@@ -164,7 +165,7 @@ def reference(model: Path, requests: int, duration: float) -> dict:
             generator.generate([{"prompt": PROMPTS[i % len(PROMPTS)], "duration": duration, "seed": i, **settings}])
         return time.perf_counter() - start
 
-    # loaded and run on one worker thread, as the server does (see tunesmith.serve.generation_thread)
+    # loaded and run on one worker thread, as the server does (see tunesmith.serve.queue.generation_thread)
     with generation_thread() as pool:
         wall = pool.submit(one_by_one).result()
     return {

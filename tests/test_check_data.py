@@ -9,8 +9,8 @@ import pytest
 import soundfile as sf
 
 from fixtures_audio import write_tone
-from tunesmith.checks.data import check_dataset, count_tokens, validate_conditioning
 from tunesmith.cli import main
+from tunesmith.data.checks import check_dataset, count_tokens, validate_conditioning
 from tunesmith.data.manifest import read_manifest, resolve_path
 from tunesmith.data.prepare import prepare_dataset
 from tunesmith.errors import UserError

@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 from tunesmith.cli import main
-from tunesmith.modeldir import export_tunesmith, verify_model_dir
-from tunesmith.train_cli import build_solver
+from tunesmith.models.export import export_tunesmith, verify_model_dir
+from tunesmith.tasks import build_solver
 
 ENV = {**os.environ, "TUNESMITH_NO_PROGRESS": "1"}
 

@@ -138,7 +138,7 @@ def test_protocol_and_fingerprint_changes_with_weights_and_bandwidth() -> None:
 
 
 def _write_checkpoint(folder, model: CodecModel, meta_task: str = "codec") -> None:
-    from tunesmith.engine.checkpoint import save_checkpoint
+    from tunesmith.artifacts.checkpoint import save_checkpoint
 
     config = {"meta": {"task": meta_task}, "config": {"model": model.config_dict()}}
     save_checkpoint(folder, weights={"model": model.state_dict()}, state={"step": 1, "epoch": 1}, config=config)

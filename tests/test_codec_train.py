@@ -69,7 +69,7 @@ def dataset(tmp_path_factory) -> Path:
 
 
 def _solver(dataset: Path, runs: Path, extra: list[str] = ()):
-    from tunesmith.train_cli import build_solver
+    from tunesmith.tasks import build_solver
 
     return build_solver("codec", "tiny", [f"data={dataset}", *SMALL, *extra], runs_dir=runs)
 
@@ -124,7 +124,7 @@ def test_shared_discriminator_pass_gives_the_reference_gradients(dataset: Path, 
 
 def test_tiny_codec_overfits_a_few_clips(dataset: Path, tmp_path: Path) -> None:
     """Random init vs 120 updates on the same clips: SI-SNR must rise clearly."""
-    from tunesmith.checks.codec import check_codec, select_clips
+    from tunesmith.eval.codec import check_codec, select_clips
     from tunesmith.models.codec import CodecModel
 
     solver = _solver(
@@ -190,7 +190,7 @@ def test_cli_train_resume_check_encode(dataset: Path, tmp_path: Path, capsys) ->
         assert (out / clip["original"]).is_file() and (out / clip["reconstructed"]).is_file()
     assert (out / "report.md").is_file() and "codes used" in (out / "report.md").read_text()
     # codebook usage: the distinct codes of the same clips, encoded here directly
-    from tunesmith.checks.codec import select_clips
+    from tunesmith.eval.codec import select_clips
 
     codec = load_codec(run_dir)
     clips = select_clips(dataset, 2, codec.sample_rate, codec.channels)
@@ -204,7 +204,7 @@ def test_cli_train_resume_check_encode(dataset: Path, tmp_path: Path, capsys) ->
     assert evaluated and "code_ppl_q0" in evaluated[-1].get("metrics", evaluated[-1])
 
     # an exported model directory loads as the same codec (the check runs from it too)
-    from tunesmith.modeldir import export_tunesmith
+    from tunesmith.models.export import export_tunesmith
 
     exported = export_tunesmith(run_dir, tmp_path / "exported")
     wav = torch.randn(1, 1, 2000) * 0.1

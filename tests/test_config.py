@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from tunesmith.artifacts.runs import signature
 from tunesmith.config import ConfigError, parse_value, resolve
 from tunesmith.tasks.toy import ToyConfig
-from tunesmith.xp import signature
 
 
 def r(*overrides: str):

@@ -8,10 +8,10 @@ import logging
 import pytest
 
 from test_lm_fixtures import FakeTokenShards, make_codec_dir, one_thread, synthetic_clips  # noqa: F401
-from tunesmith.curriculum import Stage, current_stage, format_plan, parse_stages, plan, run_curriculum
-from tunesmith.engine import checkpoint as ckpt
+from tunesmith.artifacts import checkpoint as ckpt
 from tunesmith.errors import UserError
 from tunesmith.tasks import lm as lm_task
+from tunesmith.tasks.curriculum import Stage, current_stage, format_plan, parse_stages, plan, run_curriculum
 
 STAGES = [Stage("short", 0.03, 4, 1), Stage("long", 0.06, 2, 1)]
 
@@ -52,7 +52,7 @@ def setup(tmp_path, monkeypatch):
 
 def test_plan_chain_and_auto(setup, capsys, caplog):
     caplog.set_level(logging.INFO)
-    from tunesmith.curriculum import add_parser, run
+    from tunesmith.commands.curriculum import add_parser, run
 
     overrides, runs = setup["overrides"], setup["runs"]
     planned = plan("lm", "tiny", overrides, STAGES, runs)

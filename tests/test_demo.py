@@ -32,9 +32,9 @@ def _console():
 @pytest.mark.parametrize("budget", [FULL, QUICK], ids=["full", "quick"])
 def test_budgets_resolve_to_valid_configs_and_run_folders(tmp_path, budget):
     """Every override the demo passes is a real config key; the run folder it predicts is train's."""
+    from tunesmith.artifacts.runs import signature
     from tunesmith.config import resolve
     from tunesmith.tasks import solver_class
-    from tunesmith.xp import signature
 
     demo = Demo(tmp_path / "out", budget, "cpu", _console())
     codec_run = demo._run_dir("codec", demo.codec_overrides())

@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from tunesmith.artifacts import checkpoint as ckpt
 from tunesmith.config import ConfigError
-from tunesmith.engine import checkpoint as ckpt
 from tunesmith.engine.ema import EMA
 from tunesmith.engine.precision import SafeScaler
 from tunesmith.engine.sampler import TrainStream, valid_batches
 from tunesmith.engine.schedule import lr_at
 from tunesmith.errors import UserError
-from tunesmith.train_cli import build_solver
+from tunesmith.tasks import build_solver
 
 ENV = {**os.environ, "TUNESMITH_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
 

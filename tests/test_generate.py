@@ -16,7 +16,8 @@ import torch
 
 from test_lm_fixtures import CODEC_RATE, make_codec_dir, make_lm_dir, one_thread  # noqa: F401
 from tunesmith.errors import UserError
-from tunesmith.generate import Generator, generate_codes, parse_item
+from tunesmith.inference.lm import Generator, parse_item
+from tunesmith.models.lm.generation import generate_codes
 
 
 @pytest.fixture(scope="module")
@@ -200,17 +201,17 @@ def test_cli_killed_and_rerun_continues_without_redoing(tmp_path, model_dir):
     wavs = sorted(p.name for p in (tmp_path / "out").glob("*.wav"))
     assert wavs == sorted(r["file"] for r in records)
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]  # no temp files left
-    from tunesmith.generate_cli import read_done
+    from tunesmith.inference.results import read_done
 
     assert read_done(tmp_path / "out", ".wav") == set(ids)
 
 
 def test_exported_model_dir_loads(tmp_path, model_dir, generator):
-    from tunesmith.modeldir import export_tunesmith
+    from tunesmith.models.export import export_tunesmith
 
     exported = export_tunesmith(model_dir, tmp_path / "export")
     assert (exported / "codec" / "model.safetensors").is_file()  # the export carries its codec
-    from tunesmith.modeldir import verify_model_dir
+    from tunesmith.models.export import verify_model_dir
 
     assert verify_model_dir(exported) == [] and verify_model_dir(exported / "codec") == []
     codec_weights = exported / "codec" / "model.safetensors"

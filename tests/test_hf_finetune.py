@@ -15,9 +15,9 @@ import torch
 from test_hf_fixtures import CARD, NUM_CODEBOOKS, load_hf, make_musicgen_dir
 from tunesmith.cli import main
 from tunesmith.errors import UserError
-from tunesmith.generate import Generator
+from tunesmith.inference.lm import Generator
 from tunesmith.models.hf.finetune import FinetuneConfig, enable_gradient_checkpointing, open_init_source, prepare_model
-from tunesmith.models.hf.lora import (
+from tunesmith.models.lm.lora import (
     SCALING,
     LoraSettings,
     apply_adapter_to_base,
@@ -253,7 +253,7 @@ def test_export_command_and_a_moved_import(imported, tmp_path):
     config = json.loads((moved / "config.json").read_text())
     config["config"]["model"]["conditioner"]["t5_path"] = str(tmp_path / "gone")
     (moved / "config.json").write_text(json.dumps(config))
-    from tunesmith.engine.checkpoint import write_manifest
+    from tunesmith.artifacts.checkpoint import write_manifest
 
     write_manifest(moved)
     assert main(["export", str(moved), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0

@@ -16,9 +16,9 @@ import torch
 
 from test_hf_fixtures import BANDWIDTHS, CARD, FRAME_RATE, NUM_CODEBOOKS, SAMPLE_RATE, load_hf, make_musicgen_dir
 from tunesmith.errors import UserError
-from tunesmith.generate import Generator, generate_codes
-from tunesmith.modeldir import verify_model_dir
+from tunesmith.inference.lm import Generator
 from tunesmith.models.codec import load_codec
+from tunesmith.models.export import verify_model_dir
 from tunesmith.models.hf.encodec import HFEncodecCodec
 from tunesmith.models.hf.export import export_hf
 from tunesmith.models.hf.finetune import verify_imported_dir
@@ -32,6 +32,7 @@ from tunesmith.models.hf.inputs import (
     tokenize_texts,
 )
 from tunesmith.models.hf.verify import verify_hf_dir
+from tunesmith.models.lm.generation import generate_codes
 
 TEXTS = ["a calm piano melody", "fast electronic beat with bass"]
 LOGIT_ATOL = 1e-4
@@ -264,7 +265,7 @@ def test_export_refuses_a_codec_transformers_cannot_load(imported, tmp_path):
     config = json.loads((folder / "config.json").read_text())
     config["config"].update(codec=str(make_codec_dir(tmp_path)), codec_bandwidth=0.0)
     (folder / "config.json").write_text(json.dumps(config))
-    from tunesmith.engine.checkpoint import write_manifest
+    from tunesmith.artifacts.checkpoint import write_manifest
 
     write_manifest(folder)
     with pytest.raises(UserError, match="needs a transformers EnCodec"):
@@ -413,7 +414,7 @@ def test_sharded_weights_and_legacy_weight_norm_names_load(hf_dir, tmp_path):
     from safetensors.torch import load_file, save_file
     from transformers import MusicgenForConditionalGeneration
 
-    from tunesmith.engine.checkpoint import load_tensors
+    from tunesmith.artifacts.checkpoint import load_tensors
 
     sharded = tmp_path / "sharded"
     MusicgenForConditionalGeneration.from_pretrained(str(hf_dir)).save_pretrained(sharded, max_shard_size="100KB")

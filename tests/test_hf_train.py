@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from test_hf_fixtures import CARD, NUM_CODEBOOKS, load_hf, make_musicgen_dir
+from tunesmith.artifacts import checkpoint as ckpt
 from tunesmith.cli import main
 from tunesmith.data.prepare import prepare_dataset
-from tunesmith.engine import checkpoint as ckpt
-from tunesmith.generate import Generator
+from tunesmith.inference.lm import Generator
 
 COMMON = [
     "dataset.batch_size=2",

@@ -11,7 +11,7 @@ import pytest
 
 from test_lm_fixtures import make_codec_dir, one_thread  # noqa: F401
 from tunesmith.data.prepare import prepare_dataset
-from tunesmith.train_cli import build_solver
+from tunesmith.tasks import build_solver
 
 SMALL = [
     "model.transformer.dim=32",

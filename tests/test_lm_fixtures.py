@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from tunesmith.artifacts import checkpoint as ckpt
 from tunesmith.config import to_dict
-from tunesmith.engine import checkpoint as ckpt
 from tunesmith.models.codec import CodecModelConfig, build_codec_model
 from tunesmith.models.lm import ConditionerConfig, LMConfig, LMModel, build_vocabularies
 from tunesmith.models.transformer import TransformerConfig

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from test_lm_fixtures import one_thread  # noqa: F401
-from tunesmith.generate import generate_codes
 from tunesmith.models.lm import ConditionerConfig, LMConfig, LMModel, build_lm, build_vocabularies, drop_conditions
+from tunesmith.models.lm.generation import generate_codes
 from tunesmith.models.transformer import TransformerConfig
 
 CONDS = [

@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from test_lm_fixtures import DESCRIPTIONS, FakeTokenShards, make_codec_dir, one_thread, synthetic_clips  # noqa: F401
-from tunesmith.engine import checkpoint as ckpt
+from tunesmith.artifacts import checkpoint as ckpt
 from tunesmith.errors import UserError
 from tunesmith.models.lm import ConditionerConfig, LMConfig, build_lm
 from tunesmith.models.transformer import TransformerConfig
+from tunesmith.tasks import build_solver
 from tunesmith.tasks import lm as lm_task
 from tunesmith.tasks.lm import LMSolver, TokenCrops, collate_crops
-from tunesmith.train_cli import build_solver
 
 OVERRIDES = [
     "model.transformer.dim=48",

@@ -102,7 +102,7 @@ def test_l1_mse_mel_distance() -> None:
 def test_codebook_usage_of_known_counts():
     import numpy as np
 
-    from tunesmith.checks.codec import CheckReport, codebook_usage
+    from tunesmith.eval.codec import CheckReport, codebook_usage
 
     counts = np.array([[5, 5, 5, 5], [20, 0, 0, 0], [0, 0, 0, 0], [9, 1, 0, 0]])
     uniform, single, empty, skewed = codebook_usage(counts)

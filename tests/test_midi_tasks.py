@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tunesmith.data.datasets.midi import PianoTaskRecords, TokenWindows, collate, token_stream
 from tunesmith.data.midi_prepare import MidiNotesStore, prepare_midi
-from tunesmith.models.midi.datasets import PianoTaskRecords, TokenWindows, collate, token_stream
-from tunesmith.models.midi.generate import SamplingConfig, complete_notes, fill_velocities, generate_tokens
+from tunesmith.models.midi.generation import SamplingConfig, complete_notes, fill_velocities, generate_tokens
 from tunesmith.models.midi.gpt import MidiGPT, MidiGPTConfig
 from tunesmith.models.midi.synthetic import make_fake_maestro, synth_piece
 from tunesmith.models.midi.tasks import (

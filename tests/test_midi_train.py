@@ -11,17 +11,17 @@ import numpy as np
 import pytest
 import torch
 
+from tunesmith.artifacts import checkpoint as ckpt
 from tunesmith.cli import main
 from tunesmith.data.midi_prepare import prepare_midi
-from tunesmith.engine import checkpoint as ckpt
 from tunesmith.engine.solver import Solver
 from tunesmith.errors import UserError
-from tunesmith.modeldir import export_tunesmith
+from tunesmith.models.export import export_tunesmith
 from tunesmith.models.midi.loading import load_midi_model
 from tunesmith.models.midi.notes import read_midi, write_midi
 from tunesmith.models.midi.render import find_renderer
 from tunesmith.models.midi.synthetic import make_fake_maestro, synth_piece
-from tunesmith.train_cli import build_solver
+from tunesmith.tasks import build_solver
 
 SMALL = [
     "model.dim=32",

@@ -7,7 +7,7 @@ import torch
 
 from test_lm_fixtures import one_thread  # noqa: F401
 from tunesmith.models.lm.patterns import Pattern
-from tunesmith.sampling import check_sampling, filter_logits, sample_next
+from tunesmith.models.sampling import check_sampling, filter_logits, sample_next
 
 
 @pytest.mark.parametrize("kind", ["delay", "parallel"])

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from test_lm_fixtures import make_codec_dir, make_lm_dir
-from tunesmith.engine import checkpoint as ckpt
+from tunesmith.artifacts import checkpoint as ckpt
 from tunesmith.errors import UserError
 from tunesmith.review import (
     Chart,
@@ -150,7 +150,7 @@ def _parse(index: Path) -> _PageParser:
 
 
 def test_lm_review_generates_each_sample_once_and_resumes(lm_run):
-    from tunesmith.generate import Generator
+    from tunesmith.inference.lm import Generator
 
     result = review_run(lm_run)
     assert result.task == "lm" and result.checkpoints == ["epoch_0001", "epoch_0002", "best", "last"]

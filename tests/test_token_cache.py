@@ -24,7 +24,7 @@ CODEC = {"sample_rate": 8000, "dimension": 8, "n_filters": 4, "ratios": [4, 2], 
 
 
 def _save_codec(folder: Path, seed: int = 0, **overrides) -> Path:
-    from tunesmith.engine.checkpoint import save_checkpoint
+    from tunesmith.artifacts.checkpoint import save_checkpoint
 
     torch.manual_seed(seed)
     model = build_codec_model({**CODEC, **overrides})

@@ -12,20 +12,20 @@ from tunesmith import __version__
 
 # subcommand module → each defines add_parser(subparsers) and a run(args) set as func.
 COMMAND_MODULES: tuple[str, ...] = (
-    "tunesmith.doctor",
-    "tunesmith.data.prepare_cli",
-    "tunesmith.checks.cli",
-    "tunesmith.train_cli",
-    "tunesmith.curriculum",
-    "tunesmith.data.encode_cli",
-    "tunesmith.xp_cli",
-    "tunesmith.generate_cli",
-    "tunesmith.review",
-    "tunesmith.serve",
-    "tunesmith.models.hf.cli",
-    "tunesmith.modeldir_cli",
-    "tunesmith.data.midi_prepare_cli",
-    "tunesmith.midi_generate_cli",
+    "tunesmith.commands.doctor",
+    "tunesmith.commands.prepare",
+    "tunesmith.commands.check",
+    "tunesmith.commands.train",
+    "tunesmith.commands.curriculum",
+    "tunesmith.commands.encode",
+    "tunesmith.commands.runs",
+    "tunesmith.commands.generate",
+    "tunesmith.commands.review",
+    "tunesmith.commands.serve",
+    "tunesmith.commands.import_hf",
+    "tunesmith.commands.export",
+    "tunesmith.commands.prepare_midi",
+    "tunesmith.commands.generate_midi",
 )
 
 

@@ -141,9 +141,9 @@ class Demo:
         self.console.print(f"[green]✓[/green] {title}: {seconds:.1f} s ({self.times[-1].cpu_seconds:.1f} CPU s)")
 
     def _run_dir(self, task: str, overrides: list[str]) -> Path:
+        from tunesmith.artifacts.runs import signature
         from tunesmith.config import resolve
         from tunesmith.tasks import solver_class
-        from tunesmith.xp import signature
 
         cls = solver_class(task)
         return self.runs / task / signature(resolve(task, cls.config_class, "tiny", overrides))
@@ -152,7 +152,7 @@ class Demo:
         return [] if self.device == "auto" else [f"train.device={self.device}"]
 
     def _inference_device(self) -> str:
-        from tunesmith.engine.distributed import pick_device
+        from tunesmith.runtime import pick_device
 
         return str(pick_device()) if self.device == "auto" else self.device
 
@@ -307,7 +307,7 @@ def health_notes(summary: dict[str, Any]) -> list[str]:
         )
     codes = summary.get("codec_codes")
     if codes and codes["bins"]:
-        from tunesmith.checks.codec import COLLAPSE_SHARE
+        from tunesmith.eval.codec import COLLAPSE_SHARE
 
         collapsed = [k for k, ppl in enumerate(codes["perplexity"]) if ppl < COLLAPSE_SHARE * codes["bins"]]
         if collapsed:

@@ -324,7 +324,7 @@ def prepare_midi(
 
 
 def _parse_all(files: list[SourceFile], parts: Path, sustain: str, progress: bool) -> list[Notes | str]:
-    from tunesmith.engine.tracking import EpochProgress, progress_enabled
+    from tunesmith.runtime import EpochProgress, progress_enabled
 
     bar = EpochProgress(
         "reading MIDI", len(files), enabled=progress_enabled(progress), log_every=max(len(files) // 10, 1)

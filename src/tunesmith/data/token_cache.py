@@ -315,7 +315,7 @@ class _Progress:
     """A rich progress bar with audio seconds per second, or periodic log lines when disabled."""
 
     def __init__(self, title: str, total: int, enabled: bool):
-        from tunesmith.engine.tracking import progress_enabled
+        from tunesmith.runtime import progress_enabled
 
         self.title, self.total = title, total
         self.enabled = progress_enabled(enabled) and total > 0

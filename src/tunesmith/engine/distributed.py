@@ -44,18 +44,6 @@ def init_distributed(device: torch.device) -> DistInfo:
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank)
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    """``auto`` → this rank's CUDA device when there is one, else CPU."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        return torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return device
-
-
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """Sum over ranks, in place; returns the tensor (a no-op when not distributed)."""
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:

@@ -25,17 +25,18 @@ import torch.distributed as torch_dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from tunesmith.artifacts import checkpoint as ckpt
+from tunesmith.artifacts.runs import Run, Stopwatch
 from tunesmith.config import Resolved
-from tunesmith.engine import checkpoint as ckpt
-from tunesmith.engine.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, pick_device
+from tunesmith.engine.distributed import DistInfo, all_reduce_sum, barrier, init_distributed
 from tunesmith.engine.ema import EMA
 from tunesmith.engine.precision import SafeScaler, autocast, input_dtype, move_batch, resolve_precision
 from tunesmith.engine.sampler import MicroBatchSampler, TrainStream, valid_batches
 from tunesmith.engine.schedule import lr_at
 from tunesmith.engine.stability import StabilityGuard, TrainingAborted
-from tunesmith.engine.tracking import EpochProgress, Tracker, device_peak_flops, format_metrics, progress_enabled
+from tunesmith.engine.tracking import Tracker, device_peak_flops
 from tunesmith.errors import UserError
-from tunesmith.xp import Run, Stopwatch
+from tunesmith.runtime import EpochProgress, format_metrics, pick_device, progress_enabled
 
 log = logging.getLogger("tunesmith.train")
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -34,22 +32,6 @@ def device_peak_flops(device_name: str) -> float | None:
         if key in device_name:
             return flops
     return None
-
-
-def progress_enabled(wanted: bool) -> bool:
-    return wanted and sys.stderr.isatty() and not os.environ.get("TUNESMITH_NO_PROGRESS")
-
-
-def format_metrics(metrics: dict[str, Any], keys: tuple[str, ...] | None = None) -> str:
-    parts = []
-    for key, value in metrics.items():
-        if keys and key not in keys:
-            continue
-        if isinstance(value, float):
-            parts.append(f"{key}={value:.4g}")
-        elif isinstance(value, int):
-            parts.append(f"{key}={value}")
-    return " ".join(parts)
 
 
 class Tracker:
@@ -139,39 +121,3 @@ def _plain(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     return value
-
-
-class EpochProgress:
-    """A rich progress bar for one epoch (or plain log lines when there is no terminal)."""
-
-    def __init__(self, description: str, total: int, *, enabled: bool, log_every: int):
-        self.total = total
-        self.log_every = max(1, log_every)
-        self.description = description
-        self.bar = None
-        self.count = 0
-        if enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeRemainingColumn(),
-                TextColumn("{task.fields[metrics]}"),
-                transient=False,
-            )
-            self.task = self.bar.add_task(description, total=total, metrics="")
-            self.bar.start()
-
-    def update(self, metrics: dict[str, Any]) -> None:
-        self.count += 1
-        text = format_metrics(metrics)
-        if self.bar is not None:
-            self.bar.update(self.task, advance=1, metrics=text)
-        elif self.count % self.log_every == 0 or self.count == self.total:
-            log.info("%s %d/%d %s", self.description, self.count, self.total, text)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()

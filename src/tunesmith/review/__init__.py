@@ -16,8 +16,7 @@ and the numbered checkpoint it was copied from) share files instead of generatin
 Modules: ``images`` (mel spectrogram → PNG), ``charts`` (history.jsonl → SVG), ``checkpoints`` (listing,
 selecting, per-checkpoint sample folders), ``run_config`` (a run's task and config), ``grid`` (the sample
 grid), ``lm_samples`` and ``codec_samples`` (what each kind of run is reviewed on), ``page`` (the HTML),
-``runner`` (``review_run``) and ``cli`` (the subcommand; ``add_parser``/``run`` are re-exported here for
-the command registry).
+and ``runner`` (``review_run``). The subcommand is ``tunesmith.commands.review``.
 """
 
 from __future__ import annotations
@@ -41,7 +40,6 @@ from tunesmith.review.checkpoints import (
     prepare_output,
     select_checkpoints,
 )
-from tunesmith.review.cli import add_parser, run
 from tunesmith.review.codec_samples import codec_clips, codec_grid, reconstruct_codec_samples
 from tunesmith.review.grid import Cell, Grid
 from tunesmith.review.images import MEL_SUFFIX, colorize, ensure_mel_png, mel_image, png_bytes, write_mel_png
@@ -74,7 +72,6 @@ __all__ = [
     "ReviewResult",
     "ReviewStats",
     "Series",
-    "add_parser",
     "codec_clips",
     "codec_grid",
     "colorize",
@@ -95,7 +92,6 @@ __all__ = [
     "resolve_relative",
     "review_prompts",
     "review_run",
-    "run",
     "run_task",
     "select_checkpoints",
     "svg_chart",

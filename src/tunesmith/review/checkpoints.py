@@ -42,7 +42,7 @@ _NUMBERED = re.compile(r"^epoch_(\d+)$")
 
 
 def _checkpoint_ref(folder: Path) -> CheckpointRef | None:
-    from tunesmith.engine.checkpoint import MANIFEST, sha256_file
+    from tunesmith.artifacts.checkpoint import MANIFEST, sha256_file
 
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
@@ -67,7 +67,7 @@ def _checkpoint_ref(folder: Path) -> CheckpointRef | None:
 
 def list_checkpoints(run_dir: Path) -> list[CheckpointRef]:
     """A run's checkpoints: numbered ones by epoch, then ``best``, then ``last`` (others after the numbered)."""
-    from tunesmith.engine.checkpoint import MANIFEST
+    from tunesmith.artifacts.checkpoint import MANIFEST
 
     folder = Path(run_dir) / "checkpoints"
     if not folder.is_dir():

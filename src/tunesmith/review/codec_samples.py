@@ -27,7 +27,7 @@ log = logging.getLogger("tunesmith.review")
 
 def codec_clips(config: dict, run_dir: Path, data: Path | None, num_clips: int | None) -> list[Any]:
     """The fixed valid clips a codec run is reviewed on (``check`` section of its config)."""
-    from tunesmith.checks.codec import select_clips
+    from tunesmith.eval.codec import select_clips
 
     model = config_section(config, "model")
     check = config_section(config, "check")
@@ -60,7 +60,7 @@ def reconstruct_codec_samples(
     stats: ReviewStats,
 ) -> None:
     """Original/reconstruction pairs and ``report.json`` (with SI-SNR) for every checkpoint, skipping what exists."""
-    from tunesmith.checks.codec import check_codec
+    from tunesmith.eval.codec import check_codec
     from tunesmith.models.codec import load_codec
 
     base = run_dir / "samples" / REVIEW_DIR

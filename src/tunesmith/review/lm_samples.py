@@ -79,7 +79,7 @@ def review_prompts(
     the run's defaults the first time; later reviews reuse it, so every checkpoint hears the same prompts.
     """
     from tunesmith.audio.io import write_atomic_text
-    from tunesmith.generate_cli import read_prompts
+    from tunesmith.inference.prompts import read_prompts
 
     stored = run_dir / "samples" / REVIEW_DIR / PROMPTS_FILE
     if prompts_file is not None:
@@ -117,7 +117,7 @@ def generate_lm_samples(
 ) -> None:
     """Every job's wav (and spectrogram) for every checkpoint in ``refs``, skipping what exists."""
     from tunesmith.audio.io import save_audio
-    from tunesmith.generate import Generator
+    from tunesmith.inference.lm import Generator
 
     base = run_dir / "samples" / REVIEW_DIR
     for ref in refs:

@@ -26,7 +26,7 @@ def _kv_table(rows: list[tuple[str, str]]) -> str:
 def render_page(run_dir: Path, task: str, grid: Grid, charts: list[Chart]) -> str:
     """The review page (HTML text) for ``run_dir``: summary, config delta, curves, sample grid."""
     from tunesmith import __version__
-    from tunesmith.xp import RUN_FILE, STATUS_FILE, read_json
+    from tunesmith.artifacts.runs import RUN_FILE, STATUS_FILE, read_json
 
     meta = read_json(run_dir / RUN_FILE) or {}
     status = read_json(run_dir / STATUS_FILE) or {}

@@ -14,7 +14,7 @@ from tunesmith.review.checkpoints import list_checkpoints
 
 def run_task(run_dir: Path) -> tuple[str, dict]:
     """(task, resolved config) of a run folder, from run.json or a checkpoint's config.json."""
-    from tunesmith.xp import RUN_FILE, read_json
+    from tunesmith.artifacts.runs import RUN_FILE, read_json
 
     meta = read_json(run_dir / RUN_FILE)
     if meta and isinstance(meta.get("config"), dict):

@@ -25,3 +25,21 @@ def solver_class(task: str):
             raise UserError(f"task {task!r} is not available in this build") from None
         raise
     return getattr(module, class_name)
+
+
+def build_solver(task: str, preset: str, overrides: list[str], *, runs_dir=None, fresh=False, force=False):
+    """Resolve the config, open (or reopen) the run folder and build the task's solver."""
+    import os
+
+    from tunesmith.artifacts.runs import open_run
+    from tunesmith.config import resolve
+
+    cls = solver_class(task)
+    resolved = resolve(task, cls.config_class, preset, overrides)
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    if fresh and not is_main:
+        import time
+
+        time.sleep(1.0)  # let rank 0 delete first
+    run = open_run(resolved, runs_dir, fresh=fresh and is_main, force=force, is_main=is_main)
+    return cls(resolved, run)

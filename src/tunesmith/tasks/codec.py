@@ -442,7 +442,7 @@ class CodecSolver(Solver):
     # ------------------------------------------------------------------ evaluate / generate
     def _check_clips(self):
         if not hasattr(self, "_clips"):
-            from tunesmith.checks.codec import select_clips
+            from tunesmith.eval.codec import select_clips
 
             mc, cc = self.cfg.model, self.cfg.check
             self._clips = select_clips(
@@ -453,7 +453,7 @@ class CodecSolver(Solver):
     def evaluate(self, model: nn.Module, epoch: int) -> dict[str, float]:
         """The codec check on fixed valid segments: mean SI-SNR (dB), mel distance, L1, MSE, and each
         codebook's code perplexity (``code_ppl_qK``: bins when codes are used evenly, 1 when collapsed)."""
-        from tunesmith.checks.codec import check_codec
+        from tunesmith.eval.codec import check_codec
 
         if self.cfg.check.num_samples <= 0:
             return {}
@@ -463,7 +463,7 @@ class CodecSolver(Solver):
 
     def generate(self, model: nn.Module, epoch: int) -> None:
         """Original/reconstructed wav pairs and a report for the fixed valid segments in ``samples/epoch_NNNN``."""
-        from tunesmith.checks.codec import check_codec
+        from tunesmith.eval.codec import check_codec
 
         if self.cfg.check.num_samples <= 0:
             return

@@ -22,11 +22,11 @@ from torch.utils.data import Dataset
 
 from tunesmith.config import OptimConfig, TrainConfig
 from tunesmith.engine.solver import LossOutput, Solver
-from tunesmith.engine.tracking import progress_enabled
 from tunesmith.errors import UserError
 from tunesmith.models.hf.finetune import FinetuneConfig
 from tunesmith.models.lm.conditioners import ConditionerConfig, build_vocabularies, drop_conditions
 from tunesmith.models.lm.model import LMConfig, LMModel
+from tunesmith.runtime import progress_enabled
 
 log = logging.getLogger("tunesmith.lm")
 
@@ -212,7 +212,7 @@ class LMSolver(Solver):
 
             return vocabularies_from_state(self.init_source.state, cond, "conditioner.")
         if self.cfg.init_from:  # the source's vocabularies, so its embeddings stay aligned
-            from tunesmith.engine import checkpoint as ckpt
+            from tunesmith.artifacts import checkpoint as ckpt
             from tunesmith.models.lm.conditioners import vocabularies_from_state
 
             weights = ckpt.load_weights(ckpt.find_checkpoint(self.cfg.init_from), "model")
@@ -330,7 +330,7 @@ class LMSolver(Solver):
 
     def generate(self, model: nn.Module, epoch: int) -> None:
         from tunesmith.audio.io import save_audio, write_atomic_text
-        from tunesmith.generate import generate_codes
+        from tunesmith.models.lm.generation import generate_codes
 
         g = self.cfg.generate
         if g.num_samples <= 0:

@@ -126,7 +126,7 @@ class MidiSolver(Solver):
         return self._store
 
     def _dataset(self, piece_ids: list[int], *, train: bool) -> Dataset:
-        from tunesmith.models.midi.datasets import PianoTaskRecords, TokenWindows, token_stream
+        from tunesmith.data.datasets.midi import PianoTaskRecords, TokenWindows, token_stream
 
         if self.cfg.stage == "pretrain":
             stream = token_stream(self.store, piece_ids, self.tokenizer)
@@ -202,8 +202,8 @@ class MidiSolver(Solver):
 
     def _check_init_source(self, source: str) -> None:
         """The run we start from must have the same tokenizer and model shape."""
+        from tunesmith.artifacts import checkpoint as ckpt
         from tunesmith.config import diff
-        from tunesmith.engine import checkpoint as ckpt
 
         folder = ckpt.find_checkpoint(source, which="best")
         stored = ckpt.read_config(folder).get("config") or {}
@@ -225,7 +225,7 @@ class MidiSolver(Solver):
             )
 
     def collate(self, items: list) -> dict[str, torch.Tensor]:
-        from tunesmith.models.midi.datasets import collate
+        from tunesmith.data.datasets.midi import collate
 
         return collate(items, self.tokenizer.pad_id)
 
@@ -269,7 +269,7 @@ class MidiSolver(Solver):
         from tunesmith.engine.distributed import all_reduce_sum
         from tunesmith.engine.precision import input_dtype, move_batch
         from tunesmith.engine.sampler import valid_batches
-        from tunesmith.models.midi.generate import velocity_values
+        from tunesmith.models.midi.generation import velocity_values
 
         types = torch.from_numpy(self.tokenizer.token_types.astype(np.int64)).to(self.device)
         values = torch.from_numpy(velocity_values(self.tokenizer)).to(self.device).float()
@@ -336,7 +336,7 @@ class MidiSolver(Solver):
     @torch.no_grad()
     def generate(self, model: nn.Module, epoch: int) -> None:
         """A few samples under samples/epoch_N/: continuations (pretrain) or filled-in velocities."""
-        from tunesmith.models.midi.generate import SamplingConfig, complete_notes, continue_notes, fill_velocities
+        from tunesmith.models.midi.generation import SamplingConfig, complete_notes, continue_notes, fill_velocities
         from tunesmith.models.midi.notes import write_midi
         from tunesmith.models.midi.render import render_wav
         from tunesmith.models.midi.tasks import PARTITION_TASKS

@@ -97,7 +97,7 @@ def load_codec(path: str | Path, bandwidth: float | None = None, device: str | t
     ``bandwidth`` in kbps (None = all codebooks); UserError listing the supported ones for any other.
     EMA weights are used when the checkpoint has them.
     """
-    from tunesmith.engine import checkpoint as ckpt
+    from tunesmith.artifacts import checkpoint as ckpt
 
     path = Path(path)
     if not path.exists():
@@ -171,3 +171,13 @@ __all__ = [
     "model_type",
     "register_codec_loader",
 ]
+
+
+def resolve_codec_path(value: str, checkpoint: Path, run_dir: Path | None) -> Path | None:
+    """The codec an LM's config names (``value``), found as given, from the working directory, the
+    checkpoint folder, or the run folder and its parents; None when it is nowhere."""
+    path = Path(value).expanduser()
+    candidates = [path] if path.is_absolute() else [Path.cwd() / path, checkpoint / path]
+    if run_dir is not None and not path.is_absolute():
+        candidates += [run_dir / path, *(parent / path for parent in run_dir.parents)]
+    return next((c for c in candidates if c.exists()), None)

@@ -15,7 +15,7 @@ Modules (transformers and peft are imported inside the functions that need them)
 
 Importing :mod:`tunesmith.models.hf.encodec` registers the EnCodec codec loader, so that
 ``load_codec(DIR)`` accepts transformers ``encodec`` and ``musicgen`` directories. ``tunesmith --help``
-imports this package (for ``tunesmith.models.hf.cli``) without torch, and the codec loader imports it
+imports this package (for ``tunesmith.commands.import_hf``) without torch, and the codec loader imports it
 only the first time it meets such a directory — by then this package may already be imported, so
 importing it again runs nothing. The registration therefore happens when the codec loading module is
 imported: right away when it already is, else through a one-shot import hook.

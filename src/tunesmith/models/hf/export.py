@@ -25,8 +25,8 @@ from typing import Any
 
 from torch import Tensor
 
+from tunesmith.artifacts import checkpoint as ckpt
 from tunesmith.config import ConfigError, from_dict, merge_into, to_dict
-from tunesmith.engine import checkpoint as ckpt
 from tunesmith.errors import UserError
 from tunesmith.models.hf import convert
 from tunesmith.models.hf.encodec import HFEncodecCodec, feature_extractor_config
@@ -40,7 +40,7 @@ from tunesmith.models.hf.hfdir import (
     save_safetensors,
 )
 from tunesmith.models.hf.importer import resolve_t5_path
-from tunesmith.models.hf.lora import has_lora, merge_lora_state
+from tunesmith.models.lm.lora import has_lora, merge_lora_state
 from tunesmith.models.lm.model import LMConfig
 
 log = logging.getLogger(__name__)

@@ -28,12 +28,12 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from tunesmith.artifacts import checkpoint as ckpt
 from tunesmith.config import ConfigError, Resolved, from_dict, merge_into, to_dict
-from tunesmith.engine import checkpoint as ckpt
 from tunesmith.errors import UserError
 from tunesmith.models.hf import convert
 from tunesmith.models.hf.importer import CODEC_DIR, import_hf, is_imported_dir, resolve_t5_path
-from tunesmith.models.hf.lora import LoraSettings, apply_lora
+from tunesmith.models.lm.lora import LoraSettings, apply_lora
 from tunesmith.models.lm.model import LMConfig
 
 log = logging.getLogger(__name__)
@@ -204,7 +204,7 @@ def open_init_source(init_from: str, workdir: str | Path, cache: str | Path | No
     lm_cfg.conditioner.t5_path = resolve_t5_path(lm_cfg.conditioner.t5_path, folder)
     codec = str(run_cfg.get("codec") or CODEC_DIR)
     codec_path = Path(codec) if Path(codec).is_absolute() else folder / codec
-    from tunesmith.models.hf.lora import has_lora, merge_lora_state
+    from tunesmith.models.lm.lora import has_lora, merge_lora_state
 
     state = ckpt.load_weights(folder, "model")
     if has_lora(state):
@@ -285,7 +285,7 @@ def write_run_adapter(run_dir: Path, run_config: dict, finetune: FinetuneConfig,
     ``base`` names the model the adapters apply to (the imported MusicGen, or init_from); None when the
     run started from scratch, whose base weights live only in the run (merge the run folder instead).
     """
-    from tunesmith.models.hf.lora import write_adapter
+    from tunesmith.models.lm.lora import write_adapter
 
     checkpoints = Path(run_dir) / "checkpoints"
     folder = next((checkpoints / n for n in ("best", "last") if (checkpoints / n / ckpt.MANIFEST).is_file()), None)

@@ -23,7 +23,7 @@ import os
 import shutil
 from pathlib import Path
 
-from tunesmith.engine import checkpoint as ckpt
+from tunesmith.artifacts import checkpoint as ckpt
 from tunesmith.errors import UserError
 from tunesmith.models.hf import convert
 from tunesmith.models.hf.encodec import default_bandwidth, write_encodec_dir

@@ -15,12 +15,12 @@ from pathlib import Path
 
 from torch import Tensor
 
-from tunesmith.engine import checkpoint as ckpt
+from tunesmith.artifacts import checkpoint as ckpt
 from tunesmith.errors import UserError
 from tunesmith.models.hf import convert
 from tunesmith.models.hf.export import find_codec, lm_config_of, load_lm_checkpoint
 from tunesmith.models.hf.importer import CODEC_DIR, SOURCE_FORMAT, T5_DIR, resolve_t5_path, write_lm_config
-from tunesmith.models.hf.lora import ADAPTER_CONFIG, apply_adapter_to_base, has_lora, merge_lora_state, read_adapter
+from tunesmith.models.lm.lora import ADAPTER_CONFIG, apply_adapter_to_base, has_lora, merge_lora_state, read_adapter
 from tunesmith.models.lm.model import LMConfig
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ def _copy_codec(codec_path: Path, out: Path) -> None:
         write_encodec_dir(codec_path, out)
         ckpt.write_manifest(out)
     else:
-        from tunesmith.modeldir import export_tunesmith
+        from tunesmith.models.export import export_tunesmith
 
         export_tunesmith(codec_path, out)
 

@@ -174,7 +174,7 @@ def build_lm(cfg: LMConfig, state: dict[str, Tensor] | None = None, vocabs: dict
     Weights of a LoRA run (``finetune.mode=lora``) are merged into plain weights first.
     """
     if state is not None:
-        from tunesmith.models.hf.lora import has_lora, merge_lora_state
+        from tunesmith.models.lm.lora import has_lora, merge_lora_state
 
         if has_lora(state):
             state = merge_lora_state(state)

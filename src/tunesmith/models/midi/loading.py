@@ -30,8 +30,8 @@ class LoadedMidiModel:
 
 def resolve_checkpoint(ref: str | Path, which: str = "best") -> Path:
     """A checkpoint folder from a path (run, checkpoint, model dir) or a run reference (``midi/SIG``, SIG prefix)."""
-    from tunesmith.engine import checkpoint as ckpt
-    from tunesmith.xp import find_run
+    from tunesmith.artifacts import checkpoint as ckpt
+    from tunesmith.artifacts.runs import find_run
 
     path = Path(ref)
     if not path.exists():
@@ -40,7 +40,7 @@ def resolve_checkpoint(ref: str | Path, which: str = "best") -> Path:
 
 
 def load_midi_model(ref: str | Path, *, which: str = "best", device: str | torch.device = "cpu") -> LoadedMidiModel:
-    from tunesmith.engine import checkpoint as ckpt
+    from tunesmith.artifacts import checkpoint as ckpt
 
     folder = resolve_checkpoint(ref, which)
     stored = ckpt.read_config(folder)

@@ -1,0 +1,1 @@
+"""One module per `tunesmith` subcommand: parse arguments, call the library, print."""

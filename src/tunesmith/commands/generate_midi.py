@@ -1,0 +1,113 @@
+"""`tunesmith generate-midi RUN --prompt FILE.mid --tokens N`: continue a piece, or fill in velocities."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+TASKS = (
+    "velocity",
+    "velocity_denoise",
+    "loud_from_soft",
+    "soft_from_loud",
+    "high_from_low",
+    "low_from_high",
+)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "generate-midi",
+        help="continue a MIDI piece with a piano GPT, or fill in its velocities (--task velocity)",
+        description=(
+            "Load a MIDI GPT (run folder, run signature, checkpoint or exported model dir) and either "
+            "continue --prompt by --tokens tokens (no prompt: start from nothing), or run a piano task on it, "
+            "e.g. --task velocity predicts the velocity of every prompt note (a run fine-tuned with "
+            "stage=piano_task on that task). Writes a .mid; "
+            "--render also writes a .wav when fluidsynth and a GM soundfont are installed."
+        ),
+    )
+    p.add_argument("run", help="run folder, run signature (prefix), checkpoint folder or model dir")
+    p.add_argument("--prompt", type=Path, default=None, help="a .mid/.midi file to continue or to fill in")
+    p.add_argument("--tokens", type=int, default=512, help="new tokens to generate (continuation; default 512)")
+    p.add_argument(
+        "--task",
+        choices=("continue", *TASKS),
+        default="continue",
+        help="continue (default); velocity: predict every prompt note's velocity; velocity_denoise: correct them; "
+        "loud_from_soft, soft_from_loud, high_from_low, low_from_high: add the other half to the prompt's notes "
+        "(the run must be fine-tuned on that task)",
+    )
+    p.add_argument("--out", type=Path, default=None, help="output .mid (default: <prompt>_<task>.mid or sample.mid)")
+    p.add_argument("--which", default="best", help="checkpoint of a run: best (default) or last")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--prompt-seconds", type=float, default=0.0, help="use only the first N seconds of the prompt")
+    p.add_argument("--render", action="store_true", help="also render a .wav with fluidsynth (when installed)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    p.add_argument("--json", action="store_true", help="print a machine-readable summary")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from tunesmith.errors import UserError
+    from tunesmith.models.midi.generation import SamplingConfig, complete_notes, continue_notes, fill_velocities
+    from tunesmith.models.midi.loading import load_midi_model
+    from tunesmith.models.midi.notes import Notes, read_midi, write_midi
+    from tunesmith.models.midi.render import render_wav
+    from tunesmith.models.sampling import check_sampling
+
+    try:
+        check_sampling(args.temperature, args.top_k, args.top_p)
+    except ValueError as err:
+        raise UserError(f"--{str(err).split('=')[0].replace('_', '-')}: {err}") from None
+    if args.tokens < 1:
+        raise UserError(f"--tokens {args.tokens}: must be >= 1")
+    if args.task != "continue" and args.prompt is None:
+        raise UserError(f"--task {args.task} works on the notes of --prompt FILE.mid: pass --prompt")
+    if args.prompt is not None and not args.prompt.is_file():
+        raise UserError(f"--prompt {args.prompt}: no such file")
+    loaded = load_midi_model(args.run, which=args.which, device=torch.device(args.device))
+    prompt = read_midi(args.prompt) if args.prompt is not None else Notes.empty()
+    if args.prompt is not None and not len(prompt):
+        raise UserError(f"--prompt {args.prompt}: the file holds no notes")
+    if args.prompt_seconds > 0:
+        prompt = prompt.take(prompt.start < args.prompt_seconds)
+    sampling = SamplingConfig(args.temperature, args.top_k, args.top_p, args.seed)
+    malformed = 0
+    if args.task != "continue" and (loaded.stage != "piano_task" or args.task not in loaded.piano_task.tasks):
+        tasks = ", ".join(loaded.piano_task.tasks) if loaded.stage == "piano_task" else "none"
+        raise UserError(
+            f"{loaded.folder} was not fine-tuned on the {args.task} task (stage={loaded.stage}, tasks: {tasks}); "
+            f"train one with `tunesmith train midi velocity-tiny data=DIR init_from=RUN piano_task.tasks=[{args.task}]`"
+        )
+    if args.task in ("velocity", "velocity_denoise"):
+        notes = fill_velocities(loaded.model, loaded.tokenizer, prompt, loaded.piano_task, sampling, task=args.task)
+    elif args.task != "continue":
+        notes = complete_notes(loaded.model, loaded.tokenizer, args.task, prompt, loaded.piano_task, sampling)
+    else:
+        notes, malformed = continue_notes(loaded.model, loaded.tokenizer, prompt, args.tokens, sampling)
+    out = args.out or (
+        args.prompt.with_name(f"{args.prompt.stem}_{args.task}.mid") if args.prompt else Path("sample.mid")
+    )
+    write_midi(notes, out)
+    wav = render_wav(out) if args.render else None
+    summary = {
+        "out": str(out),
+        "wav": str(wav) if wav else None,
+        "notes": len(notes),
+        "prompt_notes": len(prompt),
+        "malformed": malformed,
+        "checkpoint": str(loaded.folder),
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        extra = f", {malformed} malformed note groups repaired or dropped" if malformed else ""
+        print(f"wrote {out}: {len(notes)} notes ({len(prompt)} from the prompt){extra}" + (f"; {wav}" if wav else ""))
+    return 0

@@ -1,0 +1,74 @@
+"""`tunesmith runs list` and `tunesmith runs info SIG`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("runs", help="list runs, or show one run's config delta, status and checkpoints")
+    sub = p.add_subparsers(dest="runs_command", metavar="ACTION")
+    lst = sub.add_parser("list", help="one line per run")
+    lst.add_argument("--task", default=None, help="only runs of this task")
+    lst.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    lst.add_argument("--runs-dir", type=Path, default=None, help="where run folders live (default ./runs)")
+    info = sub.add_parser("info", help="details of one run (path, task/sig, or signature prefix)")
+    info.add_argument("run")
+    info.add_argument("--json", action="store_true")
+    info.add_argument("--runs-dir", type=Path, default=None, help="where run folders live (default ./runs)")
+    p.set_defaults(func=run)
+
+
+def _fmt_best(best: dict | None) -> str:
+    if not best:
+        return "-"
+    return f"{best.get('metric')}={best.get('value'):.4g} @{best.get('epoch')}"
+
+
+def _fmt_delta(delta: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in delta.items()) or "(preset defaults)"
+
+
+def run(args: argparse.Namespace) -> int:
+    from tunesmith.artifacts.runs import find_run, list_runs, run_info
+
+    if args.runs_command == "info":
+        info = run_info(find_run(args.run, args.runs_dir))
+        if args.json:
+            print(json.dumps(info, indent=2, default=str))
+            return 0
+        print(f"run        {info['dir']}")
+        print(f"task       {info['task']} (preset {info['preset']}, signature {info['signature']})")
+        print(f"status     {info['status']}, epoch {info['epoch']}, step {info['step']}")
+        print(f"best       {_fmt_best(info['best'])}")
+        print(f"checkpoint {info['last_checkpoint'] or '-'}")
+        print(f"wall time  {info['wall_time_s']:.0f} s")
+        print("delta      " + _fmt_delta(info["delta"]))
+        return 0
+    rows = [r for r in list_runs(getattr(args, "runs_dir", None)) if getattr(args, "task", None) in (None, r["task"])]
+    if getattr(args, "json", False):
+        for row in rows:
+            print(json.dumps(row, default=str))
+        return 0
+    if not rows:
+        print("no runs yet (tunesmith train TASK PRESET ...)")
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("task", "sig", "preset", "status", "epoch", "step", "best", "delta")
+    for r in rows:
+        table.add_row(
+            r["task"],
+            r["signature"],
+            r["preset"],
+            r["status"],
+            str(r["epoch"]),
+            str(r["step"]),
+            _fmt_best(r["best"]),
+            _fmt_delta(r["delta"]),
+        )
+    Console().print(table)
+    return 0

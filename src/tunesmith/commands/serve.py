@@ -1,0 +1,95 @@
+"""`tunesmith serve MODEL`: text-to-music over HTTP (see tunesmith.serve.app for the endpoints)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import time
+
+from tunesmith.errors import UserError
+from tunesmith.serve.app import API_KEY_ENV, build_app
+from tunesmith.serve.queue import Limits, generation_thread
+
+log = logging.getLogger("tunesmith.serve")
+
+
+def _port_free(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as err:
+            raise UserError(f"cannot listen on {host}:{port} ({err.strerror}); pick another --port") from err
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="serve an LM over HTTP: POST /v1/generate → audio (micro-batched, bounded queue)",
+        description=(
+            "Load MODEL (LM run, checkpoint or exported model dir) once, verified, then serve POST /v1/generate "
+            '(JSON {"prompt", "duration", "cfg", "temperature", "top_k", "top_p", "seed", "format": "wav"|"flac", '
+            'and "genre", "bpm", "key", "instrument" for attribute-conditioned models} → audio), '
+            "GET /v1/model and GET /health. Concurrent requests with the same settings are generated "
+            "together (up to --max-batch); when --max-queue requests wait, new ones get 503 with Retry-After."
+        ),
+    )
+    p.add_argument("model", help="LM run folder, checkpoint folder or exported model dir")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", default=None, help=f"require this key (default: ${API_KEY_ENV} if set)")
+    p.add_argument("--checkpoint", default="best", help="which checkpoint of a run: best | last | epoch_NNNN")
+    p.add_argument("--codec", default=None, help="codec run or model dir (default: the one the LM was trained with)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--max-batch", type=int, default=Limits.max_batch, help="requests generated together")
+    p.add_argument("--max-queue", type=int, default=Limits.max_queue, help="waiting requests before 503")
+    p.add_argument("--batch-wait-ms", type=float, default=Limits.batch_wait_ms, help="wait for companions (ms)")
+    p.add_argument("--max-duration", type=float, default=Limits.max_duration, help="seconds per request")
+    p.add_argument("--max-prompt-chars", type=int, default=Limits.max_prompt_chars, help="prompt length limit")
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
+    limits = Limits(
+        max_duration=args.max_duration,
+        max_prompt_chars=args.max_prompt_chars,
+        max_batch=args.max_batch,
+        max_queue=args.max_queue,
+        batch_wait_ms=args.batch_wait_ms,
+    )
+    limits.check()
+    if not 0 < args.port < 65536:
+        raise UserError(f"--port={args.port}: must be in 1..65535")
+    _port_free(args.host, args.port)
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not api_key:
+        log.warning("listening on %s without an API key: anyone who can reach it can use it", args.host)
+    from tunesmith.inference.lm import load_verified
+    from tunesmith.runtime import pick_device
+
+    device = str(pick_device()) if args.device == "auto" else args.device
+    start = time.perf_counter()
+    executor = generation_thread()
+    generator = executor.submit(load_verified, args.model, device, args.checkpoint, args.codec).result()
+    limits.max_top_k = int(generator.model.card)
+    log.info(
+        "model %s loaded and verified in %.1f s (%d Hz, %d codebooks) on %s",
+        args.model,
+        time.perf_counter() - start,
+        generator.sample_rate,
+        generator.model.num_codebooks,
+        device,
+    )
+    app = build_app(generator, limits, api_key, name=str(args.model), executor=executor)
+    config = uvicorn.Config(
+        app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=5, access_log=False
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    return 0 if server.started else 1

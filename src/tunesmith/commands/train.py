@@ -1,0 +1,72 @@
+"""`tunesmith train TASK PRESET [key=value ...]`: train (or resume) a run of a task."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train a codec, LM or MIDI GPT (the same command again resumes)",
+        description=(
+            "Train TASK from PRESET with key=value overrides, e.g. "
+            "`tunesmith train lm tiny data=DIR codec=RUN optim.lr=3e-4 dataset.batch_size=8`. "
+            "The run folder is runs/<task>/<signature>; running the same command again resumes it. "
+            "init_from=RUN_OR_MODEL starts a NEW run from those weights only; --fresh deletes the run and restarts. "
+            "Multi-GPU/multi-node: `torchrun --nproc-per-node N -m tunesmith train ...`."
+        ),
+    )
+    p.add_argument("task", help="codec | lm | midi")
+    p.add_argument("preset", help="preset name (see --list-presets) or a YAML file")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (dotted keys)")
+    p.add_argument(
+        "--runs-dir", type=Path, default=None, help="where run folders live (default: ./runs or $TUNESMITH_RUNS)"
+    )
+    p.add_argument("--fresh", action="store_true", help="delete this run's folder and start over")
+    p.add_argument("--force", action="store_true", help="resume even if the stored resolved config differs")
+    p.add_argument(
+        "--print-config", action="store_true", help="print the resolved config and the run folder, then exit"
+    )
+    p.add_argument("--json", action="store_true", help="print a machine-readable summary at the end")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tunesmith.artifacts.runs import default_runs_dir, signature
+    from tunesmith.config import resolve, to_dict
+    from tunesmith.tasks import build_solver, solver_class
+
+    if args.print_config:
+        cls = solver_class(args.task)
+        resolved = resolve(args.task, cls.config_class, args.preset, args.overrides)
+        runs_dir = args.runs_dir or default_runs_dir()
+        print(
+            json.dumps(
+                {
+                    "run_dir": str(Path(runs_dir) / args.task / signature(resolved)),
+                    "delta": {k: v for k, (_, v) in resolved.delta().items()},
+                    "config": to_dict(resolved.config),
+                },
+                indent=2,
+            )
+        )
+        return 0
+    solver = build_solver(
+        args.task, args.preset, args.overrides, runs_dir=args.runs_dir, fresh=args.fresh, force=args.force
+    )
+    try:
+        result = solver.fit()
+    finally:
+        from tunesmith.engine.distributed import cleanup
+
+        cleanup()
+    if args.json and solver.dist.is_main:
+        print(json.dumps({k: v for k, v in result.items() if k != "history"}, default=str))
+    elif solver.dist.is_main:
+        print(
+            f"run folder: {result['run_dir']} (epoch {result['epoch']}, step {result['step']}, best {result['best']})"
+        )
+    return 0

@@ -1,0 +1,1 @@
+"""Training datasets of every task, indexed by (index, seed) sample keys."""

@@ -1,0 +1,1 @@
+"""Metrics on what the models make (codec reconstructions, generated audio)."""

@@ -1,0 +1,296 @@
+"""`tunesmith check codec RUN_OR_MODEL`: reconstruction quality of a codec on dataset segments.
+
+For each clip: encode → decode → SI-SNR, L1, MSE and mel distance against the original, per clip
+and averaged, and (with an output folder) ``NNN_<name>.original.wav`` / ``NNN_<name>.reconstructed.wav``
+pairs side by side plus ``report.json`` and ``report.md``.
+
+SI-SNR convention: positive dB, higher is better (AudioCraft logs the negated value as ``sisnr``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tunesmith.errors import UserError
+
+log = logging.getLogger(__name__)
+
+SISNR_CONVENTION = "SI-SNR in dB, higher is better (AudioCraft logs its negation as 'sisnr')"
+METRICS: tuple[str, ...] = ("sisnr", "mel", "l1", "mse")
+
+
+@dataclass
+class Clip:
+    """A named waveform ``[C, T]`` float32 at the codec's sample rate."""
+
+    name: str
+    wav: np.ndarray
+
+
+@dataclass
+class ClipResult:
+    name: str
+    seconds: float
+    sisnr: float
+    mel: float
+    l1: float
+    mse: float
+    original: str | None = None
+    reconstructed: str | None = None
+
+
+@dataclass
+class CodebookUsage:
+    """How much of one codebook the checked clips use: distinct codes, and the perplexity of their
+    frequencies (exp of the entropy; ``bins`` if all codes were equally frequent, 1 if one code)."""
+
+    codebook: int
+    used: int
+    bins: int
+    perplexity: float
+
+
+def codebook_usage(counts: np.ndarray) -> list[CodebookUsage]:
+    """Per-codebook code counts ``[K, bins]`` → one :class:`CodebookUsage` each."""
+    usage = []
+    for k, row in enumerate(counts):
+        total = row.sum()
+        p = row[row > 0] / max(total, 1)
+        perplexity = float(np.exp(-(p * np.log(p)).sum())) if total else 0.0
+        usage.append(CodebookUsage(k, int((row > 0).sum()), int(row.shape[0]), perplexity))
+    return usage
+
+
+COLLAPSE_SHARE = 0.1  # a codebook whose code perplexity is below this share of its bins looks collapsed
+
+
+@dataclass
+class CheckReport:
+    sample_rate: int
+    bandwidth_kbps: float | None
+    n_q: int
+    clips: list[ClipResult] = field(default_factory=list)
+    codebooks: list[CodebookUsage] = field(default_factory=list)
+    convention: str = SISNR_CONVENTION
+
+    def collapsed(self) -> list[int]:
+        """Codebooks whose code perplexity is below COLLAPSE_SHARE of their bins."""
+        return [u.codebook for u in self.codebooks if u.perplexity < COLLAPSE_SHARE * u.bins]
+
+    @property
+    def mean(self) -> dict[str, float]:
+        if not self.clips:
+            return {}
+        return {m: float(np.mean([getattr(c, m) for c in self.clips])) for m in METRICS}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sample_rate": self.sample_rate,
+            "bandwidth_kbps": self.bandwidth_kbps,
+            "n_q": self.n_q,
+            "convention": self.convention,
+            "mean": self.mean,
+            "codebooks": [asdict(u) for u in self.codebooks],
+            "clips": [asdict(c) for c in self.clips],
+        }
+
+
+def select_clips(
+    dataset_dir: str | Path,
+    num_samples: int,
+    sample_rate: int,
+    channels: int,
+    split: str = "valid",
+    max_seconds: float = 10.0,
+) -> list[Clip]:
+    """``num_samples`` segments spread evenly over ``split`` (train when there is no valid split), at
+    ``sample_rate`` Hz and ``channels``, cut to ``max_seconds``. Unreadable files are logged and skipped."""
+    from tunesmith.audio.io import load_audio
+    from tunesmith.data.manifest import manifest_path, read_manifest, resolve_path
+
+    if split == "valid" and not manifest_path(dataset_dir, "valid").is_file():
+        split = "train"
+    entries = read_manifest(dataset_dir, split)
+    if not entries:
+        raise UserError(f"{manifest_path(dataset_dir, split)}: no segments to check")
+    count = min(num_samples, len(entries))
+    picks = sorted({round(i) for i in np.linspace(0, len(entries) - 1, count)})
+    clips: list[Clip] = []
+    limit = int(max_seconds * sample_rate)
+    for index in picks:
+        path = resolve_path(dataset_dir, entries[index])
+        try:
+            wav, _ = load_audio(path, sample_rate=sample_rate, channels=channels)
+        except UserError as err:
+            log.warning("skipping %s: %s", path, err)
+            continue
+        clips.append(Clip(f"{split}{index:05d}_{path.stem}", wav[:, :limit]))
+    if not clips:
+        raise UserError(f"{dataset_dir}: none of the selected {split} segments could be read")
+    return clips
+
+
+def check_codec(codec: Any, clips: list[Clip], out_dir: str | Path | None = None, device: str = "cpu") -> CheckReport:
+    """Round-trip every clip through ``codec`` (one at a time, no padding) and measure it.
+
+    With ``out_dir``, writes the original/reconstructed wav pairs and report.json / report.md there.
+    """
+    import torch
+
+    from tunesmith.audio.metrics import reconstruction_metrics
+
+    bandwidth = getattr(codec, "bandwidth", None)
+    report = CheckReport(int(codec.sample_rate), float(bandwidth) if bandwidth is not None else None, int(codec.n_q))
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    bins = getattr(codec, "bins", None)
+    counts: np.ndarray | None = None
+    for number, clip in enumerate(clips):
+        ref = torch.from_numpy(np.ascontiguousarray(clip.wav, dtype=np.float32)).unsqueeze(0).to(device)
+        with torch.no_grad():
+            codes = codec.encode(ref)
+            est = codec.decode(codes)[..., : ref.shape[-1]].float()
+        if bins is not None:  # codes [1, K, F]
+            per_codebook = np.stack([np.bincount(row, minlength=int(bins)) for row in codes[0].cpu().numpy()])
+            counts = per_codebook if counts is None else counts + per_codebook
+        if est.shape[-1] < ref.shape[-1]:
+            est = torch.nn.functional.pad(est, (0, ref.shape[-1] - est.shape[-1]))
+        values = {k: float(v[0]) for k, v in reconstruction_metrics(ref.cpu(), est.cpu(), codec.sample_rate).items()}
+        result = ClipResult(clip.name, ref.shape[-1] / codec.sample_rate, **values)
+        if out is not None:
+            from tunesmith.audio.io import save_audio
+
+            stem = f"{number:03d}_{clip.name}"
+            result.original, result.reconstructed = f"{stem}.original.wav", f"{stem}.reconstructed.wav"
+            save_audio(out / result.original, clip.wav, codec.sample_rate)
+            save_audio(out / result.reconstructed, est[0].cpu().numpy(), codec.sample_rate)
+        report.clips.append(result)
+    if counts is not None:
+        report.codebooks = codebook_usage(counts)
+    if out is not None:
+        from tunesmith.audio.io import write_atomic_text
+
+        write_atomic_text(out / "report.json", json.dumps(report.to_dict(), indent=2) + "\n")
+        write_atomic_text(out / "report.md", report_markdown(report))
+    return report
+
+
+def report_markdown(report: CheckReport) -> str:
+    bw = f"{report.bandwidth_kbps:g} kbps" if report.bandwidth_kbps is not None else "?"
+    lines = [
+        f"# Codec check ({report.sample_rate} Hz, {bw}, {report.n_q} codebooks)",
+        "",
+        f"{report.convention}. mel: mean |log10 mel| difference (lower is better).",
+        "",
+        "| clip | seconds | SI-SNR (dB) | mel | L1 | MSE | original | reconstructed |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for c in report.clips:
+        lines.append(
+            f"| {c.name} | {c.seconds:.2f} | {c.sisnr:.2f} | {c.mel:.4f} | {c.l1:.5f} | {c.mse:.6f} | "
+            f"{c.original or ''} | {c.reconstructed or ''} |"
+        )
+    m = report.mean
+    if m:
+        lines.append(f"| **mean** | | {m['sisnr']:.2f} | {m['mel']:.4f} | {m['l1']:.5f} | {m['mse']:.6f} | | |")
+    if report.codebooks:
+        lines += ["", "| codebook | codes used | code perplexity |", "| --- | --- | --- |"]
+        lines += [f"| {u.codebook} | {u.used} / {u.bins} | {u.perplexity:.1f} |" for u in report.codebooks]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def add_parser(kinds: argparse._SubParsersAction) -> None:
+    p = kinds.add_parser(
+        "codec",
+        help="reconstruction quality of a codec (SI-SNR, mel distance, L1, MSE) with wav pairs to listen to",
+        description=(
+            "Encode and decode dataset segments with a codec (a run folder, checkpoint or exported model) and report "
+            f"SI-SNR, mel distance, L1 and MSE per clip and on average. {SISNR_CONVENTION}."
+        ),
+    )
+    p.add_argument("codec", help="codec run folder, checkpoint folder or model directory")
+    p.add_argument("--data", type=Path, default=None, help="prepared dataset (default: the one the run trained on)")
+    p.add_argument("--split", default="valid", choices=("valid", "train"), help="which split to draw clips from")
+    p.add_argument("--num-samples", type=int, default=10, help="clips to check (spread over the split)")
+    p.add_argument("--max-seconds", type=float, default=10.0, help="cut clips to this length")
+    p.add_argument("--bandwidth", type=float, default=None, help="kbps (default: all codebooks)")
+    p.add_argument("--out", type=Path, default=None, help="folder for wav pairs and report (default: RUN/check/...)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=run)
+
+
+def _default_data(codec_path: Path) -> Path | None:
+    from tunesmith.artifacts import checkpoint as ckpt
+
+    try:
+        config = ckpt.read_config(ckpt.find_checkpoint(codec_path))
+    except UserError:
+        return None
+    data = config.get("config", config).get("data") if isinstance(config, dict) else None
+    return Path(data) if data else None
+
+
+def run(args: argparse.Namespace) -> int:
+    from tunesmith.models.codec import load_codec
+
+    if args.num_samples < 1:
+        raise UserError(f"--num-samples must be at least 1, got {args.num_samples}")
+    codec = load_codec(args.codec, bandwidth=args.bandwidth, device=args.device)
+    data = args.data or _default_data(Path(args.codec))
+    if data is None:
+        raise UserError(f"{args.codec}: no dataset recorded with this codec; pass --data DIR (a prepared dataset)")
+    if not Path(data).is_dir():
+        raise UserError(f"{data}: dataset folder not found; pass --data DIR (a prepared dataset)")
+    clips = select_clips(data, args.num_samples, codec.sample_rate, codec.channels, args.split, args.max_seconds)
+    out = args.out
+    if out is None:
+        base = Path(args.codec) if (Path(args.codec) / "checkpoints").is_dir() else Path("codec-check")
+        bw = getattr(codec, "bandwidth", None)
+        out = base / "check" / (f"bw{bw:g}" if bw is not None else "default")
+    report = check_codec(codec, clips, out, device=args.device)
+    if args.json:
+        print(json.dumps({**report.to_dict(), "out": str(out)}, indent=2))
+        return 0
+    _print_table(report, out)
+    return 0
+
+
+def _print_table(report: CheckReport, out: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    bw = f"{report.bandwidth_kbps:g} kbps" if report.bandwidth_kbps is not None else "?"
+    table = Table(title=f"codec check: {report.sample_rate} Hz, {bw}, {report.n_q} codebooks")
+    for col in ("clip", "s", "SI-SNR dB ↑", "mel ↓", "L1 ↓", "MSE ↓"):
+        table.add_column(col, justify="left" if col == "clip" else "right")
+    for c in report.clips:
+        table.add_row(c.name, f"{c.seconds:.1f}", f"{c.sisnr:.2f}", f"{c.mel:.4f}", f"{c.l1:.5f}", f"{c.mse:.6f}")
+    m = report.mean
+    table.add_row("mean", "", f"{m['sisnr']:.2f}", f"{m['mel']:.4f}", f"{m['l1']:.5f}", f"{m['mse']:.6f}", style="bold")
+    console = Console()
+    console.print(table)
+    if report.codebooks:
+        usage = ", ".join(f"{u.used}/{u.bins} (perplexity {u.perplexity:.0f})" for u in report.codebooks)
+        console.print(f"codes used per codebook: {usage}")
+        if collapsed := report.collapsed():
+            console.print(
+                f"[yellow]codebook(s) {collapsed} use few codes (perplexity < {COLLAPSE_SHARE:.0%} of the bins): "
+                "the quantizer has collapsed there, so those tokens carry little for an LM to learn; train longer "
+                "or check model.dead_code_threshold[/yellow]"
+            )
+    console.print(f"{SISNR_CONVENTION}. Wav pairs and report: {out}")
+    if not all(math.isfinite(getattr(c, k)) for c in report.clips for k in METRICS):
+        console.print("[yellow]some metrics are not finite (silent clips?)[/yellow]")

@@ -1,0 +1,1 @@
+"""`tunesmith serve`: the HTTP app, its request queue and its page."""
