@@ -101,7 +101,12 @@ def test_only_the_entry_point_imports_commands() -> None:
 
 @pytest.mark.parametrize(
     ("source", "target", "climbs"),
-    [("models", "engine", True), ("artifacts", "models", True), ("commands", "serve", False), ("data", "models", False)],
+    [
+        ("models", "engine", True),
+        ("artifacts", "models", True),
+        ("commands", "serve", False),
+        ("data", "models", False),
+    ],
 )
 def test_the_rule_itself(source: str, target: str, climbs: bool) -> None:
     assert (RANK[target] > RANK[source]) is climbs
