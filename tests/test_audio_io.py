@@ -170,3 +170,18 @@ def test_save_is_atomic_when_writing_fails(tmp_path, monkeypatch):
             save_audio(tmp_path / name, tone(0.2, 8000), 8000)
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["keep.wav"]
+
+
+def test_saved_audio_gets_the_umask_permissions(tmp_path):
+    """Written through a temp file, yet readable by others like any file the user makes (not mkstemp's 0600)."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        save_audio(tmp_path / "a.wav", tone(0.1, 8000), 8000)
+        save_audio(tmp_path / "a.flac", tone(0.1, 8000), 8000)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.wav").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "a.flac").stat().st_mode) == 0o644

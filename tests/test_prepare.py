@@ -232,19 +232,21 @@ def test_cli_prepare_and_json(music, tmp_path, capsys):
 
 
 def test_progress_only_on_a_terminal(monkeypatch):
+    import sys
+
     from tunesmith.data import prepare
 
     class Tty:
         def isatty(self):
             return True
 
-    monkeypatch.setattr(prepare.sys, "stderr", Tty())
+    monkeypatch.setattr(sys, "stderr", Tty())
     monkeypatch.setenv("TUNESMITH_NO_PROGRESS", "0")
     assert prepare.progress_enabled(True) and not prepare.progress_enabled(False)
     monkeypatch.setenv("TUNESMITH_NO_PROGRESS", "1")
     assert not prepare.progress_enabled(True)
     monkeypatch.delenv("TUNESMITH_NO_PROGRESS")
-    monkeypatch.setattr(prepare.sys, "stderr", object.__new__(type("Pipe", (), {"isatty": lambda self: False})))
+    monkeypatch.setattr(sys, "stderr", object.__new__(type("Pipe", (), {"isatty": lambda self: False})))
     assert not prepare.progress_enabled(True)
 
 
@@ -265,7 +267,7 @@ def _crash_on_named(track: dict, settings: dict, out: str) -> dict:
 
 
 def test_a_worker_crash_rejects_only_the_culprit(tmp_path):
-    from tunesmith.data.prepare import _run_tracks
+    from tunesmith.data.prepare import run_tracks
     from tunesmith.data.sources import scan_folder
 
     src = tmp_path / "src"
@@ -275,7 +277,7 @@ def test_a_worker_crash_rejects_only_the_culprit(tmp_path):
     records: list[dict] = []
     settings = {"sample_rate": 8000, "channels": 1, "segment": 1.0, "min_segment": 0.5, "valid_fraction": 0.0}
     settings.update(seed=0, format="wav", silence_db=-60.0, track_duration=None)
-    _run_tracks(tracks, settings, tmp_path / "out", 2, records.append, fn=_crash_on_named)
+    run_tracks(tracks, settings, tmp_path / "out", 2, records.append, fn=_crash_on_named)
     status = {r["track_id"].rsplit("/", 1)[-1]: r["status"] for r in records}
     assert len(records) == 6 and status.pop("crash.wav") == "rejected"
     assert set(status.values()) == {"done"}

@@ -106,11 +106,12 @@ def test_codes_match_direct_encoding_and_reader_api(dataset: Path, codec_dir: Pa
 _KILLABLE = """
 import sys, time
 from tunesmith.data import token_cache
-real = token_cache._ShardEncoder._encode
+from tunesmith.data.token_cache.encoder import ShardEncoder
+real = ShardEncoder._encode
 def slow(self, wavs):
     time.sleep(0.15)
     return real(self, wavs)
-token_cache._ShardEncoder._encode = slow
+ShardEncoder._encode = slow
 token_cache.ensure_token_cache(sys.argv[1], sys.argv[2], batch_size=1, progress=False, shard_size=1)
 """
 

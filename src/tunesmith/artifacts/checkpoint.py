@@ -17,19 +17,19 @@ once the new one is complete, so a kill at any moment leaves one complete checkp
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
 from tunesmith.errors import UserError
+from tunesmith.fileio import atomic_write_bytes as atomic_write_bytes  # re-exported: the file helpers
+from tunesmith.fileio import atomic_write_json, sha256_file, swap_folder  # live in tunesmith.fileio
+from tunesmith.fileio import replace_folder as replace_folder
 
 log = logging.getLogger(__name__)
 
@@ -45,37 +45,6 @@ class CheckpointError(UserError):
 
 
 # --------------------------------------------------------------------------- files
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write a file so that readers see the old content or the new, never a part."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
@@ -156,35 +125,13 @@ def save_checkpoint(
 ) -> Path:
     """Atomically write checkpoint ``folder``. ``weights`` maps file stem → state dict."""
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    for stem, tensors in weights.items():
-        save_tensors(tmp / f"{stem}.safetensors", tensors)
-    torch.save(state, tmp / STATE)
-    (tmp / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True, default=str) + "\n")
-    for path in tmp.iterdir():
-        _fsync(path)
-    write_manifest(tmp, {"step": state.get("step"), "epoch": state.get("epoch")})
-    _fsync(tmp)
-    replace_folder(tmp, folder)
+    with swap_folder(folder) as tmp:
+        for stem, tensors in weights.items():
+            save_tensors(tmp / f"{stem}.safetensors", tensors)
+        torch.save(state, tmp / STATE)
+        (tmp / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True, default=str) + "\n")
+        write_manifest(tmp, {"step": state.get("step"), "epoch": state.get("epoch")})
     return folder
-
-
-def replace_folder(tmp: Path, folder: Path) -> None:
-    """Move complete folder ``tmp`` to ``folder``; an existing ``folder`` waits as ``<name>.prev`` until then,
-    so a kill at any moment leaves one complete copy."""
-    prev = folder.with_name(folder.name + ".prev")
-    if folder.exists():
-        if prev.exists():
-            shutil.rmtree(prev)
-        os.replace(folder, prev)
-    os.replace(tmp, folder)
-    _fsync(folder.parent)
-    if prev.exists():
-        shutil.rmtree(prev)
 
 
 def load_state(folder: Path, map_location: str | torch.device = "cpu") -> dict:

@@ -1,4 +1,4 @@
-"""Audio decoding, resampling, channel conversion and atomic writing.
+"""Audio decoding, resampling, channel conversion and writing (atomically, through tunesmith.fileio).
 
 Arrays are float32 ``[C, T]`` (channels first, like torch audio) in ``[-1, 1]``.
 Decoding uses soundfile (libsndfile: wav, flac, aiff, ogg/vorbis, opus, mp3) where it can and
@@ -11,9 +11,6 @@ decoded file in memory.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +19,8 @@ from typing import Any
 import numpy as np
 
 from tunesmith.errors import UserError
+from tunesmith.fileio import atomic_path as atomic_path  # re-exported for older callers: import tunesmith.fileio
+from tunesmith.fileio import atomic_write_text as write_atomic_text  # noqa: F401 (same)
 
 # Formats whose headers give an exact frame count, so a shortfall means the file is truncated.
 # (libsndfile reports the frames actually present for WAV, so WAV's header is read by _wav_data_frames.)
@@ -337,22 +336,6 @@ def load_audio(path: str | Path, sample_rate: int | None = None, channels: int |
 # --------------------------------------------------------------------------- writing
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it is renamed over ``path`` (atomic on POSIX)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem[:40]}.", suffix=".tmp" + path.suffix, dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
-
-
 def _write_wav_pcm16(path: Path, wav: np.ndarray, sample_rate: int) -> None:
     """Plain PCM16 WAV of float ``[C, T]`` (C <= 2): round(x * 32767) clipped to int16, three times
     faster than libsndfile's float conversion (which rounds differently, by at most 1 LSB)."""
@@ -388,18 +371,8 @@ def save_audio(path: str | Path, wav: Any, sample_rate: int) -> None:
     if int(sample_rate) <= 0:
         raise UserError(f"{path}: sample_rate must be positive, got {sample_rate}")
     wav = _as_channels_first(wav)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, fsync=False) as tmp:
         if fmt[0] == "WAV" and wav.shape[0] <= 2 and wav.nbytes // 2 < 2**32 - 64:
             _write_wav_pcm16(tmp, wav, int(sample_rate))
         else:
             sf.write(str(tmp), np.clip(wav, -1.0, 1.0).T, int(sample_rate), format=fmt[0], subtype=fmt[1])
-
-
-def write_atomic_text(path: str | Path, text: str, fsync: bool = True) -> None:
-    """Write UTF-8 text so that ``path`` holds either the old or the new content, never a part.
-    ``fsync`` also flushes it to disk before the rename (against power loss, not just a killed process)."""
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        if fsync:
-            f.flush()
-            os.fsync(f.fileno())

@@ -132,13 +132,13 @@ def read_manifest(dataset_dir: str | Path, split: str) -> list[ManifestEntry]:
 
 def write_manifest(path: str | Path, entries: list[ManifestEntry]) -> bool:
     """Write entries as JSON lines atomically; returns False (and leaves the file) when unchanged."""
-    from tunesmith.audio.io import write_atomic_text
+    from tunesmith.fileio import atomic_write_text
 
     text = "".join(json.dumps(e.to_dict(), ensure_ascii=False) + "\n" for e in entries)
     path = Path(path)
     if path.is_file() and path.read_text(encoding="utf-8") == text:
         return False
-    write_atomic_text(path, text)
+    atomic_write_text(path, text)
     return True
 
 

@@ -25,7 +25,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 import re
 import shutil
 import unicodedata
@@ -35,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from tunesmith.errors import UserError
+from tunesmith.fileio import atomic_path, atomic_write_text
 from tunesmith.models.midi.notes import Notes, read_midi
 
 log = logging.getLogger("tunesmith.prepare_midi")
@@ -212,15 +212,8 @@ def assign_hash_splits(files: list[SourceFile], valid_fraction: float, test_frac
 
 
 def _atomic_save(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        np.save(tmp, array)
 
 
 def _part_name(rel: str) -> str:
@@ -235,19 +228,18 @@ def _read_part(path: Path) -> Notes | str:
 
 
 def _write_part(path: Path, result: Notes | str) -> None:
-    tmp = path.with_name(path.name + ".tmp.npz")
-    if isinstance(result, str):
-        np.savez(tmp, error=np.asarray(result))
-    else:
-        np.savez(
-            tmp,
-            pitch=result.pitch,
-            start=result.start,
-            end=result.end,
-            velocity=result.velocity,
-            pedals=result.pedals,
-        )
-    os.replace(tmp, path)
+    with atomic_path(path, fsync=False) as tmp:  # parts are a scratch cache: no fsync
+        if isinstance(result, str):
+            np.savez(tmp, error=np.asarray(result))
+        else:
+            np.savez(
+                tmp,
+                pitch=result.pitch,
+                start=result.start,
+                end=result.end,
+                velocity=result.velocity,
+                pedals=result.pedals,
+            )
 
 
 def _parse(file: SourceFile, sustain: str) -> Notes | str:
@@ -310,7 +302,7 @@ def prepare_midi(
     summary = _assemble(out, files, results, rejected)
     summary.update(wanted)
     summary.update(format=FORMAT, version=FORMAT_VERSION, split_rule=split_rule)
-    _atomic_text(summary_path, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(summary_path, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     shutil.rmtree(parts, ignore_errors=True)
     log.info(
         "prepared %d pieces (%d notes) into %s; %d rejected%s",
@@ -388,8 +380,8 @@ def _assemble(out: Path, files: list[SourceFile], results: list[Notes | str], re
     _atomic_save(notes_dir / "end.npy", cat("end", np.float32))
     _atomic_save(notes_dir / "pedals.npy", np.concatenate([n.pedals for n in kept]).astype(np.float32).reshape(-1, 2))
     lines = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pieces)
-    _atomic_text(out / "pieces.jsonl", lines)
-    _atomic_text(out / "rejected.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejected))
+    atomic_write_text(out / "pieces.jsonl", lines)
+    atomic_write_text(out / "rejected.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejected))
     splits: dict[str, int] = {}
     for p in pieces:
         splits[p["split"]] = splits.get(p["split"], 0) + 1

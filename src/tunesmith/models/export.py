@@ -1,61 +1,33 @@
-"""Model directories: what `tunesmith export` writes and every loader checks.
+"""Model directories that need model knowledge: exporting an LM with its codec/ and t5/ companions,
+and checking Hugging Face flavoured directories (``model_type: "musicgen"``) through ``tunesmith.models.hf``.
 
-``tunesmith`` flavour::
-
-    config.json      {"model_type": "tunesmith-<task>", "format_version": 1, "meta": {...}, "config": {...}}
-    model.safetensors
-    manifest.json    sha256 + size of every file
-
-The same layout as a checkpoint folder minus the training state, so every loader that
-accepts a checkpoint accepts an exported model. Hugging Face flavoured directories
-(``model_type: "musicgen"``) are checked by ``tunesmith.models.hf`` when it is installed.
+The tunesmith model-directory format itself (constants, config.json, checks) is
+:mod:`tunesmith.artifacts.modeldir`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from pathlib import Path
 
 from tunesmith.artifacts import checkpoint as ckpt
+from tunesmith.artifacts import modeldir
+from tunesmith.artifacts.modeldir import FORMAT_VERSION as FORMAT_VERSION  # re-exported
+from tunesmith.artifacts.modeldir import TUNESMITH_PREFIX as TUNESMITH_PREFIX  # re-exported
 from tunesmith.errors import UserError
+from tunesmith.fileio import swap_folder
 
 log = logging.getLogger(__name__)
-
-FORMAT_VERSION = 1
-TUNESMITH_PREFIX = "tunesmith-"
 
 
 def export_tunesmith(source: str | Path, out: str | Path, *, which: str = "best", ema: bool | None = None) -> Path:
     """Write a tunesmith model directory from a run, checkpoint or model dir (EMA weights preferred)."""
     folder = ckpt.find_checkpoint(source, which=which)
-    config = ckpt.read_config(folder)
     out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    weights = ckpt.load_weights(folder, "model", ema=ema)
-    ckpt.save_tensors(tmp / ckpt.WEIGHTS, weights)
-    task = (config.get("meta") or {}).get("task") or config.get("model_type", "").removeprefix(TUNESMITH_PREFIX)
-    exported = {
-        "model_type": config.get("model_type") or f"{TUNESMITH_PREFIX}{task}",
-        "format_version": FORMAT_VERSION,
-        "meta": {**(config.get("meta") or {}), "exported_from": str(folder)},
-        "config": config.get("config", {}),
-    }
-    for extra in config.get("files", []):  # side files a task keeps with its weights (tokenizers…)
-        shutil.copy2(folder / extra, tmp / extra)
-    if config.get("files"):
-        exported["files"] = config["files"]
-    if task == "lm":
-        _copy_lm_companions(exported["config"], folder, tmp)
-    (tmp / ckpt.CONFIG).write_text(json.dumps(exported, indent=2, sort_keys=True) + "\n")
-    ckpt.write_manifest(tmp, {"model_type": exported["model_type"]})
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    companions = _copy_lm_companions if modeldir.task_of(ckpt.read_config(folder)) == "lm" else None
+    with swap_folder(out) as tmp:
+        modeldir.write_model_dir(folder, tmp, ema=ema, companions=companions)
     return out
 
 
@@ -88,39 +60,15 @@ def _copy_lm_companions(config: dict, folder: Path, out: Path) -> None:
 def verify_model_dir(path: str | Path) -> list[str]:
     """Every problem with a model or checkpoint directory, named precisely; empty when sound."""
     path = Path(path)
-    if not path.is_dir():
-        return [f"{path}: not a directory"]
-    config_path = path / ckpt.CONFIG
-    if not config_path.is_file():
-        return [f"{path}: config.json is missing"]
-    try:
-        config = json.loads(config_path.read_text())
-    except ValueError as err:
-        return [f"{config_path}: not valid JSON ({err}); the file is corrupted or truncated"]
-    if not isinstance(config, dict):
-        return [f"{config_path}: must hold a JSON object"]
-    model_type = config.get("model_type")
-    if not model_type:
-        return [f"{config_path}: config.json has no model_type (expected 'musicgen' or 'tunesmith-<task>')"]
-    problems: list[str] = []
-    if model_type.startswith(TUNESMITH_PREFIX):
-        if config.get("format_version", 0) > FORMAT_VERSION:
-            problems.append(
-                f"{config_path}: format_version {config['format_version']} is newer than this "
-                f"tunesmith understands ({FORMAT_VERSION}); upgrade tunesmith"
-            )
-        if "config" not in config:
-            problems.append(f"{config_path}: no 'config' section")
-        if not (path / ckpt.WEIGHTS).is_file():
-            problems.append(f"{path}: {ckpt.WEIGHTS} is missing")
-        problems.extend(ckpt.verify_folder(path))
-        for sub in sorted(p for p in path.iterdir() if p.is_dir() and (p / ckpt.MANIFEST).is_file()):
-            problems.extend(ckpt.verify_folder(sub))  # codec/, t5/ carried inside an LM export
+    config, problems = modeldir.read_model_config(path)
+    if config is None:
         return problems
+    if modeldir.is_tunesmith_config(config):
+        return modeldir.verify_tunesmith_dir(path, config)
     try:
         from tunesmith.models.hf.verify import verify_hf_dir
     except ImportError:
-        return [f"{config_path}: model_type {model_type!r} is not a tunesmith model"]
+        return [f"{path / ckpt.CONFIG}: model_type {config['model_type']!r} is not a tunesmith model"]
     return verify_hf_dir(path)
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from torch import Tensor
 from tunesmith.artifacts import checkpoint as ckpt
 from tunesmith.config import ConfigError, from_dict, merge_into, to_dict
 from tunesmith.errors import UserError
+from tunesmith.fileio import swap_folder
 from tunesmith.models.hf import convert
 from tunesmith.models.hf.encodec import HFEncodecCodec, feature_extractor_config
 from tunesmith.models.hf.hfdir import (
@@ -176,11 +176,7 @@ def export_hf(source: str | Path, out: str | Path, *, which: str = "best") -> Pa
     codec = load_export_codec(run_cfg, folder)
     config, tensors = musicgen_tensors(lm_cfg, state, t5_dir, codec)
     out = Path(out).expanduser()
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
+    with swap_folder(out) as tmp:
         (tmp / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         save_safetensors(tmp / "model.safetensors", tensors)
         gen = generation_config(run_cfg, lm_cfg, codec.frame_rate)
@@ -194,11 +190,5 @@ def export_hf(source: str | Path, out: str | Path, *, which: str = "best") -> Pa
         problems = verify_hf_dir(tmp)
         if problems:
             raise UserError("the exported directory does not verify:\n  - " + "\n  - ".join(problems))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
     log.info("exported %s as a transformers MusicGen to %s", folder, out)
     return out

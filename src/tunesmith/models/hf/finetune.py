@@ -31,8 +31,9 @@ from torch.utils.checkpoint import checkpoint
 from tunesmith.artifacts import checkpoint as ckpt
 from tunesmith.config import ConfigError, Resolved, from_dict, merge_into, to_dict
 from tunesmith.errors import UserError
+from tunesmith.fileio import link_tree, swap_folder
 from tunesmith.models.hf import convert
-from tunesmith.models.hf.importer import CODEC_DIR, import_hf, is_imported_dir, resolve_t5_path
+from tunesmith.models.hf.importer import CODEC_DIR, LM_MODEL_TYPE, import_hf, is_imported_dir, resolve_t5_path
 from tunesmith.models.lm.lora import LoraSettings, apply_lora
 from tunesmith.models.lm.model import LMConfig
 
@@ -114,27 +115,12 @@ def _imported_fingerprint(folder: Path) -> str | None:
         return None
 
 
-def _link_tree(src: Path, dst: Path) -> None:
-    """Copy a folder tree with hard links (no extra disk), falling back to copies across filesystems."""
-    import os
-
-    def link_or_copy(a: str, b: str) -> None:
-        try:
-            os.link(a, b)
-        except OSError:
-            shutil.copy2(a, b)
-
-    shutil.copytree(src, dst, copy_function=link_or_copy)
-
-
 def _import_once(source: Path, workdir: Path, cache: Path | None = None) -> Path:
     """``workdir/hf_init``: the import of ``source``, redone only when the source changed.
 
     With ``cache`` (e.g. the runs folder's ``.hf_imports``), the import is made once per source content
     under ``cache/<fingerprint>`` and hard-linked into each run: runs share the disk, yet each stays whole.
     """
-    import os
-
     from tunesmith.models.hf.importer import config_fingerprint
     from tunesmith.models.hf.verify import require_hf_dir
 
@@ -153,17 +139,14 @@ def _import_once(source: Path, workdir: Path, cache: Path | None = None) -> Path
     if not (shared.is_dir() and _imported_fingerprint(shared) == fingerprint and not verify_imported_dir(shared)):
         log.info("importing %s into %s", source, shared)
         import_hf(source, shared)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    _link_tree(shared, tmp)
-    config = json.loads((tmp / ckpt.CONFIG).read_text())  # the T5 path must name this run's copy
-    config["config"]["model"]["conditioner"]["t5_path"] = str(target.resolve() / "t5")
-    (tmp / ckpt.CONFIG).unlink()  # a hard link: never write through it into the shared import
-    (tmp / ckpt.CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    (tmp / ckpt.MANIFEST).unlink()
-    ckpt.write_manifest(tmp, {"model_type": "tunesmith-lm"})
-    os.replace(tmp, target)
+    with swap_folder(target) as tmp:
+        link_tree(shared, tmp)
+        config = json.loads((tmp / ckpt.CONFIG).read_text())  # the T5 path must name this run's copy
+        config["config"]["model"]["conditioner"]["t5_path"] = str(target.resolve() / "t5")
+        (tmp / ckpt.CONFIG).unlink()  # a hard link: never write through it into the shared import
+        (tmp / ckpt.CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        (tmp / ckpt.MANIFEST).unlink()
+        ckpt.write_manifest(tmp, {"model_type": LM_MODEL_TYPE})
     return target
 
 

@@ -19,12 +19,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 
 from tunesmith.artifacts import checkpoint as ckpt
+from tunesmith.artifacts.modeldir import FORMAT_VERSION, TUNESMITH_PREFIX
 from tunesmith.errors import UserError
+from tunesmith.fileio import swap_folder
 from tunesmith.models.hf import convert
 from tunesmith.models.hf.encodec import default_bandwidth, write_encodec_dir
 from tunesmith.models.hf.hfdir import CONFIG, TOKENIZER_FILES, load_prefixed, load_selected, save_safetensors
@@ -32,7 +33,7 @@ from tunesmith.models.hf.verify import require_hf_dir
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+LM_MODEL_TYPE = f"{TUNESMITH_PREFIX}lm"
 SOURCE_FORMAT = "hf-musicgen"
 T5_DIR = "t5"
 CODEC_DIR = "codec"
@@ -75,11 +76,7 @@ def import_hf(source: str | Path, out: str | Path, *, text_max_len: int | None =
     source, out = Path(source).expanduser(), Path(out).expanduser()
     config = require_hf_dir(source, "musicgen")
     out = out.resolve()
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
+    with swap_folder(out) as tmp:
         write_t5_dir(source, config, tmp / T5_DIR)
         write_encodec_dir(source, tmp / CODEC_DIR)
         ckpt.write_manifest(tmp / CODEC_DIR)
@@ -101,13 +98,7 @@ def import_hf(source: str | Path, out: str | Path, *, text_max_len: int | None =
                 "source_fingerprint": config_fingerprint(source),
             },
         )
-        ckpt.write_manifest(tmp, {"model_type": "tunesmith-lm"})
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+        ckpt.write_manifest(tmp, {"model_type": LM_MODEL_TYPE})
     log.info("imported %s into %s", source, out)
     return out
 
@@ -117,7 +108,7 @@ def write_lm_config(folder: Path, lm_cfg, *, codec: str, codec_bandwidth: float 
     from tunesmith.config import to_dict
 
     config = {
-        "model_type": "tunesmith-lm",
+        "model_type": LM_MODEL_TYPE,
         "format_version": FORMAT_VERSION,
         "meta": meta,
         "config": {"model": to_dict(lm_cfg), "codec": codec, "codec_bandwidth": codec_bandwidth or 0.0},

@@ -9,7 +9,6 @@ under ``codec/``, so it generates, exports and fine-tunes again like any other.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from pathlib import Path
 
@@ -17,9 +16,17 @@ from torch import Tensor
 
 from tunesmith.artifacts import checkpoint as ckpt
 from tunesmith.errors import UserError
+from tunesmith.fileio import swap_folder
 from tunesmith.models.hf import convert
 from tunesmith.models.hf.export import find_codec, lm_config_of, load_lm_checkpoint
-from tunesmith.models.hf.importer import CODEC_DIR, SOURCE_FORMAT, T5_DIR, resolve_t5_path, write_lm_config
+from tunesmith.models.hf.importer import (
+    CODEC_DIR,
+    LM_MODEL_TYPE,
+    SOURCE_FORMAT,
+    T5_DIR,
+    resolve_t5_path,
+    write_lm_config,
+)
 from tunesmith.models.lm.lora import ADAPTER_CONFIG, apply_adapter_to_base, has_lora, merge_lora_state, read_adapter
 from tunesmith.models.lm.model import LMConfig
 
@@ -46,11 +53,7 @@ def write_merged_dir(
 ) -> Path:
     """A tunesmith LM model directory holding ``state`` (plain weights), its T5 and its codec."""
     out = out.expanduser().resolve()
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
+    with swap_folder(out) as tmp:
         if lm_cfg.conditioner.text == "t5":
             t5 = resolve_t5_path(lm_cfg.conditioner.t5_path, None)
             if not t5 or not Path(t5).is_dir():
@@ -64,13 +67,7 @@ def write_merged_dir(
         if lm_cfg.conditioner.text == "t5" and not convert.exportable_problems(lm_cfg):
             meta = {**meta, "source_format": SOURCE_FORMAT}
         write_lm_config(tmp, lm_cfg, codec=CODEC_DIR, codec_bandwidth=bandwidth, meta={"task": "lm", **meta})
-        ckpt.write_manifest(tmp, {"model_type": "tunesmith-lm"})
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+        ckpt.write_manifest(tmp, {"model_type": LM_MODEL_TYPE})
     return out
 
 

@@ -119,7 +119,7 @@ def check_musicgen_config(config: dict, where: str = CONFIG) -> list[str]:
 
 def check_manifest(folder: Path) -> list[str]:
     """Files listed in ``manifest.json`` that are missing, truncated or whose sha256 differs."""
-    from tunesmith.artifacts.checkpoint import sha256_file
+    from tunesmith.fileio import sha256_file
 
     path = folder / MANIFEST
     try:

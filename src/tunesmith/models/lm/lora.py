@@ -194,19 +194,12 @@ def adapter_tensors(state: dict[str, Tensor], extra: list[str]) -> dict[str, Ten
 
 def write_adapter(out: str | Path, state: dict[str, Tensor], settings: LoraSettings, info: dict[str, Any]) -> Path:
     """Write an adapter folder from a LoRA model's state dict (atomically replacing ``out``)."""
-    import os
-    import shutil
-
     from tunesmith.artifacts import checkpoint as ckpt
+    from tunesmith.fileio import swap_folder
     from tunesmith.models.hf.hfdir import save_safetensors
 
     out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
     extra = ["heads"] if "heads" in settings.target_modules else []
-    save_safetensors(tmp / ADAPTER_WEIGHTS, adapter_tensors(state, extra))
     config = {
         "peft_type": "LORA",
         "r": settings.r,
@@ -217,11 +210,10 @@ def write_adapter(out: str | Path, state: dict[str, Tensor], settings: LoraSetti
         "inference_mode": True,
         "tunesmith": {**info, "lora": dataclasses.asdict(settings), "scaling": settings.scaling, "extra": extra},
     }
-    (tmp / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True, default=str) + "\n")
-    ckpt.write_manifest(tmp)
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    with swap_folder(out) as tmp:
+        save_safetensors(tmp / ADAPTER_WEIGHTS, adapter_tensors(state, extra))
+        (tmp / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True, default=str) + "\n")
+        ckpt.write_manifest(tmp)
     return out
 
 
