@@ -49,12 +49,13 @@ def make_long_file(files: list[Path], seconds: float, path: Path) -> Path:
     import numpy as np
     import soundfile as sf
 
+    from tunesmith.fileio import atomic_path
+
     if path.is_file() and abs(sf.info(str(path)).duration - seconds) < 5:
         return path
     sr = sf.info(str(files[0])).samplerate
     channels = sf.info(str(files[0])).channels
-    tmp = path.with_suffix(".tmp.mp3")
-    with sf.SoundFile(str(tmp), "w", sr, channels, format="MP3") as out:
+    with atomic_path(path) as tmp, sf.SoundFile(str(tmp), "w", sr, channels, format="MP3") as out:
         written = 0
         while written < seconds * sr:
             for f in files:
@@ -66,7 +67,6 @@ def make_long_file(files: list[Path], seconds: float, path: Path) -> Path:
                     break
                 out.write(np.ascontiguousarray(data[:take]))
                 written += take
-    os.replace(tmp, path)
     return path
 
 

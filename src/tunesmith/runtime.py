@@ -25,8 +25,9 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def progress_enabled(wanted: bool) -> bool:
-    """A live progress bar only when asked for, on a terminal, and not switched off ($TUNESMITH_NO_PROGRESS)."""
-    return wanted and sys.stderr.isatty() and not os.environ.get("TUNESMITH_NO_PROGRESS")
+    """A live progress bar only when asked for, on a terminal, and not switched off (``TUNESMITH_NO_PROGRESS``
+    set to anything but empty or ``0``)."""
+    return wanted and sys.stderr.isatty() and os.environ.get("TUNESMITH_NO_PROGRESS", "") in ("", "0")
 
 
 def format_metrics(metrics: dict[str, Any], keys: tuple[str, ...] | None = None) -> str:

@@ -1,15 +1,8 @@
-"""When prepare shows a progress bar (the bar itself is :class:`tunesmith.runtime.EpochProgress`)."""
+"""When prepare shows a progress bar: :func:`tunesmith.runtime.progress_enabled` (the bar itself is
+:class:`tunesmith.runtime.EpochProgress`)."""
 
 from __future__ import annotations
 
-import os
-import sys
+from tunesmith.runtime import progress_enabled
 
-from tunesmith import runtime
-
-
-def progress_enabled(requested: bool) -> bool:
-    """:func:`tunesmith.runtime.progress_enabled`, except that ``TUNESMITH_NO_PROGRESS=0`` leaves bars on."""
-    if os.environ.get("TUNESMITH_NO_PROGRESS") == "0":
-        return requested and sys.stderr.isatty()
-    return runtime.progress_enabled(requested)
+__all__ = ["progress_enabled"]
