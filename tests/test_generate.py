@@ -16,7 +16,8 @@ import torch
 
 from test_lm_fixtures import CODEC_RATE, make_codec_dir, make_lm_dir, one_thread  # noqa: F401
 from tunesmith.errors import UserError
-from tunesmith.inference.lm import Generator, parse_item
+from tunesmith.inference.lm import Generator
+from tunesmith.inference.request import parse_item
 from tunesmith.models.lm.generation import generate_codes
 
 

@@ -23,7 +23,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tunesmith.commands.review",
     "tunesmith.commands.serve",
     "tunesmith.commands.import_hf",
+    "tunesmith.commands.merge",
     "tunesmith.commands.export",
+    "tunesmith.commands.verify",
     "tunesmith.commands.prepare_midi",
     "tunesmith.commands.generate_midi",
 )

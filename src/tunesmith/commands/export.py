@@ -1,4 +1,4 @@
-"""`tunesmith export RUN --format tunesmith|hf --out DIR` and `tunesmith verify DIR`."""
+"""`tunesmith export RUN --format tunesmith|hf --out DIR`: write a model directory."""
 
 from __future__ import annotations
 
@@ -12,13 +12,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=("tunesmith", "hf"), default="tunesmith")
     p.add_argument("--out", type=Path, required=True, help="directory to write")
     p.add_argument("--which", default="best", help="checkpoint of a run: best (default), last or epoch_NNNN")
-    p.set_defaults(func=run_export)
-    v = subparsers.add_parser("verify", help="check a model directory's config and checksums")
-    v.add_argument("path", type=Path)
-    v.set_defaults(func=run_verify)
+    p.set_defaults(func=run)
 
 
-def run_export(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     if args.format == "hf":
         from tunesmith.models.hf.export import export_hf
 
@@ -28,17 +25,4 @@ def run_export(args: argparse.Namespace) -> int:
 
         out = export_tunesmith(args.run, args.out, which=args.which)
     print(f"exported {args.format} model to {out}")
-    return 0
-
-
-def run_verify(args: argparse.Namespace) -> int:
-    from tunesmith.models.export import verify_model_dir
-
-    problems = verify_model_dir(args.path)
-    if problems:
-        print(f"{args.path}: {len(problems)} problem(s)")
-        for problem in problems:
-            print(f"  - {problem}")
-        return 1
-    print(f"{args.path}: ok (config and checksums verified)")
     return 0

@@ -6,14 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-TASKS = (
-    "velocity",
-    "velocity_denoise",
-    "loud_from_soft",
-    "soft_from_loud",
-    "high_from_low",
-    "low_from_high",
-)
+from tunesmith.inference.midi import CONTINUE, TASKS
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -33,8 +26,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tokens", type=int, default=512, help="new tokens to generate (continuation; default 512)")
     p.add_argument(
         "--task",
-        choices=("continue", *TASKS),
-        default="continue",
+        choices=(CONTINUE, *TASKS),
+        default=CONTINUE,
         help="continue (default); velocity: predict every prompt note's velocity; velocity_denoise: correct them; "
         "loud_from_soft, soft_from_loud, high_from_low, low_from_high: add the other half to the prompt's notes "
         "(the run must be fine-tuned on that task)",
@@ -53,13 +46,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from tunesmith.errors import UserError
-    from tunesmith.models.midi.generation import SamplingConfig, complete_notes, continue_notes, fill_velocities
-    from tunesmith.models.midi.loading import load_midi_model
-    from tunesmith.models.midi.notes import Notes, read_midi, write_midi
-    from tunesmith.models.midi.render import render_wav
+    from tunesmith.inference.midi import generate_midi
+    from tunesmith.models.midi.generation import SamplingConfig
     from tunesmith.models.sampling import check_sampling
 
     try:
@@ -68,46 +57,26 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--{str(err).split('=')[0].replace('_', '-')}: {err}") from None
     if args.tokens < 1:
         raise UserError(f"--tokens {args.tokens}: must be >= 1")
-    if args.task != "continue" and args.prompt is None:
+    if args.task != CONTINUE and args.prompt is None:
         raise UserError(f"--task {args.task} works on the notes of --prompt FILE.mid: pass --prompt")
     if args.prompt is not None and not args.prompt.is_file():
         raise UserError(f"--prompt {args.prompt}: no such file")
-    loaded = load_midi_model(args.run, which=args.which, device=torch.device(args.device))
-    prompt = read_midi(args.prompt) if args.prompt is not None else Notes.empty()
-    if args.prompt is not None and not len(prompt):
-        raise UserError(f"--prompt {args.prompt}: the file holds no notes")
-    if args.prompt_seconds > 0:
-        prompt = prompt.take(prompt.start < args.prompt_seconds)
-    sampling = SamplingConfig(args.temperature, args.top_k, args.top_p, args.seed)
-    malformed = 0
-    if args.task != "continue" and (loaded.stage != "piano_task" or args.task not in loaded.piano_task.tasks):
-        tasks = ", ".join(loaded.piano_task.tasks) if loaded.stage == "piano_task" else "none"
-        raise UserError(
-            f"{loaded.folder} was not fine-tuned on the {args.task} task (stage={loaded.stage}, tasks: {tasks}); "
-            f"train one with `tunesmith train midi velocity-tiny data=DIR init_from=RUN piano_task.tasks=[{args.task}]`"
-        )
-    if args.task in ("velocity", "velocity_denoise"):
-        notes = fill_velocities(loaded.model, loaded.tokenizer, prompt, loaded.piano_task, sampling, task=args.task)
-    elif args.task != "continue":
-        notes = complete_notes(loaded.model, loaded.tokenizer, args.task, prompt, loaded.piano_task, sampling)
-    else:
-        notes, malformed = continue_notes(loaded.model, loaded.tokenizer, prompt, args.tokens, sampling)
-    out = args.out or (
-        args.prompt.with_name(f"{args.prompt.stem}_{args.task}.mid") if args.prompt else Path("sample.mid")
+    result = generate_midi(
+        args.run,
+        args.prompt,
+        args.out,
+        task=args.task,
+        tokens=args.tokens,
+        sampling=SamplingConfig(args.temperature, args.top_k, args.top_p, args.seed),
+        prompt_seconds=args.prompt_seconds,
+        which=args.which,
+        device=args.device,
+        render=args.render,
     )
-    write_midi(notes, out)
-    wav = render_wav(out) if args.render else None
-    summary = {
-        "out": str(out),
-        "wav": str(wav) if wav else None,
-        "notes": len(notes),
-        "prompt_notes": len(prompt),
-        "malformed": malformed,
-        "checkpoint": str(loaded.folder),
-    }
     if args.json:
-        print(json.dumps(summary))
+        print(json.dumps(result.summary()))
     else:
-        extra = f", {malformed} malformed note groups repaired or dropped" if malformed else ""
-        print(f"wrote {out}: {len(notes)} notes ({len(prompt)} from the prompt){extra}" + (f"; {wav}" if wav else ""))
+        extra = f", {result.malformed} malformed note groups repaired or dropped" if result.malformed else ""
+        rendered = f"; {result.wav}" if result.wav else ""
+        print(f"wrote {result.out}: {result.notes} notes ({result.prompt_notes} from the prompt){extra}{rendered}")
     return 0

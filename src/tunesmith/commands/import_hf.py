@@ -1,4 +1,4 @@
-"""`tunesmith import hf DIR --out MODEL_DIR` and `tunesmith merge RUN_OR_ADAPTER --out DIR`."""
+"""`tunesmith import hf DIR --out MODEL_DIR`: a local transformers MusicGen directory → a tunesmith model dir."""
 
 from __future__ import annotations
 
@@ -21,43 +21,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("source", type=Path, help="local transformers MusicGen directory")
     p.add_argument("--out", type=Path, required=True, help="model directory to write")
     p.add_argument("--text-max-len", type=int, default=None, help="T5 tokens kept per text (default: tunesmith's)")
-    p.set_defaults(func=run_import)
-
-    m = subparsers.add_parser(
-        "merge",
-        help="merge LoRA adapters into their base model",
-        description=(
-            "Merge the LoRA adapters of a run (its best checkpoint), a checkpoint folder or an adapter folder "
-            "(adapter_config.json + adapter_model.safetensors) into a model directory with plain weights."
-        ),
-    )
-    m.add_argument("source", type=Path, help="LoRA run folder, checkpoint folder or adapter folder")
-    m.add_argument("--out", type=Path, required=True, help="directory to write")
-    m.add_argument("--which", default="best", help="checkpoint of a run: best (default), last or epoch_NNNN")
-    m.add_argument("--format", choices=("tunesmith", "hf"), default="tunesmith", help="tunesmith model dir or MusicGen")
-    m.set_defaults(func=run_merge)
+    p.set_defaults(func=run)
 
 
-def run_import(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from tunesmith.models.hf.importer import import_hf
 
     out = import_hf(args.source, args.out, text_max_len=args.text_max_len)
     print(f"imported {args.source} into {out}")
-    return 0
-
-
-def run_merge(args: argparse.Namespace) -> int:
-    import tempfile
-
-    from tunesmith.models.hf.merge import merge
-
-    if args.format == "tunesmith":
-        out = merge(args.source, args.out, which=args.which)
-    else:
-        from tunesmith.models.hf.export import export_hf
-
-        with tempfile.TemporaryDirectory(dir=Path(args.out).expanduser().resolve().parent) as tmp:
-            merged = merge(args.source, Path(tmp) / "merged", which=args.which)
-            out = export_hf(merged, args.out)
-    print(f"merged {args.source} into {out} ({args.format} format)")
     return 0

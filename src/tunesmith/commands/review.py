@@ -9,9 +9,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from tunesmith.review.checkpoints import REVIEW_DIR, list_checkpoints, weights_changed
 from tunesmith.review.lm_samples import DEFAULT_NUM_PROMPTS
-from tunesmith.review.runner import review_run
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -51,12 +49,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _list_epochs(run_dir: Path, as_json: bool) -> int:
-    refs = list_checkpoints(run_dir)
-    rows = []
-    for ref in refs:
-        folder = run_dir / "samples" / REVIEW_DIR / ref.name
-        samples = len(list(folder.glob("*.wav"))) if folder.is_dir() and not weights_changed(folder, ref) else 0
-        rows.append({"name": ref.name, "epoch": ref.epoch, "step": ref.step, "samples": samples})
+    from tunesmith.review.checkpoints import checkpoint_samples
+
+    rows = checkpoint_samples(run_dir)
     if as_json:
         print(json.dumps(rows, indent=2))
     elif not rows:
@@ -71,6 +66,7 @@ def _list_epochs(run_dir: Path, as_json: bool) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from tunesmith.artifacts.runs import find_run
+    from tunesmith.review.runner import review_run
 
     path = Path(args.run)
     run_dir = path if (path / "checkpoints").is_dir() else find_run(args.run, args.runs_dir)

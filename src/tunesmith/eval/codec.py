@@ -1,4 +1,4 @@
-"""`tunesmith check codec RUN_OR_MODEL`: reconstruction quality of a codec on dataset segments.
+"""Reconstruction quality of a codec on dataset segments (`tunesmith check codec RUN_OR_MODEL`).
 
 For each clip: encode → decode → SI-SNR, L1, MSE and mel distance against the original, per clip
 and averaged, and (with an output folder) ``NNN_<name>.original.wav`` / ``NNN_<name>.reconstructed.wav``
@@ -9,10 +9,8 @@ SI-SNR convention: positive dB, higher is better (AudioCraft logs the negated va
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -208,31 +206,11 @@ def report_markdown(report: CheckReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-# --------------------------------------------------------------------------- CLI
+# --------------------------------------------------------------------------- a codec run or model dir
 
 
-def add_parser(kinds: argparse._SubParsersAction) -> None:
-    p = kinds.add_parser(
-        "codec",
-        help="reconstruction quality of a codec (SI-SNR, mel distance, L1, MSE) with wav pairs to listen to",
-        description=(
-            "Encode and decode dataset segments with a codec (a run folder, checkpoint or exported model) and report "
-            f"SI-SNR, mel distance, L1 and MSE per clip and on average. {SISNR_CONVENTION}."
-        ),
-    )
-    p.add_argument("codec", help="codec run folder, checkpoint folder or model directory")
-    p.add_argument("--data", type=Path, default=None, help="prepared dataset (default: the one the run trained on)")
-    p.add_argument("--split", default="valid", choices=("valid", "train"), help="which split to draw clips from")
-    p.add_argument("--num-samples", type=int, default=10, help="clips to check (spread over the split)")
-    p.add_argument("--max-seconds", type=float, default=10.0, help="cut clips to this length")
-    p.add_argument("--bandwidth", type=float, default=None, help="kbps (default: all codebooks)")
-    p.add_argument("--out", type=Path, default=None, help="folder for wav pairs and report (default: RUN/check/...)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.set_defaults(func=run)
-
-
-def _default_data(codec_path: Path) -> Path | None:
+def default_data(codec_path: Path) -> Path | None:
+    """The dataset a codec run trained on (its config's ``data``), or None."""
     from tunesmith.artifacts import checkpoint as ckpt
 
     try:
@@ -243,54 +221,34 @@ def _default_data(codec_path: Path) -> Path | None:
     return Path(data) if data else None
 
 
-def run(args: argparse.Namespace) -> int:
+def default_out(codec_ref: str | Path, bandwidth: float | None) -> Path:
+    """``RUN/check/bw<kbps>`` for a run folder, else ``codec-check/check/...``."""
+    base = Path(codec_ref) if (Path(codec_ref) / "checkpoints").is_dir() else Path("codec-check")
+    return base / "check" / (f"bw{bandwidth:g}" if bandwidth is not None else "default")
+
+
+def check_codec_path(
+    codec_ref: str | Path,
+    *,
+    data: str | Path | None = None,
+    split: str = "valid",
+    num_samples: int = 10,
+    max_seconds: float = 10.0,
+    bandwidth: float | None = None,
+    out: str | Path | None = None,
+    device: str = "cpu",
+) -> tuple[CheckReport, Path]:
+    """Load a codec (run, checkpoint or model dir), check it on ``num_samples`` clips → (report, output folder)."""
     from tunesmith.models.codec import load_codec
 
-    if args.num_samples < 1:
-        raise UserError(f"--num-samples must be at least 1, got {args.num_samples}")
-    codec = load_codec(args.codec, bandwidth=args.bandwidth, device=args.device)
-    data = args.data or _default_data(Path(args.codec))
+    if num_samples < 1:
+        raise UserError(f"--num-samples must be at least 1, got {num_samples}")
+    codec = load_codec(codec_ref, bandwidth=bandwidth, device=device)
+    data = data or default_data(Path(codec_ref))
     if data is None:
-        raise UserError(f"{args.codec}: no dataset recorded with this codec; pass --data DIR (a prepared dataset)")
+        raise UserError(f"{codec_ref}: no dataset recorded with this codec; pass --data DIR (a prepared dataset)")
     if not Path(data).is_dir():
         raise UserError(f"{data}: dataset folder not found; pass --data DIR (a prepared dataset)")
-    clips = select_clips(data, args.num_samples, codec.sample_rate, codec.channels, args.split, args.max_seconds)
-    out = args.out
-    if out is None:
-        base = Path(args.codec) if (Path(args.codec) / "checkpoints").is_dir() else Path("codec-check")
-        bw = getattr(codec, "bandwidth", None)
-        out = base / "check" / (f"bw{bw:g}" if bw is not None else "default")
-    report = check_codec(codec, clips, out, device=args.device)
-    if args.json:
-        print(json.dumps({**report.to_dict(), "out": str(out)}, indent=2))
-        return 0
-    _print_table(report, out)
-    return 0
-
-
-def _print_table(report: CheckReport, out: Path) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    bw = f"{report.bandwidth_kbps:g} kbps" if report.bandwidth_kbps is not None else "?"
-    table = Table(title=f"codec check: {report.sample_rate} Hz, {bw}, {report.n_q} codebooks")
-    for col in ("clip", "s", "SI-SNR dB ↑", "mel ↓", "L1 ↓", "MSE ↓"):
-        table.add_column(col, justify="left" if col == "clip" else "right")
-    for c in report.clips:
-        table.add_row(c.name, f"{c.seconds:.1f}", f"{c.sisnr:.2f}", f"{c.mel:.4f}", f"{c.l1:.5f}", f"{c.mse:.6f}")
-    m = report.mean
-    table.add_row("mean", "", f"{m['sisnr']:.2f}", f"{m['mel']:.4f}", f"{m['l1']:.5f}", f"{m['mse']:.6f}", style="bold")
-    console = Console()
-    console.print(table)
-    if report.codebooks:
-        usage = ", ".join(f"{u.used}/{u.bins} (perplexity {u.perplexity:.0f})" for u in report.codebooks)
-        console.print(f"codes used per codebook: {usage}")
-        if collapsed := report.collapsed():
-            console.print(
-                f"[yellow]codebook(s) {collapsed} use few codes (perplexity < {COLLAPSE_SHARE:.0%} of the bins): "
-                "the quantizer has collapsed there, so those tokens carry little for an LM to learn; train longer "
-                "or check model.dead_code_threshold[/yellow]"
-            )
-    console.print(f"{SISNR_CONVENTION}. Wav pairs and report: {out}")
-    if not all(math.isfinite(getattr(c, k)) for c in report.clips for k in METRICS):
-        console.print("[yellow]some metrics are not finite (silent clips?)[/yellow]")
+    clips = select_clips(data, num_samples, codec.sample_rate, codec.channels, split, max_seconds)
+    folder = Path(out) if out is not None else default_out(codec_ref, getattr(codec, "bandwidth", None))
+    return check_codec(codec, clips, folder, device=device), folder

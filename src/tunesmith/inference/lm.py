@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,72 +16,12 @@ import numpy as np
 import torch
 
 from tunesmith.errors import UserError
+from tunesmith.inference.request import GenerationItem, parse_item
 from tunesmith.models.codec.loading import resolve_codec_path
 from tunesmith.models.lm.generation import generate_codes
 from tunesmith.models.lm.model import LMModel
-from tunesmith.models.sampling import check_sampling
 
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass
-class GenerationItem:
-    """One thing to generate; the fields of a prompts.jsonl line."""
-
-    prompt: str = ""
-    seed: int = 0
-    duration: float = 10.0  # seconds
-    cfg: float = 3.0
-    temperature: float = 1.0
-    top_k: int = 250
-    top_p: float = 0.0
-    conditions: dict = dataclasses.field(default_factory=dict)  # extra attributes (genre, bpm, ...)
-
-    def condition(self, text_field: str) -> dict:
-        cond = dict(self.conditions)
-        if self.prompt:
-            cond[text_field] = self.prompt
-        return cond
-
-    def batch_key(self) -> tuple:
-        return (self.duration, self.cfg, self.temperature, self.top_k, self.top_p)
-
-
-ITEM_FIELDS = {f.name for f in dataclasses.fields(GenerationItem)}
-
-
-def parse_item(data: dict, defaults: dict | None = None) -> GenerationItem:
-    """A prompt dict (with ``defaults`` under it) → GenerationItem; ValueError naming a bad field."""
-    if not isinstance(data, dict):
-        raise ValueError(f"expected a JSON object, got {type(data).__name__}")
-    merged = {**(defaults or {}), **data}
-    if "text" in merged and "prompt" not in merged:
-        merged["prompt"] = merged.pop("text")
-    merged.pop("text", None)
-    conditions = dict(merged.pop("conditions", None) or {})
-    for name in ("genre", "bpm", "key", "instrument", "description", "transcript", "moods", "keywords"):
-        if name in merged:
-            conditions[name] = merged.pop(name)
-    unknown = sorted(set(merged) - ITEM_FIELDS)
-    if unknown:
-        raise ValueError(f"unknown field(s) {unknown}; allowed: {sorted(ITEM_FIELDS - {'conditions'})}")
-    casts: dict[str, Callable[[Any], Any]] = {
-        "prompt": str, "seed": int, "duration": float, "cfg": float, "temperature": float, "top_k": int, "top_p": float
-    }  # fmt: skip
-    values: dict[str, Any] = {}
-    for name, value in merged.items():
-        if value is None:
-            continue
-        if isinstance(value, bool) or (name != "prompt" and isinstance(value, (str, list, dict))):
-            raise ValueError(f"{name}={value!r}: expected a number")
-        values[name] = casts[name](value)
-    item = GenerationItem(**values, conditions=conditions)
-    if not (item.duration > 0 and math.isfinite(item.duration)):
-        raise ValueError(f"duration={item.duration}: must be a positive number of seconds")
-    if not math.isfinite(item.cfg) or item.cfg < 0:
-        raise ValueError(f"cfg={item.cfg}: must be >= 0")
-    check_sampling(item.temperature, item.top_k, item.top_p)
-    return item
 
 
 SPECIAL_TOKENS = ("<pad>", "<unk>")
@@ -175,31 +114,12 @@ class Generator:
         The codec is the ``codec`` recorded in the LM's config (resolved against the working directory
         and the run folder), a ``codec/`` folder inside an exported model dir, or ``codec`` when given.
         """
-        from tunesmith.artifacts import checkpoint as ckpt
         from tunesmith.models.codec import load_codec
-        from tunesmith.models.lm.model import LMConfig, build_lm
+        from tunesmith.models.lm.loading import build_from, read_lm_checkpoint
 
-        folder = ckpt.find_checkpoint(path, which=which)
-        raw = ckpt.read_config(folder)
-        meta = raw.get("meta") if isinstance(raw.get("meta"), dict) else {}
-        if meta.get("task") not in (None, "lm"):
-            raise UserError(f"{path}: this is a {meta.get('task')!r} model, not an LM")
-        run_cfg = raw.get("config", raw)
-        if not isinstance(run_cfg, dict) or not isinstance(run_cfg.get("model"), dict):
-            raise UserError(f"{folder}/config.json: no LM 'model' section; is it a tunesmith LM?")
-        lm_cfg = _lm_config_from(run_cfg["model"], LMConfig, folder)
-        cond = lm_cfg.conditioner
-        if cond.text == "t5" and not Path(cond.t5_path).expanduser().is_dir():  # a moved model dir keeps t5/ inside
-            for candidate in (folder / cond.t5_path, folder / "t5") if cond.t5_path else (folder / "t5",):
-                if candidate.is_dir():
-                    lm_cfg = dataclasses.replace(lm_cfg, conditioner=dataclasses.replace(cond, t5_path=str(candidate)))
-                    break
-        weights = ckpt.load_weights(folder, "model")
-        try:
-            model = build_lm(lm_cfg, weights)
-        except (ValueError, RuntimeError) as err:
-            raise UserError(f"{folder}: the weights do not fit the LM config: {err}") from err
-        model.to(device)
+        checkpoint = read_lm_checkpoint(path, which)
+        folder, meta, run_cfg = checkpoint.folder, checkpoint.meta, checkpoint.run_config
+        model = build_from(checkpoint, device)
         codec_path: Path | None
         origin = Path(str(meta.get("exported_from") or folder))  # an export resolves paths like its source
         run_dir = origin.parent.parent if origin.parent.name == "checkpoints" else None
@@ -289,16 +209,6 @@ class Generator:
             }
             out.append(Result(it, wav[i].astype(np.float32), self.sample_rate, codes[i].cpu().numpy(), stats))
         return out
-
-
-def _lm_config_from(data: dict, cls: type, where: Path):
-    from tunesmith.config import ConfigError, from_dict, merge_into, to_dict
-
-    try:
-        merged = merge_into(to_dict(cls()), data, cls)
-        return from_dict(cls, merged)
-    except (ConfigError, ValueError) as err:
-        raise UserError(f"{where}/config.json: bad LM model section: {err}") from err
 
 
 def load_verified(model: str | Path, device: str, which: str = "best", codec: str | None = None) -> Any:

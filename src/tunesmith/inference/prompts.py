@@ -9,11 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from tunesmith.inference.request import GenerationItem
 
 
 @dataclass
@@ -23,7 +24,7 @@ class Job:
     id: str
     line: int  # 1-based line in the prompts file, or the --prompt position
     source: str
-    item: Any  # GenerationItem
+    item: GenerationItem
     fields: dict = field(default_factory=dict)
 
 
@@ -32,7 +33,7 @@ def _slug(text: str, limit: int = 32) -> str:
     return slug[:limit].strip("-") or "uncond"
 
 
-def _job_id(index: int, item: Any) -> str:
+def _job_id(index: int, item: GenerationItem) -> str:
     import dataclasses
 
     payload = json.dumps(dataclasses.asdict(item), sort_keys=True, default=str)
@@ -42,7 +43,7 @@ def _job_id(index: int, item: Any) -> str:
 
 def read_prompts(prompts: list[str], path: Path | None, defaults: dict[str, Any]) -> tuple[list[Job], list[str]]:
     """Jobs from --prompt values and a prompts file; problems as ``file:line: message`` (bad lines are skipped)."""
-    from tunesmith.inference.lm import parse_item
+    from tunesmith.inference.request import parse_item
 
     raw: list[tuple[str, int, Any]] = [("--prompt", i + 1, {"prompt": p}) for i, p in enumerate(prompts)]
     problems: list[tuple[str, int, str]] = []
@@ -78,23 +79,23 @@ def read_prompts(prompts: list[str], path: Path | None, defaults: dict[str, Any]
     return jobs, [f"{source}:{number}: {message}" for source, number, message in sorted(problems)]
 
 
-def warn_about_attributes(jobs: list[Job], known: dict[str, list[str]]) -> None:
-    """Warn (``file:line``) about attributes the model does not use (ignored) or values it never saw
+def attribute_warnings(jobs: list[Job], known: dict[str, list[str]]) -> list[str]:
+    """``file:line`` warnings about attributes the model does not use (ignored) or values it never saw
     (generated as unknown); the items still run, as prompts files often carry extra metadata."""
     from tunesmith.inference.lm import attribute_problems
     from tunesmith.models.lm.conditioners import ATTRIBUTES
 
+    warnings = []
     for job in jobs:
         given = {name: job.item.conditions[name] for name in ATTRIBUTES if name in job.item.conditions}
         for problem in attribute_problems(given, known):
             effect = "ignored" if problem["type"] == "attribute_unused" else "generated as an unknown value"
-            print(
-                f"tunesmith: warning: {job.source}:{job.line}: {problem['field']}: {problem['message']} ({effect})",
-                file=sys.stderr,
-            )
+            warnings.append(f"{job.source}:{job.line}: {problem['field']}: {problem['message']} ({effect})")
+    return warnings
 
 
 def batches(jobs: list[Job], size: int) -> Iterator[list[Job]]:
+    """Jobs with the same settings (``batch_key``), ``size`` at a time, in order of first appearance."""
     groups: dict[tuple, list[Job]] = {}
     for job in jobs:
         groups.setdefault(job.item.batch_key(), []).append(job)

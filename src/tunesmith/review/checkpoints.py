@@ -88,6 +88,16 @@ def list_checkpoints(run_dir: Path) -> list[CheckpointRef]:
     return sorted(refs, key=order)
 
 
+def checkpoint_samples(run_dir: Path) -> list[dict]:
+    """Each checkpoint of a run with its review samples: ``{name, epoch, step, samples}`` (stale ones count 0)."""
+    rows = []
+    for ref in list_checkpoints(run_dir):
+        folder = run_dir / "samples" / REVIEW_DIR / ref.name
+        samples = len(list(folder.glob("*.wav"))) if folder.is_dir() and not weights_changed(folder, ref) else 0
+        rows.append({"name": ref.name, "epoch": ref.epoch, "step": ref.step, "samples": samples})
+    return rows
+
+
 def select_checkpoints(refs: list[CheckpointRef], spec: str) -> list[CheckpointRef]:
     """``spec``: ``all`` or a comma list of epoch numbers and/or ``best``/``last`` (e.g. ``2,5,best``)."""
     if spec.strip().lower() == "all":

@@ -11,31 +11,33 @@ Endpoints:
 Requests wait in a bounded queue; one worker thread takes up to ``max_batch`` requests with the same
 settings (duration, cfg, temperature, top-k, top-p), waiting at most ``batch_wait_ms`` for more to arrive,
 and generates them as one batch. A full queue answers 503 with Retry-After; invalid input answers 422
-with a message; a client that disconnects leaves the queue at once, and a batch whose clients all left
-is aborted at the next decoding step. The model is verified and loaded (and run once) before the port
-opens. An API key (``--api-key`` or ``$TUNESMITH_API_KEY``), when set, is required as
-``Authorization: Bearer KEY`` or ``X-API-Key: KEY`` and compared in constant time.
+with a message (checked by the one request schema, :mod:`tunesmith.inference.request`); a client that
+disconnects leaves the queue at once, and a batch whose clients all left is aborted at the next decoding
+step. The model is verified and loaded (and run once) before the port opens. An API key (``--api-key``
+or ``$TUNESMITH_API_KEY``), when set, is required as ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``
+and compared in constant time.
 """
 
-# No `from __future__ import annotations`: FastAPI must see the request model defined inside build_app.
+# No `from __future__ import annotations`: FastAPI must see the types imported inside build_app.
 import asyncio
 import contextlib
 import dataclasses
 import hmac
 import io
+import json
 import logging
 import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from tunesmith.inference.request import DEFAULTS, HTTP, FieldError, RequestError, http_errors, json_schema, validate
 from tunesmith.serve.queue import BatchQueue, Limits, QueueFull
 
 log = logging.getLogger("tunesmith.serve")
 
 API_KEY_ENV = "TUNESMITH_API_KEY"
 MEDIA_TYPES = {"wav": "audio/wav", "flac": "audio/flac"}
-MAX_SEED = 2**63 - 1
 
 
 def encode_audio(wav: Any, sample_rate: int, fmt: str) -> bytes:
@@ -50,37 +52,42 @@ def encode_audio(wav: Any, sample_rate: int, fmt: str) -> bytes:
 
 
 def model_defaults(generator: Any, limits: Limits) -> dict[str, Any]:
-    """Request defaults: the model's ``generate`` settings from training, within the limits."""
+    """Request defaults: the model's ``generate`` settings from training (else the schema's), within the limits."""
     g = generator.config.get("generate") if isinstance(generator.config.get("generate"), dict) else {}
     return {
-        "prompt": "",
-        "duration": min(float(g.get("duration") or 10.0), limits.max_duration),
-        "cfg": min(float(g.get("cfg", 3.0)), limits.max_cfg),
-        "temperature": min(float(g.get("temperature", 1.0)), limits.max_temperature),
-        "top_k": min(int(g.get("top_k", 250)), limits.max_top_k),
-        "top_p": float(g.get("top_p", 0.0)),
+        "prompt": DEFAULTS["prompt"],
+        "duration": min(float(g.get("duration") or DEFAULTS["duration"]), limits.max_duration),
+        "cfg": min(float(g.get("cfg", DEFAULTS["cfg"])), limits.max_cfg),
+        "temperature": min(float(g.get("temperature", DEFAULTS["temperature"])), limits.max_temperature),
+        "top_k": min(int(g.get("top_k", DEFAULTS["top_k"])), limits.max_top_k),
+        "top_p": float(g.get("top_p", DEFAULTS["top_p"])),
         "format": "wav",
     }
 
 
 def validation_errors(errors: list[dict]) -> tuple[str, list[dict]]:
-    """Pydantic errors → (one readable line, JSON-safe details: field, message, type)."""
-    parts, details = [], []
+    """FastAPI's (pydantic's) errors → the 422 form of :func:`tunesmith.inference.request.http_errors`."""
+    found = []
     for err in errors:
         loc = [str(p) for p in err.get("loc", ()) if p != "body"]
-        field = ".".join(loc) or "body"
         kind = str(err.get("type", ""))
-        if kind == "json_invalid":
-            field = "body"
-            message = f"not valid JSON ({(err.get('ctx') or {}).get('error', 'decode error')})"
-        else:
-            message = str(err.get("msg", "invalid"))
-            if "input" in err and kind != "missing":
-                shown = repr(err["input"])
-                message += f" (got {shown[:60] + '…' if len(shown) > 60 else shown})"
-        parts.append(f"{field}: {message}")
-        details.append({"field": field, "message": message, "type": kind})
-    return "; ".join(parts), details
+        found.append(FieldError(".".join(loc) or "body", str(err.get("msg", "invalid")), kind, err.get("input"),
+                                "input" in err and kind != "missing"))  # fmt: skip
+    return http_errors(found)
+
+
+def read_body(body: bytes, content_type: str | None) -> Any:
+    """The JSON of a request body; RequestError (field ``body``) when it is missing, not JSON or not JSON at all."""
+    if not body:
+        raise RequestError([FieldError("body", "Field required", "missing")])
+    subtype = (content_type or "application/json").split(";")[0].strip().lower().rsplit("/", 1)[-1]
+    if subtype != "json" and not subtype.endswith("+json"):
+        raise RequestError([FieldError("body", f"expected a JSON object, got {content_type}", "dict_type")])
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        reason = err.msg if isinstance(err, json.JSONDecodeError) else "not UTF-8"
+        raise RequestError([FieldError("body", f"not valid JSON ({reason})", "json_invalid")]) from None
 
 
 def build_app(
@@ -94,39 +101,18 @@ def build_app(
 
     ``executor``: the single thread the generator was loaded on (see :func:`generation_thread`).
     """
-    from typing import Literal
-
     from fastapi import Depends, FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, Response
-    from pydantic import BaseModel, ConfigDict, Field
 
     from tunesmith.inference.lm import GenerationItem, attribute_problems, attribute_values
-    from tunesmith.models.lm.conditioners import ATTRIBUTES
 
     defaults = model_defaults(generator, limits)
     known_attributes = attribute_values(generator.model)
     queue = BatchQueue(generator, limits, executor)
     generator.max_batch = limits.max_batch
     started = time.time()
-
-    class GenerateRequest(BaseModel):
-        """One piece of audio to generate."""
-
-        model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
-
-        prompt: str = Field(defaults["prompt"], max_length=limits.max_prompt_chars, description="text description")
-        duration: float = Field(defaults["duration"], gt=0, le=limits.max_duration, description="seconds")
-        cfg: float = Field(defaults["cfg"], ge=0, le=limits.max_cfg, description="guidance (1 = off)")
-        temperature: float = Field(defaults["temperature"], ge=0, le=limits.max_temperature, description="0 = greedy")
-        top_k: int = Field(defaults["top_k"], ge=0, le=limits.max_top_k, description="0 = off")
-        top_p: float = Field(defaults["top_p"], ge=0, le=1, description="0 = off")
-        seed: int | None = Field(None, ge=0, le=MAX_SEED, description="omit for a random seed (see X-Seed)")
-        format: Literal["wav", "flac"] = Field(defaults["format"])
-        genre: str | list[str] | None = Field(None, description="attribute-conditioned models: genre(s)")
-        bpm: float | None = Field(None, gt=0, le=1000, description="attribute-conditioned models: tempo")
-        key: str | None = Field(None, max_length=40, description='attribute-conditioned models: e.g. "a minor"')
-        instrument: str | list[str] | None = Field(None, description="attribute-conditioned models: instrument(s)")
+    body_schema = {"required": True, "content": {"application/json": {"schema": json_schema(defaults, limits)}}}
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -179,28 +165,29 @@ def build_app(
             "formats": sorted(MEDIA_TYPES),
         }
 
-    @app.post("/v1/generate", dependencies=[Depends(require_key)], response_class=Response)
-    async def generate(body: GenerateRequest, request: Request) -> Response:
-        requested = {name: getattr(body, name) for name in ATTRIBUTES}
-        attributes = {name: value for name, value in requested.items() if value is not None}
-        problems = attribute_problems(attributes, known_attributes)
+    @app.post(
+        "/v1/generate",
+        dependencies=[Depends(require_key)],
+        response_class=Response,
+        openapi_extra={"requestBody": body_schema},
+    )
+    async def generate(request: Request) -> Response:
+        try:
+            data = read_body(await request.body(), request.headers.get("content-type"))
+            values = validate(data, defaults, surface=HTTP, limits=limits)
+        except RequestError as err:
+            message, details = http_errors(err.errors)
+            return JSONResponse({"error": message, "detail": details}, status_code=422)
+        fmt = values.pop("format")
+        problems = attribute_problems(values["conditions"], known_attributes)
         for problem in problems:
             if problem["type"] == "attribute_value":
                 problem["message"] += " (GET /v1/model lists them)"
         if problems:
             message = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
             return JSONResponse({"error": message, "detail": problems}, status_code=422)
-        seed = body.seed if body.seed is not None else secrets.randbelow(2**31)
-        item = GenerationItem(
-            prompt=body.prompt,
-            seed=seed,
-            duration=body.duration,
-            cfg=body.cfg,
-            temperature=body.temperature,
-            top_k=body.top_k,
-            top_p=body.top_p,
-            conditions=attributes,
-        )
+        seed = values["seed"] if values["seed"] is not None else secrets.randbelow(2**31)
+        item = GenerationItem(**{**values, "seed": seed})
         try:
             job = queue.submit(item)
         except QueueFull as full:
@@ -225,7 +212,7 @@ def build_app(
                                 headers={"Retry-After": str(full.retry_after)})  # fmt: skip
         except Exception as err:
             return JSONResponse({"error": f"generation failed: {type(err).__name__}: {err}"}, status_code=500)
-        audio = encode_audio(result.wav, result.sample_rate, body.format)
+        audio = encode_audio(result.wav, result.sample_rate, fmt)
         now = time.perf_counter()
         headers = {
             "X-Seed": str(seed),
@@ -235,7 +222,7 @@ def build_app(
             "X-Queue-Seconds": f"{job.started - job.enqueued:.4f}",
             "X-Generation-Seconds": f"{now - job.started:.4f}",
         }
-        return Response(audio, media_type=MEDIA_TYPES[body.format], headers=headers)
+        return Response(audio, media_type=MEDIA_TYPES[fmt], headers=headers)
 
     return app
 

@@ -1,0 +1,39 @@
+"""`tunesmith merge RUN_OR_ADAPTER --out DIR [--format tunesmith|hf]`: LoRA adapters merged into their base."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "merge",
+        help="merge LoRA adapters into their base model",
+        description=(
+            "Merge the LoRA adapters of a run (its best checkpoint), a checkpoint folder or an adapter folder "
+            "(adapter_config.json + adapter_model.safetensors) into a model directory with plain weights."
+        ),
+    )
+    p.add_argument("source", type=Path, help="LoRA run folder, checkpoint folder or adapter folder")
+    p.add_argument("--out", type=Path, required=True, help="directory to write")
+    p.add_argument("--which", default="best", help="checkpoint of a run: best (default), last or epoch_NNNN")
+    p.add_argument("--format", choices=("tunesmith", "hf"), default="tunesmith", help="tunesmith model dir or MusicGen")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from tunesmith.models.hf.merge import merge
+
+    if args.format == "tunesmith":
+        out = merge(args.source, args.out, which=args.which)
+    else:
+        from tunesmith.models.hf.export import export_hf
+
+        with tempfile.TemporaryDirectory(dir=Path(args.out).expanduser().resolve().parent) as tmp:
+            merged = merge(args.source, Path(tmp) / "merged", which=args.which)
+            out = export_hf(merged, args.out)
+    print(f"merged {args.source} into {out} ({args.format} format)")
+    return 0
