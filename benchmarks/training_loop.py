@@ -28,9 +28,13 @@ WORK = ROOT / "benchmarks" / ".work" / "training_loop"
 DEFAULT_BASELINE = "7d198e6"  # the last commit before the architecture issue's re-layout
 
 
-def tunesmith(src: Path, argv: list[str], threads: int) -> None:
-    """``python -m tunesmith ARGV`` with the package from ``src``; raises with its output on failure."""
-    env = {**os.environ, "PYTHONPATH": str(src), "TUNESMITH_NO_PROGRESS": "1", "OMP_NUM_THREADS": str(threads)}
+def tunesmith(src: Path, argv: list[str], threads: int | None) -> None:
+    """``python -m tunesmith ARGV`` with the package from ``src`` (and ``OMP_NUM_THREADS=threads`` unless None);
+    raises with its output on failure."""
+    env = {**os.environ, "PYTHONPATH": str(src), "TUNESMITH_NO_PROGRESS": "1"}
+    env.pop("OMP_NUM_THREADS", None)
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
     done = subprocess.run([sys.executable, "-m", "tunesmith", *argv], env=env, capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"tunesmith {' '.join(argv)} failed ({src}):\n{done.stdout[-3000:]}{done.stderr[-3000:]}")

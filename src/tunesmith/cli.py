@@ -10,6 +10,8 @@ import sys
 
 from tunesmith import __version__
 
+log = logging.getLogger("tunesmith")
+
 # subcommand module → each defines add_parser(subparsers) and a run(args) set as func.
 COMMAND_MODULES: tuple[str, ...] = (
     "tunesmith.commands.doctor",
@@ -39,6 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"tunesmith {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="torch CPU threads (default: the CPUs this process may use: affinity, cgroup quota, Slurm, "
+        "shared by the ranks of a host; or $TUNESMITH_THREADS)",
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -56,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from tunesmith.config import ConfigError
     from tunesmith.errors import UserError
+    from tunesmith.runtime import apply_thread_policy
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -64,8 +75,17 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    previous_threads = _torch_threads()
     try:
+        policy = apply_thread_policy(args.threads)
+        log.info("threads: %s", policy.describe())
+        if policy.load_warning:
+            log.warning("%s", policy.load_warning)
         return int(args.func(args) or 0)
+    except BrokenPipeError:  # `tunesmith ... | head`: the reader left; say nothing more
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     except (UserError, ConfigError) as err:
         if args.verbose:
             raise
@@ -74,6 +94,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tunesmith: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous_threads is not None:  # called in-process (tests, the demo): leave torch as it was
+            import torch
+
+            torch.set_num_threads(previous_threads)
+
+
+def _torch_threads() -> int | None:
+    """torch's thread count when torch is already imported in this process, else None."""
+    torch = sys.modules.get("torch")
+    return torch.get_num_threads() if torch is not None else None
 
 
 if __name__ == "__main__":

@@ -1,19 +1,167 @@
-"""What every command needs from the machine it runs on: the device to use and how to show progress."""
+"""What every command needs from the machine it runs on: the CPUs it may use, the device, progress display.
+
+Threads: :func:`cpu_budget` counts the CPUs this process may really use — its affinity mask, the
+cgroup CPU quota (``cpu.max`` or v1 ``cfs_quota_us``), ``SLURM_CPUS_PER_TASK``, shared among the
+torchrun ranks of one host (``LOCAL_WORLD_SIZE``) — and :func:`apply_thread_policy` (called by the
+``tunesmith`` entry point before torch is imported) sets torch's intra-op threads to that, with
+OpenMP's passive wait policy so idle threads sleep instead of spinning on cores that other jobs need.
+``--threads N`` or ``TUNESMITH_THREADS=N`` overrides the count.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import os
 import sys
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger("tunesmith.train")
 
 
+THREADS_ENV = "TUNESMITH_THREADS"
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+@dataclasses.dataclass(frozen=True)
+class CpuBudget:
+    """How many CPUs this process may use (``cpus`` ≥ 1) and the facts that decided it, in words."""
+
+    cpus: int
+    reasons: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class ThreadPolicy:
+    """What :func:`apply_thread_policy` chose: torch intra-op ``threads``, the OpenMP ``wait_policy``, and why."""
+
+    threads: int
+    wait_policy: str
+    reasons: tuple[str, ...]
+    load_warning: str | None = None
+
+    def describe(self) -> str:
+        return f"{self.threads} torch thread(s), OpenMP wait policy {self.wait_policy} ({'; '.join(self.reasons)})"
+
+
+def cgroup_cpu_quota(root: Path = CGROUP_ROOT) -> float | None:
+    """The cgroup's CPU quota in CPUs (``1.5`` = one and a half cores), or None when unlimited or unknown."""
+    candidates = [(root / "cpu.max", None)]  # cgroup v2: "QUOTA PERIOD" or "max PERIOD"
+    candidates += [
+        (root / sub / "cpu.cfs_quota_us", root / sub / "cpu.cfs_period_us") for sub in ("cpu", "cpu,cpuacct")
+    ]
+    for quota_file, period_file in candidates:
+        try:
+            if period_file is None:
+                quota, period = quota_file.read_text().split()[:2]
+            else:
+                quota, period = quota_file.read_text().strip(), period_file.read_text().strip()
+        except (OSError, ValueError):
+            continue
+        if quota in ("max", "-1"):
+            return None
+        try:
+            value = int(quota) / int(period)
+        except (ValueError, ZeroDivisionError):
+            continue
+        return value if value > 0 else None
+    return None
+
+
+def cpu_budget(environ: dict[str, str] | None = None, cgroup_root: Path = CGROUP_ROOT) -> CpuBudget:
+    """The CPUs this process may use: affinity ∩ cgroup quota ∩ Slurm's allocation, shared by local ranks."""
+    env = os.environ if environ is None else environ
+    try:
+        cpus = len(os.sched_getaffinity(0))
+        reasons = [f"{cpus} CPU(s) in the affinity mask"]
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+        reasons = [f"{cpus} CPU(s) on the machine"]
+    quota = cgroup_cpu_quota(cgroup_root)
+    if quota is not None and quota < cpus:
+        cpus = max(1, math.floor(quota))
+        reasons.append(f"cgroup CPU quota {quota:g}")
+    slurm = _positive_int(env.get("SLURM_CPUS_PER_TASK"))
+    if slurm is not None and slurm < cpus:
+        cpus = slurm
+        reasons.append(f"SLURM_CPUS_PER_TASK={slurm}")
+    ranks = _positive_int(env.get("LOCAL_WORLD_SIZE"))
+    if ranks is not None and ranks > 1:
+        cpus = max(1, cpus // ranks)
+        reasons.append(f"shared by {ranks} ranks on this host")
+    return CpuBudget(cpus, tuple(reasons))
+
+
+def _positive_int(value: str | None) -> int | None:
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        return None
+    return number if number > 0 else None
+
+
+def thread_policy(requested: int | None = None, environ: dict[str, str] | None = None) -> ThreadPolicy:
+    """Threads from ``requested`` (``--threads``), else ``$TUNESMITH_THREADS``, else :func:`cpu_budget`."""
+    env = os.environ if environ is None else environ
+    budget = cpu_budget(env)
+    wait = env.get("OMP_WAIT_POLICY", "").upper() or "PASSIVE"
+    if requested is not None:
+        if requested < 1:
+            from tunesmith.errors import UserError
+
+            raise UserError(f"--threads={requested}: must be at least 1")
+        return ThreadPolicy(requested, wait, (f"--threads {requested}",))
+    from_env = env.get(THREADS_ENV)
+    if from_env:
+        threads = _positive_int(from_env)
+        if threads is None:
+            from tunesmith.errors import UserError
+
+            raise UserError(f"${THREADS_ENV}={from_env!r}: must be a whole number ≥ 1")
+        return ThreadPolicy(threads, wait, (f"${THREADS_ENV}={threads}",))
+    return ThreadPolicy(budget.cpus, wait, budget.reasons)
+
+
+def load_warning(threads: int, cpus: int) -> str | None:
+    """A warning when other work (the 1-minute load average) leaves fewer idle CPUs than ``threads``."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+    idle = cpus - load
+    if threads > 1 and idle < threads - 0.5:
+        return (
+            f"the machine's load ({load:.1f} over {cpus} CPU(s)) leaves about {max(idle, 0):.1f} idle for "
+            f"{threads} threads; if it stays busy, pass --threads {max(1, math.floor(max(idle, 1)))}"
+        )
+    return None
+
+
+def apply_thread_policy(requested: int | None = None) -> ThreadPolicy:
+    """Set the OpenMP wait policy (before torch loads OpenMP) and torch's intra-op threads; return the choice.
+
+    Call it before anything imports torch: OpenMP reads ``OMP_WAIT_POLICY`` once, when it starts.
+    ``OMP_NUM_THREADS`` set by the user is kept for OpenMP itself; torch's count follows the policy.
+    """
+    policy = thread_policy(requested)
+    os.environ.setdefault("OMP_WAIT_POLICY", policy.wait_policy)
+    import torch
+
+    if torch.get_num_threads() != policy.threads:
+        torch.set_num_threads(policy.threads)
+    warning = load_warning(policy.threads, cpu_budget().cpus)
+    return dataclasses.replace(policy, load_warning=warning)
+
+
 def pick_device(name: str = "auto") -> torch.device:
     """``auto`` → this rank's CUDA device when there is one, else CPU."""
+    import torch
+
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
