@@ -23,17 +23,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import tempfile
+    from tunesmith.models.hf.merge import merge, merge_to_hf
 
-    from tunesmith.models.hf.merge import merge
-
-    if args.format == "tunesmith":
-        out = merge(args.source, args.out, which=args.which)
-    else:
-        from tunesmith.models.hf.export import export_hf
-
-        with tempfile.TemporaryDirectory(dir=Path(args.out).expanduser().resolve().parent) as tmp:
-            merged = merge(args.source, Path(tmp) / "merged", which=args.which)
-            out = export_hf(merged, args.out)
+    write = merge if args.format == "tunesmith" else merge_to_hf
+    out = write(args.source, args.out, which=args.which)
     print(f"merged {args.source} into {out} ({args.format} format)")
     return 0

@@ -175,10 +175,10 @@ def check_codec(codec: Any, clips: list[Clip], out_dir: str | Path | None = None
     if counts is not None:
         report.codebooks = codebook_usage(counts)
     if out is not None:
-        from tunesmith.audio.io import write_atomic_text
+        from tunesmith.fileio import atomic_write_text
 
-        write_atomic_text(out / "report.json", json.dumps(report.to_dict(), indent=2) + "\n")
-        write_atomic_text(out / "report.md", report_markdown(report))
+        atomic_write_text(out / "report.json", json.dumps(report.to_dict(), indent=2) + "\n")
+        atomic_write_text(out / "report.md", report_markdown(report))
     return report
 
 

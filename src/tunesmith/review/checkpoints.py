@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import re
 import shutil
 from pathlib import Path
@@ -133,7 +132,7 @@ def weights_changed(folder: Path, ref: CheckpointRef) -> bool:
 
 def prepare_output(folder: Path, ref: CheckpointRef) -> None:
     """Make ``folder`` hold samples of ``ref``'s current weights: stale files (other weights) are removed first."""
-    from tunesmith.audio.io import write_atomic_text
+    from tunesmith.fileio import atomic_write_text
 
     if folder.is_dir() and not weights_changed(folder, ref):
         return
@@ -142,7 +141,7 @@ def prepare_output(folder: Path, ref: CheckpointRef) -> None:
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
     source = {"checkpoint": ref.name, "epoch": ref.epoch, "step": ref.step, "weights_sha256": ref.weights_sha256}
-    write_atomic_text(folder / SOURCE_FILE, json.dumps(source, indent=2) + "\n")
+    atomic_write_text(folder / SOURCE_FILE, json.dumps(source, indent=2) + "\n")
 
 
 def twin_file(base: Path, ref: CheckpointRef, refs: list[CheckpointRef], name: str) -> Path | None:
@@ -154,15 +153,6 @@ def twin_file(base: Path, ref: CheckpointRef, refs: list[CheckpointRef], name: s
         if candidate.is_file() and not weights_changed(base / other.name, other):
             return candidate
     return None
-
-
-def link_or_copy(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
-    try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copy2(src, tmp)
-    os.replace(tmp, dst)
 
 
 @dataclasses.dataclass

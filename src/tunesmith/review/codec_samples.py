@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.errors import UserError
+from tunesmith.fileio import link_or_copy
 from tunesmith.review.checkpoints import (
     REVIEW_DIR,
     CheckpointRef,
     ReviewStats,
-    link_or_copy,
     prepare_output,
     twin_file,
 )

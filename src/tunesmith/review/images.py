@@ -97,7 +97,8 @@ def mel_image(
 
 def write_mel_png(wav_path: Path, png_path: Path) -> None:
     """Render the spectrogram of audio file ``wav_path`` into ``png_path`` (atomically)."""
-    from tunesmith.audio.io import atomic_path, load_audio
+    from tunesmith.audio.io import load_audio
+    from tunesmith.fileio import atomic_path
 
     wav, sample_rate = load_audio(wav_path)
     data = png_bytes(mel_image(wav, sample_rate))

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.errors import UserError
+from tunesmith.fileio import link_or_copy
 from tunesmith.review.checkpoints import (
     REVIEW_DIR,
     CheckpointRef,
     ReviewStats,
-    link_or_copy,
     prepare_output,
     twin_file,
 )
@@ -78,7 +78,7 @@ def review_prompts(
     They live in ``RUN/samples/review/prompts.jsonl``: written from ``prompts_file`` when given, else from
     the run's defaults the first time; later reviews reuse it, so every checkpoint hears the same prompts.
     """
-    from tunesmith.audio.io import write_atomic_text
+    from tunesmith.fileio import atomic_write_text
     from tunesmith.inference.prompts import read_prompts
 
     stored = run_dir / "samples" / REVIEW_DIR / PROMPTS_FILE
@@ -94,7 +94,7 @@ def review_prompts(
     else:
         lines, problems = default_prompt_lines(config, run_dir, count), []
     stored.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic_text(stored, "".join(json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n" for line in lines))
+    atomic_write_text(stored, "".join(json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n" for line in lines))
     jobs, more = read_prompts([], stored, defaults)
     return jobs, problems + more
 

@@ -49,7 +49,7 @@ def review_run(
     device: str = "cpu",
 ) -> ReviewResult:
     """Make the missing samples of the selected checkpoints (unless ``index_only``) and write ``samples/index.html``."""
-    from tunesmith.audio.io import write_atomic_text
+    from tunesmith.fileio import atomic_write_text
 
     run_dir = Path(run_dir)
     task, config = run_task(run_dir)
@@ -79,5 +79,5 @@ def review_run(
     charts = history_charts(read_history(run_dir / "history.jsonl"))
     index = run_dir / "samples" / INDEX
     index.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic_text(index, render_page(run_dir, task, grid, charts))
+    atomic_write_text(index, render_page(run_dir, task, grid, charts))
     return ReviewResult(index, task, [r.name for r in refs], stats, problems)

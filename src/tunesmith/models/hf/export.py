@@ -25,7 +25,6 @@ from typing import Any
 from torch import Tensor
 
 from tunesmith.artifacts import checkpoint as ckpt
-from tunesmith.config import ConfigError, from_dict, merge_into, to_dict
 from tunesmith.errors import UserError
 from tunesmith.fileio import swap_folder
 from tunesmith.models.hf import convert
@@ -40,7 +39,7 @@ from tunesmith.models.hf.hfdir import (
     save_safetensors,
 )
 from tunesmith.models.hf.importer import resolve_t5_path
-from tunesmith.models.lm.lora import has_lora, merge_lora_state
+from tunesmith.models.lm.loading import read_lm_checkpoint
 from tunesmith.models.lm.model import LMConfig
 
 log = logging.getLogger(__name__)
@@ -57,32 +56,6 @@ def resolve_recorded_path(value: str, folder: Path) -> Path | None:
         if (base / path).exists():
             return base / path
     return None
-
-
-def lm_config_of(run_cfg: dict, where: Path) -> LMConfig:
-    try:
-        return from_dict(LMConfig, merge_into(to_dict(LMConfig()), run_cfg.get("model") or {}, LMConfig))
-    except (ConfigError, ValueError) as err:
-        raise UserError(f"{where}/config.json: bad LM model section: {err}") from err
-
-
-def load_lm_checkpoint(source: str | Path, which: str = "best") -> tuple[Path, dict, LMConfig, dict[str, Tensor]]:
-    """(checkpoint folder, run config, LM config, plain LM weights) of an LM run/checkpoint/model dir.
-
-    EMA weights are preferred; LoRA adapters are merged.
-    """
-    folder = ckpt.find_checkpoint(source, which=which)
-    raw = ckpt.read_config(folder)
-    meta = raw.get("meta") if isinstance(raw.get("meta"), dict) else {}
-    if meta.get("task") not in (None, "lm"):
-        raise UserError(f"{source}: this is a {meta.get('task')!r} model, not an LM")
-    run_cfg = raw.get("config") or {}
-    if not isinstance(run_cfg.get("model"), dict):
-        raise UserError(f"{folder}/config.json: no LM 'model' section; is it a tunesmith LM?")
-    state = ckpt.load_weights(folder, "model")
-    if has_lora(state):
-        state = merge_lora_state(state)
-    return folder, run_cfg, lm_config_of(run_cfg, folder), state
 
 
 def find_codec(run_cfg: dict, folder: Path) -> Path:
@@ -169,7 +142,8 @@ def export_hf(source: str | Path, out: str | Path, *, which: str = "best") -> Pa
     """Write a transformers MusicGen directory ``out`` from an LM run, checkpoint or model directory."""
     from tunesmith.models.hf.verify import verify_hf_dir
 
-    folder, run_cfg, lm_cfg, state = load_lm_checkpoint(source, which)
+    lm = read_lm_checkpoint(source, which)
+    folder, run_cfg, lm_cfg, state = lm.folder, lm.run_config, lm.config, lm.weights
     if lm_cfg.conditioner.text != "t5":
         raise UserError(f"{source}: model.conditioner.text={lm_cfg.conditioner.text!r}; a MusicGen conditions on T5")
     t5_dir = _t5_dir(lm_cfg, folder)

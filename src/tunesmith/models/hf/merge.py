@@ -18,7 +18,7 @@ from tunesmith.artifacts import checkpoint as ckpt
 from tunesmith.errors import UserError
 from tunesmith.fileio import swap_folder
 from tunesmith.models.hf import convert
-from tunesmith.models.hf.export import find_codec, lm_config_of, load_lm_checkpoint
+from tunesmith.models.hf.export import find_codec
 from tunesmith.models.hf.importer import (
     CODEC_DIR,
     LM_MODEL_TYPE,
@@ -27,6 +27,7 @@ from tunesmith.models.hf.importer import (
     resolve_t5_path,
     write_lm_config,
 )
+from tunesmith.models.lm.loading import lm_config_of, read_lm_checkpoint
 from tunesmith.models.lm.lora import ADAPTER_CONFIG, apply_adapter_to_base, has_lora, merge_lora_state, read_adapter
 from tunesmith.models.lm.model import LMConfig
 
@@ -107,7 +108,8 @@ def merge(source: str | Path, out: str | Path, *, which: str = "best") -> Path:
         folder = ckpt.find_checkpoint(source, which=which)
         if not has_lora(ckpt.load_weights(folder, "model")):
             raise UserError(f"{folder}: has no LoRA adapters to merge (train with finetune.mode=lora)")
-        folder, run_cfg, lm_cfg, state = load_lm_checkpoint(folder)
+        lm = read_lm_checkpoint(folder)
+        folder, run_cfg, lm_cfg, state = lm.folder, lm.run_config, lm.config, lm.weights
         codec = find_codec(run_cfg, folder)
         bandwidth = float(run_cfg.get("codec_bandwidth") or 0.0)
         meta = {"merged_from": str(folder.resolve())}
@@ -115,3 +117,15 @@ def merge(source: str | Path, out: str | Path, *, which: str = "best") -> Path:
     result = write_merged_dir(Path(out), lm_cfg, state, codec_path=codec, bandwidth=bandwidth, meta=meta)
     log.info("merged the LoRA adapters of %s into %s", source, result)
     return result
+
+
+def merge_to_hf(source: str | Path, out: str | Path, *, which: str = "best") -> Path:
+    """:func:`merge`, then :func:`~tunesmith.models.hf.export.export_hf`: a transformers MusicGen directory."""
+    import tempfile
+
+    from tunesmith.models.hf.export import export_hf
+
+    out = Path(out).expanduser()
+    with tempfile.TemporaryDirectory(dir=out.resolve().parent) as tmp:
+        merged = merge(source, Path(tmp) / "merged", which=which)
+        return export_hf(merged, out)
