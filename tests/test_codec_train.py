@@ -23,7 +23,7 @@ SMALL = [
     "model.q_dropout=false",
     "model.kmeans_iters=2",
     "dataset.batch_size=3",
-    "dataset.segment_duration=0.25",
+    "dataset.segment_seconds=0.25",
     "dataset.valid_duration=0.5",
     "loss.mel_range_start=5",
     "loss.mel_range_end=8",
@@ -226,7 +226,7 @@ def test_preflight_names_the_bad_setting(dataset: Path, tmp_path: Path, capsys) 
     from tunesmith.cli import main
 
     runs = ["--runs-dir", str(tmp_path / "runs")]
-    assert main(["train", "codec", "tiny", f"data={dataset}", *SMALL, "dataset.segment_duration=0.01", *runs]) == 2
-    assert "dataset.segment_duration=0.01" in capsys.readouterr().err
+    assert main(["train", "codec", "tiny", f"data={dataset}", *SMALL, "dataset.segment_seconds=0.01", *runs]) == 2
+    assert "dataset.segment_seconds=0.01" in capsys.readouterr().err
     assert main(["train", "codec", "tiny", f"data={tmp_path / 'missing'}", *runs]) == 2
     assert "tunesmith prepare" in capsys.readouterr().err

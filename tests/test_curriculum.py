@@ -92,3 +92,12 @@ def test_plan_chain_and_auto(setup, capsys, caplog):
     assert second_config["init_from"] == str(planned[0].run_dir)
     loaded = [r.getMessage() for r in caplog.records if r.getMessage().startswith("init_from")]
     assert len(loaded) == 1 and str(ckpt.find_checkpoint(planned[0].run_dir)) in loaded[0]
+
+
+def test_the_crop_length_has_one_name_for_every_audio_task(tmp_path):
+    """The codec's crop is dataset.segment_seconds too (formerly segment_duration); MIDI counts tokens."""
+    planned = plan("codec", "tiny", ["data=data/mine"], STAGES, tmp_path)
+    assert "dataset.segment_seconds=0.03" in planned[0].overrides
+    assert planned[0].run_dir != planned[1].run_dir
+    with pytest.raises(UserError, match="dataset.segment_seconds"):
+        plan("midi", "tiny", ["data=data/midi"], STAGES, tmp_path)

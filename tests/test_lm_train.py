@@ -11,12 +11,13 @@ import torch
 
 from test_lm_fixtures import DESCRIPTIONS, FakeTokenShards, make_codec_dir, one_thread, synthetic_clips  # noqa: F401
 from tunesmith.artifacts import checkpoint as ckpt
+from tunesmith.data.datasets.tokens import TokenCrops, collate_crops
 from tunesmith.errors import UserError
 from tunesmith.models.lm import ConditionerConfig, LMConfig, build_lm
 from tunesmith.models.transformer import TransformerConfig
 from tunesmith.tasks import build_solver
 from tunesmith.tasks import lm as lm_task
-from tunesmith.tasks.lm import LMSolver, TokenCrops, collate_crops
+from tunesmith.tasks.lm import LMSolver
 
 OVERRIDES = [
     "model.transformer.dim=48",

@@ -13,6 +13,7 @@ import copy
 import dataclasses
 import difflib
 import json
+import logging
 import types
 import typing
 from importlib import resources
@@ -20,6 +21,11 @@ from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
+
+log = logging.getLogger("tunesmith.config")
+
+# The crop length of audio tasks, in seconds: one name for every task (codec, lm) and the curriculum.
+SEGMENT_SECONDS = "dataset.segment_seconds"
 
 
 class ConfigError(ValueError):
@@ -340,6 +346,82 @@ def diff(a: dict, b: dict) -> dict[str, tuple[Any, Any]]:
     return {k: (fa.get(k), fb.get(k)) for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)}
 
 
+# --------------------------------------------------------------------------- renamed keys
+#
+# A config class may declare ``renamed_keys: ClassVar[dict[str, str]] = {"old.key": "new.key"}``. The old
+# name stays accepted in presets, on the command line and in stored run configs, with a deprecation
+# message (logged once per process and key), and run signatures keep hashing the old name, so a run's
+# folder does not move when its key is renamed.
+
+_warned: set[str] = set()
+
+
+def renamed_keys(cls: type) -> dict[str, str]:
+    """Old dotted key → new dotted key, as declared by the config class."""
+    return dict(getattr(cls, "renamed_keys", None) or {})
+
+
+def _deprecated(old: str, new: str, where: str) -> None:
+    if old not in _warned:
+        _warned.add(old)
+        log.warning("%s: %s is deprecated, use %s (same meaning)", where, old, new)
+
+
+def _renamed(key: str, renames: dict[str, str]) -> str | None:
+    for old, new in renames.items():
+        if key == old or key.startswith(old + "."):
+            return new + key[len(old) :]
+    return None
+
+
+def rename_dotted(pairs: dict[str, Any], renames: dict[str, str], where: str) -> dict[str, Any]:
+    """Dotted overrides with old keys replaced by their new names (both given: an error)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs.items():
+        new = _renamed(key, renames)
+        if new is not None:
+            if new in pairs:
+                raise ConfigError(f"{where}: {key} and {new} are the same setting; keep {new} only")
+            _deprecated(key, new, where)
+            key = new
+        out[key] = value
+    return out
+
+
+def rename_nested(data: dict, renames: dict[str, str], where: str) -> dict:
+    """A nested config dict (preset, stored run config) with old keys moved to their new names."""
+    if not renames or not any(_renamed(k, renames) for k in flatten(data)):
+        return data
+    out = copy.deepcopy(data)
+    for old, new in renames.items():
+        *parents, leaf = old.split(".")
+        node = out
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or leaf not in node:
+            continue
+        value = node.pop(leaf)
+        *new_parents, new_leaf = new.split(".")
+        target = out
+        for part in new_parents:
+            target = target.setdefault(part, {})
+        if new_leaf in target:
+            raise ConfigError(f"{where}: {old} and {new} are the same setting; keep {new} only")
+        _deprecated(old, new, where)
+        target[new_leaf] = value
+    return out
+
+
+def legacy_key(key: str, renames: dict[str, str]) -> str:
+    """The name ``key`` had before a rename (itself when never renamed): what run signatures hash."""
+    return _renamed(key, {new: old for old, new in renames.items()}) or key
+
+
+def has_key(cls: type, dotted: str) -> bool:
+    """Whether the config dataclass tree ``cls`` has the dotted key."""
+    return dotted in _all_keys(cls)
+
+
 def is_math_key(key: str, extra_non_math: tuple[str, ...] = ()) -> bool:
     return not any(key == prefix or key.startswith(prefix + ".") for prefix in NON_MATH_KEYS + extra_non_math)
 
@@ -356,8 +438,10 @@ def list_presets(task: str) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
 
 
-def load_preset_file(task: str, preset: str) -> dict:
-    """Read a preset's YAML (following ``extends: other``), or a path to a YAML file."""
+def load_preset_file(task: str, preset: str, renames: dict[str, str] | None = None) -> dict:
+    """Read a preset's YAML (following ``extends: other``), or a path to a YAML file.
+
+    ``renames`` (old → new dotted keys) are applied to each file before it is laid over its parent."""
     path = Path(preset)
     if not (path.suffix in (".yaml", ".yml") and path.is_file()):
         path = presets_dir(task) / f"{preset}.yaml"
@@ -373,8 +457,10 @@ def load_preset_file(task: str, preset: str) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a preset must be a mapping of keys to values")
     parent = data.pop("extends", None)
+    if renames:
+        data = rename_nested(data, renames, str(path))
     if parent:
-        base = load_preset_file(task, parent)
+        base = load_preset_file(task, parent, renames)
         data = _deep_update(base, data)
     return data
 
@@ -398,6 +484,7 @@ class Resolved:
     config: Any
     data: dict
     defaults: dict
+    renamed: dict[str, str] = dataclasses.field(default_factory=dict)  # old key → new key (see renamed_keys)
 
     def delta(self) -> dict[str, tuple[Any, Any]]:
         """Keys set away from the preset: key → (preset value, resolved value)."""
@@ -408,10 +495,12 @@ def resolve(task: str, cls: type, preset: str, overrides: dict[str, Any] | list[
     """Dataclass defaults ← preset YAML ← overrides, each layer validated."""
     if isinstance(overrides, list):
         overrides = parse_overrides(overrides)
+    renames = renamed_keys(cls)
     base = to_dict(cls())
-    defaults = merge_into(base, load_preset_file(task, preset), cls)
-    data = merge_into(defaults, dotted_to_nested(overrides or {}), cls)
-    return Resolved(task, preset, from_dict(cls, data), data, defaults)
+    defaults = merge_into(base, load_preset_file(task, preset, renames), cls)
+    overrides = rename_dotted(overrides or {}, renames, "override")
+    data = merge_into(defaults, dotted_to_nested(overrides), cls)
+    return Resolved(task, preset, from_dict(cls, data), data, defaults, renames)
 
 
 def canonical_json(obj: Any) -> str:

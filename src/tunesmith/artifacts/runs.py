@@ -22,7 +22,16 @@ from typing import Any
 
 from tunesmith import __version__
 from tunesmith.artifacts.checkpoint import atomic_write_json
-from tunesmith.config import ConfigError, Resolved, canonical_json, diff, flatten, is_math_key
+from tunesmith.config import (
+    ConfigError,
+    Resolved,
+    canonical_json,
+    diff,
+    flatten,
+    is_math_key,
+    legacy_key,
+    rename_nested,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +55,10 @@ def preset_name(preset: str) -> str:
 
 
 def signature(resolved: Resolved) -> str:
-    payload = {"task": resolved.task, "preset": preset_name(resolved.preset), "delta": math_delta(resolved)}
+    """Hash of task, preset name and math delta; a renamed key is hashed under its old name, so the
+    run folder of a command stays where it was before the rename."""
+    delta = {legacy_key(key, resolved.renamed): value for key, value in math_delta(resolved).items()}
+    payload = {"task": resolved.task, "preset": preset_name(resolved.preset), "delta": delta}
     return hashlib.sha1(canonical_json(payload).encode()).hexdigest()[:8]
 
 
@@ -113,6 +125,7 @@ def open_run(
         shutil.rmtree(run_dir)
     stored = read_json(run_file) if run_file.exists() else None
     if stored is not None:
+        stored["config"] = rename_nested(stored.get("config", {}), resolved.renamed, str(run_file))
         stored_keys, new_keys = flatten(stored.get("config", {})), flatten(resolved.data)
         changed = diff(stored.get("config", {}), resolved.data)
         # keys that this version of tunesmith added or removed since the run started carry no user choice:

@@ -108,3 +108,8 @@ class SafeScaler:
     def load_state_dict(self, state: dict) -> None:
         if self.enabled and state:
             self.scaler.load_state_dict(state)
+
+
+def no_autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """Inside an autocast region: run the enclosed ops in their own dtypes (as outside autocast)."""
+    return torch.autocast(device_type=device.type, enabled=False)

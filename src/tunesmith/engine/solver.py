@@ -1,9 +1,11 @@
-"""The one training engine: a solver base every task (codec, lm, midi) subclasses.
+"""The one training engine: the solver base every task (codec, lm, midi, toy) subclasses.
 
-Stages: train (``updates_per_epoch`` optimizer updates), valid (every ``valid_every``
-epochs), evaluate and generate (every N epochs and at the end). One update gathers
-``grad_accum`` micro-batches per rank; the loss is normalised by the number of targets
-across all of them and all ranks, so accumulation and DDP equal one big batch exactly.
+Stages: train (``updates_per_epoch`` optimizer updates), valid (every ``valid_every`` epochs),
+evaluate and generate (every N epochs and at the end). One update gathers ``grad_accum``
+micro-batches per rank (engine.update); the loss is normalised by the number of targets across all
+of them and all ranks, so accumulation and DDP equal one big batch exactly. Everything a resume needs
+is registered once in ``self.state`` (engine.state) and saved/restored by one loop. The task's side
+of the contract is engine.task.Task.
 """
 
 from __future__ import annotations
@@ -12,18 +14,20 @@ import contextlib
 import dataclasses
 import logging
 import math
+import os
 import random
+import shutil
 import time
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as torch_dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset
 
 from tunesmith.artifacts import checkpoint as ckpt
 from tunesmith.artifacts.runs import Run, Stopwatch
@@ -31,22 +35,44 @@ from tunesmith.config import Resolved
 from tunesmith.engine.distributed import DistInfo, all_reduce_sum, barrier, init_distributed
 from tunesmith.engine.ema import EMA
 from tunesmith.engine.precision import SafeScaler, autocast, input_dtype, move_batch, resolve_precision
+from tunesmith.engine.preflight import (
+    PreflightError,
+    count_parameters,
+    cuda_memory_problems,
+    raise_problems,
+    run_folder_problems,
+)
 from tunesmith.engine.sampler import MicroBatchSampler, TrainStream, valid_batches
 from tunesmith.engine.schedule import lr_at
 from tunesmith.engine.stability import StabilityGuard, TrainingAborted
+from tunesmith.engine.state import (
+    REQUIRED,
+    OptimizerState,
+    RankRNG,
+    StateRegistry,
+    load_init_weights,
+    load_module_state,
+    module_state,
+)
+from tunesmith.engine.task import Task
 from tunesmith.engine.tracking import Tracker, device_peak_flops
+from tunesmith.engine.update import (
+    COUNT_SUFFIX,
+    BackwardTarget,
+    LossOutput,
+    accumulate,
+    global_count,
+    normalise_metrics,
+    sync_context,
+)
 from tunesmith.errors import UserError
 from tunesmith.runtime import EpochProgress, format_metrics, pick_device, progress_enabled
 
 log = logging.getLogger("tunesmith.train")
 
+__all__ = ["LossOutput", "PreflightError", "Solver", "StepInfo", "normalise_metrics"]
 
-@dataclasses.dataclass
-class LossOutput:
-    """``loss_sum``: scalar, the loss summed over the batch's targets; ``metrics``: sums likewise."""
-
-    loss_sum: torch.Tensor
-    metrics: dict[str, torch.Tensor | float] = dataclasses.field(default_factory=dict)
+STATE_FORMAT = 1
 
 
 @dataclasses.dataclass
@@ -54,10 +80,6 @@ class StepInfo:
     grad_norm: float
     skipped: bool
     reason: str = ""
-
-
-class PreflightError(UserError):
-    """A problem found before training started; the message lists every problem and its fix."""
 
 
 class _KeyedDataset(Dataset):
@@ -70,97 +92,8 @@ class _KeyedDataset(Dataset):
         return self.dataset[key]
 
 
-class Solver:
-    task: ClassVar[str] = "base"
-    config_class: ClassVar[type | None] = None
-    best_metric: ClassVar[str] = "loss"
-    best_mode: ClassVar[str] = "min"
-    ddp_find_unused_parameters: ClassVar[bool] = False
-
-    # ------------------------------------------------------------------ task hooks
-
-    def build_model(self) -> nn.Module:
-        raise NotImplementedError
-
-    def build_datasets(self) -> dict[str, Dataset]:
-        raise NotImplementedError
-
-    def loss(self, model: nn.Module, batch: Any) -> LossOutput:
-        raise NotImplementedError
-
-    def collate(self, items: list) -> Any:
-        return default_collate(items)
-
-    def count_targets(self, batch: Any) -> int:
-        first = (
-            batch[0]
-            if isinstance(batch, (list, tuple))
-            else next(iter(batch.values()))
-            if isinstance(batch, dict)
-            else batch
-        )
-        return int(first.shape[0])
-
-    def valid_step(self, model: nn.Module, batch: Any) -> LossOutput:
-        return self.loss(model, batch)
-
-    def evaluate(self, model: nn.Module, epoch: int) -> dict[str, float]:
-        return {}
-
-    def generate(self, model: nn.Module, epoch: int) -> None:
-        return None
-
-    def preflight(self) -> list[str]:
-        return []
-
-    def extra_modules(self) -> dict[str, nn.Module]:
-        return {}
-
-    def flops_per_target(self) -> float | None:
-        return None
-
-    def checkpoint_meta(self) -> dict:
-        """Plain data stored in every checkpoint's config.json ``meta`` and carried into exported model
-        dirs (e.g. a tokenizer description), so a model decodes on its own without the training state."""
-        return {}
-
-    def extra_state(self) -> dict:
-        """Task state for exact resume, stored in state.pt. Called on every rank (collectives allowed)."""
-        return {}
-
-    def load_extra_state(self, state: dict) -> None:
-        return None
-
-    def load_init_weights(self, source: str) -> None:
-        """``init_from=``: weights only, into a new run. Accepts a run, checkpoint or model dir."""
-        folder = ckpt.find_checkpoint(source, which="best")
-        weights = ckpt.load_weights(folder, "model")
-        missing, unexpected = self.model.load_state_dict(weights, strict=False)
-        log.info("init_from %s: loaded %d tensors", folder, len(weights) - len(unexpected))
-        if missing:
-            log.warning("init_from: %d parameters not in the source keep their init: %s", len(missing), missing[:8])
-        if unexpected:
-            log.warning("init_from: %d source tensors unused: %s", len(unexpected), unexpected[:8])
-
-    def param_groups(self, module: nn.Module) -> list[dict]:
-        """AdamW groups: matrices and embeddings decay; biases, norms and gains do not."""
-        decay, no_decay = [], []
-        for name, p in module.named_parameters():
-            if not p.requires_grad:
-                continue
-            (decay if p.dim() >= 2 and not name.endswith(".bias") else no_decay).append(p)
-        groups = [{"params": decay, "weight_decay": self.cfg.optim.weight_decay}]
-        if no_decay:
-            groups.append({"params": no_decay, "weight_decay": 0.0})
-        return [g for g in groups if g["params"]]
-
-    def build_optimizer(self, name: str, module: nn.Module) -> torch.optim.Optimizer | None:
-        groups = self.param_groups(module)
-        if not groups:
-            return None
-        o = self.cfg.optim
-        fused = self.device.type in ("cuda", "cpu")  # one kernel for all parameters (5x faster step on CPU)
-        return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps, fused=fused)
+class Solver(Task):
+    """The engine. Tasks implement engine.task.Task's hooks and never override the methods here."""
 
     # ------------------------------------------------------------------ set-up
 
@@ -182,11 +115,16 @@ class Solver:
         self.ema: EMA | None = None
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.scalers: dict[str, SafeScaler] = {}
+        self.state = StateRegistry()
         self._watch = Stopwatch()
 
     @property
     def batch_size(self) -> int:
         return int(self.cfg.dataset.batch_size)
+
+    @property
+    def sharded(self) -> bool:
+        return bool(self.cfg.train.fsdp and self.dist.enabled)
 
     def total_updates(self) -> int:
         t = self.cfg.train
@@ -194,15 +132,19 @@ class Solver:
         return min(total, t.max_steps) if t.max_steps else total
 
     def setup(self) -> None:
+        """Seed, run the task's set-up hooks in order, wrap, build optimizers, register state, resume."""
         t = self.cfg.train
         torch.manual_seed(t.seed)  # same initial weights on every rank
         random.seed(t.seed)
         np.random.seed(t.seed % 2**32)
+        resolved = self.prepare()
+        if resolved is not None:
+            self.resolved, self.cfg = resolved, resolved.config
         self.model = self.build_model().to(self.device)
         self.extras = {name: m.to(self.device) for name, m in self.extra_modules().items()}
-        init_from = getattr(self.cfg, "init_from", "")
+        init_from = self.init_weights_from()
         if init_from:
-            self.load_init_weights(init_from)
+            load_init_weights(self.model, init_from)
         self.datasets = self.build_datasets()
         if "train" not in self.datasets or len(self.datasets["train"]) == 0:
             raise UserError("the training split is empty: check the dataset (tunesmith check data DIR)")
@@ -229,8 +171,63 @@ class Solver:
             run_name=f"{self.task}/{self.run.signature}",
             config=self.resolved.data,
         )
+        self._register_state()
+        self.register_extra_state(self.state.group("extra"))
         self._resume()
         self._log_derived()
+
+    def _register_state(self) -> None:
+        """Everything a checkpoint holds, in state.pt's order; weights first (their own files)."""
+        s, sharded = self.state, self.sharded
+        for name, module in {"model": self.model, **self.extras}.items():
+            s.register_weights(
+                name,
+                lambda m=module: module_state(m, sharded),
+                lambda w, m=module: load_module_state(m, w, sharded),
+            )
+        s.register_weights("model_ema", self._ema_weights)  # written for inference, never read back
+        s.register_value("format", lambda: STATE_FORMAT)
+        s.register_value("task", lambda: self.task)
+        s.register_value("step", lambda: self.step, lambda v: setattr(self, "step", v), missing=REQUIRED)
+        s.register_value("epoch", lambda: self.epoch, lambda v: setattr(self, "epoch", v), missing=REQUIRED)
+        s.register_value(
+            "micro_step", lambda: self.micro_step, lambda v: setattr(self, "micro_step", v), missing=REQUIRED
+        )
+        s.register_value("world_size", lambda: self.dist.world_size)
+        optimizers, scalers = s.group("optimizers"), s.group("scalers")
+        for name, opt in self.optimizers.items():
+            module = self.model if name == "model" else self.extras[name]
+            optimizers.register(name, OptimizerState(module, opt, sharded))
+        for name, scaler in self.scalers.items():
+            scalers.register(name, scaler, missing={})
+        s.register_value(
+            "ema",
+            lambda: self.ema.state_dict() if self.ema is not None else None,
+            lambda v: self.ema.load_state_dict(v) if self.ema is not None and v else None,
+        )
+        s.register("stability", self.guard, missing=REQUIRED)
+        s.register_value("best", lambda: self.best, lambda v: setattr(self, "best", v or {}), missing={})
+        s.register_value(
+            "history", lambda: self.epoch_history, lambda v: setattr(self, "epoch_history", list(v or [])), missing=[]
+        )
+        s.register_value(
+            "history_lines",
+            lambda: self.tracker.history_lines() if self.tracker else 0,
+            lambda v: self.tracker.truncate_history(int(v)) if self.tracker else None,
+            missing=0,
+        )
+        s.register("rng", RankRNG(self.dist.rank, self.dist.world_size, self.dist.enabled), missing=REQUIRED)
+        s.register_value(
+            "wall_time_s", self._watch.elapsed, lambda v: setattr(self, "_watch", Stopwatch(float(v))), missing=0.0
+        )
+
+    def _ema_weights(self) -> dict[str, torch.Tensor] | None:
+        """The model's weights with the (bias-corrected) averages in place of the trained parameters."""
+        if self.ema is None or not self.ema.num_updates:
+            return None
+        full = module_state(self.model, self.sharded)
+        full.update({k: v.to(full[k].dtype) for k, v in self.ema.averaged().items() if k in full})
+        return full
 
     def _wrap(self, module: nn.Module) -> nn.Module:
         if not any(p.requires_grad for p in module.parameters()):
@@ -251,6 +248,26 @@ class Solver:
         if t.compile:
             module = torch.compile(module)
         return module
+
+    def param_groups(self, module: nn.Module) -> list[dict]:
+        """AdamW groups: matrices and embeddings decay; biases, norms and gains do not."""
+        decay, no_decay = [], []
+        for name, p in module.named_parameters():
+            if not p.requires_grad:
+                continue
+            (decay if p.dim() >= 2 and not name.endswith(".bias") else no_decay).append(p)
+        groups = [{"params": decay, "weight_decay": self.cfg.optim.weight_decay}]
+        if no_decay:
+            groups.append({"params": no_decay, "weight_decay": 0.0})
+        return [g for g in groups if g["params"]]
+
+    def build_optimizer(self, name: str, module: nn.Module) -> torch.optim.Optimizer | None:
+        groups = self.param_groups(module)
+        if not groups:
+            return None
+        o = self.cfg.optim
+        fused = self.device.type in ("cuda", "cpu")  # one kernel for all parameters (5x faster step on CPU)
+        return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps, fused=fused)
 
     def _log_derived(self) -> None:
         t = self.cfg.train
@@ -279,156 +296,29 @@ class Solver:
 
     def run_preflight(self) -> None:
         """Checks that need the built model: the run folder is writable, disk space, GPU memory."""
-        problems: list[str] = []
-        run_dir = self.run.dir
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            probe = run_dir / f".write-probe-{self.dist.rank}"
-            probe.write_text("ok")
-            probe.unlink()
-        except OSError as err:
-            problems.append(f"run folder {run_dir} is not writable ({err}); pass --runs-dir")
-        else:
-            import shutil
-
-            n_params = sum(p.numel() for p in self.model.parameters()) + sum(
-                p.numel() for m in self.extras.values() for p in m.parameters()
-            )
-            need = n_params * 4 * 3 * 2  # weights + Adam moments, twice while a checkpoint is replaced
-            free = shutil.disk_usage(run_dir).free
-            if free < need:
-                problems.append(
-                    f"only {free / 1e9:.2f} GB free under {run_dir}, a checkpoint needs ~{need / 1e9:.2f} GB"
-                )
+        n_params = count_parameters(self.model, *self.extras.values())
+        problems = run_folder_problems(self.run.dir, self.dist.rank, n_params)
         if self.device.type == "cuda":
-            problems.extend(self._cuda_memory_advice())
-        if problems:
-            raise PreflightError("preflight found problems:\n  - " + "\n  - ".join(problems))
+            problems += cuda_memory_problems(
+                self.model, self.device, self.batch_size, self.cfg.train.grad_accum, self._probe_batch
+            )
+        raise_problems(problems)
 
-    def _cuda_memory_advice(self) -> list[str]:
-        """Static estimate (weights, grads, Adam: 16 bytes/param), then a real probe of one micro-batch.
+    def _probe_batch(self, size: int) -> None:
+        """Forward and backward of one training micro-batch of ``size`` items (no optimizer step)."""
+        keys = TrainStream(len(self.datasets["train"]), self.batch_size, seed=self.cfg.train.seed).keys(0)
+        batch = self.collate([self.datasets["train"][k] for k in keys[:size]])
+        batch = move_batch(batch, self.device, input_dtype(self.model))
+        with self.autocast():
+            out = self.loss(self.model, batch)
+        out.loss_sum.float().backward()
 
-        The probe runs forward and backward on one training micro-batch of the configured size
-        (no optimizer step; gradients and RNG are restored), measures peak memory, and when
-        it runs out of memory halves the batch until it fits, so the message can suggest a
-        batch and accumulation with the same global batch instead of an OOM an hour later.
-        """
-        free, _ = torch.cuda.mem_get_info(self.device)
-        n_params = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
-        static = n_params * 16
-        if static > free:
-            return [
-                f"the model's weights, gradients and optimizer state need ~{static / 2**30:.1f} GiB but only "
-                f"{free / 2**30:.1f} GiB is free: use train.fsdp=true with several GPUs, or a smaller preset"
-            ]
-        fits = self._largest_fitting_batch()
-        if fits >= self.batch_size:
-            return []
-        accum = self.cfg.train.grad_accum
-        if fits == 0:
-            return ["even one item per micro-batch runs out of GPU memory: use a smaller preset or train.fsdp=true"]
-        new_accum = -(-self.batch_size * accum // fits)
-        gpu = torch.cuda.get_device_name(self.device)
-        return [
-            f"dataset.batch_size={self.batch_size} runs out of GPU memory on {gpu}; "
-            f"dataset.batch_size={fits} fits: use dataset.batch_size={fits} train.grad_accum={new_accum} "
-            f"for (about) the same global batch"
-        ]
-
-    def _largest_fitting_batch(self) -> int:
-        stream = TrainStream(len(self.datasets["train"]), self.batch_size, seed=self.cfg.train.seed)
-        keys = stream.keys(0)
-        rng = torch.cuda.get_rng_state(self.device), torch.get_rng_state()
-        size = self.batch_size
-        try:
-            while size > 0:
-                try:
-                    batch = move_batch(
-                        self.collate([self.datasets["train"][k] for k in keys[:size]]),
-                        self.device,
-                        input_dtype(self.model),
-                    )
-                    torch.cuda.reset_peak_memory_stats(self.device)
-                    with self.autocast():
-                        out = self.loss(self.model, batch)
-                    out.loss_sum.float().backward()
-                    return size
-                except torch.cuda.OutOfMemoryError:
-                    size //= 2
-                finally:
-                    for p in self.model.parameters():
-                        p.grad = None
-                    torch.cuda.empty_cache()
-            return 0
-        finally:
-            torch.cuda.set_rng_state(rng[0], self.device)
-            torch.set_rng_state(rng[1])
-
-    # ------------------------------------------------------------------ checkpoint/resume
-
-    def _rng_state(self) -> dict:
-        state = {
-            "torch": torch.get_rng_state(),
-            "python": random.getstate(),
-            "numpy": _numpy_state(),
-        }
-        if torch.cuda.is_available():
-            state["cuda"] = torch.cuda.get_rng_state_all()
-        return state
-
-    def _set_rng_state(self, state: dict) -> None:
-        torch.set_rng_state(state["torch"])
-        random.setstate(_tuples(state["python"]))
-        _set_numpy_state(state["numpy"])
-        if "cuda" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda"])
-
-    def _gather_rng(self) -> list[dict]:
-        mine = self._rng_state()
-        if not self.dist.enabled:
-            return [mine]
-        gathered: list = [None] * self.dist.world_size
-        torch_dist.all_gather_object(gathered, mine)
-        return gathered
-
-    def _weights(self) -> dict[str, dict[str, torch.Tensor]]:
-        weights = {"model": _full_state_dict(self.model, self.cfg.train.fsdp and self.dist.enabled)}
-        for name, module in self.extras.items():
-            weights[name] = _full_state_dict(module, self.cfg.train.fsdp and self.dist.enabled)
-        if self.ema is not None and self.ema.num_updates:
-            averaged = self.ema.averaged()
-            full = dict(weights["model"])
-            full.update({k: v.to(full[k].dtype) for k, v in averaged.items() if k in full})
-            weights["model_ema"] = full
-        return weights
-
-    def _state(self) -> dict:
-        return {
-            "format": 1,
-            "task": self.task,
-            "step": self.step,
-            "epoch": self.epoch,
-            "micro_step": self.micro_step,
-            "world_size": self.dist.world_size,
-            "optimizers": {name: self._optimizer_state(name) for name in self.optimizers},
-            "scalers": {name: s.state_dict() for name, s in self.scalers.items()},
-            "ema": self.ema.state_dict() if self.ema is not None else None,
-            "stability": self.guard.state_dict(),
-            "best": self.best,
-            "history": self.epoch_history,
-            "history_lines": self.tracker.history_lines() if self.tracker else 0,
-            "rng": self._gather_rng(),
-            "wall_time_s": self._watch.elapsed(),
-            "extra": self.extra_state(),
-        }
-
-    @property
-    def sharded(self) -> bool:
-        return bool(self.cfg.train.fsdp and self.dist.enabled)
+    # ------------------------------------------------------------------ checkpoint / resume
 
     def save_checkpoints(self, improved: bool) -> None:
-        state = self._state()  # every rank takes part (RNG gather, full state dicts under FSDP)
-        weights = self._weights() if self.sharded or self.dist.is_main else {}
+        """``last`` every epoch, a numbered copy every ``every_epochs``, ``best`` when improved."""
+        # every rank takes part (RNG gather, full state dicts under FSDP, a task's collectives)
+        weights, state = self.state.save(weights=self.sharded or self.dist.is_main)
         if not self.dist.is_main:
             return
         c = self.cfg.train.checkpoint
@@ -445,6 +335,7 @@ class Solver:
             ckpt.prune_numbered(self.run.dir, c.keep_last)
         if improved and c.save_best:
             _link_copy(last, self.run.checkpoints_dir / "best")
+        self.after_checkpoint()
 
     def _resume(self) -> None:
         folder = ckpt.latest_good_checkpoint(self.run.dir)
@@ -453,33 +344,7 @@ class Solver:
                 self.tracker.truncate_history(0)
             return
         state = ckpt.load_state(folder, map_location="cpu")
-        self._load_module_state(self.model, ckpt.load_weights(folder, "model", ema=False))
-        for name, module in self.extras.items():
-            self._load_module_state(module, ckpt.load_weights(folder, name, ema=False))
-        for name in self.optimizers:
-            if name in state["optimizers"]:
-                self._load_optimizer_state(name, state["optimizers"][name])
-        for name, scaler in self.scalers.items():
-            scaler.load_state_dict(state["scalers"].get(name, {}))
-        if self.ema is not None and state.get("ema"):
-            self.ema.load_state_dict(state["ema"])
-        self.guard.load_state_dict(state["stability"])
-        self.step, self.epoch, self.micro_step = state["step"], state["epoch"], state["micro_step"]
-        self.best = state.get("best") or {}
-        self.epoch_history = list(state.get("history") or [])
-        self._watch = Stopwatch(float(state.get("wall_time_s", 0.0)))
-        rngs = state["rng"]
-        if len(rngs) == self.dist.world_size:
-            self._set_rng_state(rngs[self.dist.rank])
-        else:
-            log.warning(
-                "resuming with %d ranks instead of %d: data order is kept, RNG streams are not",
-                self.dist.world_size,
-                len(rngs),
-            )
-        if self.tracker:
-            self.tracker.truncate_history(int(state.get("history_lines", 0)))
-        self.load_extra_state(state.get("extra") or {})
+        self.state.load(state, lambda name: ckpt.load_weights(folder, name, ema=False))
         log.info("resumed from %s: epoch %d, step %d", folder, self.epoch, self.step)
 
     # ------------------------------------------------------------------ primitives
@@ -487,48 +352,11 @@ class Solver:
     def autocast(self) -> contextlib.AbstractContextManager:
         return autocast(self.precision, self.device)
 
-    def _load_module_state(self, module: nn.Module, state: dict[str, torch.Tensor]) -> None:
-        if not self.sharded:
-            module.load_state_dict(state)
-            return
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
-
-        set_model_state_dict(module, state, options=StateDictOptions(full_state_dict=True))
-
-    def _optimizer_state(self, name: str) -> dict:
-        opt = self.optimizers[name]
-        if not self.sharded:
-            return opt.state_dict()
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
-
-        module = self.model if name == "model" else self.extras[name]
-        return get_optimizer_state_dict(module, opt, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-
-    def _load_optimizer_state(self, name: str, state: dict) -> None:
-        opt = self.optimizers[name]
-        if not self.sharded:
-            opt.load_state_dict(state)
-            return
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-
-        module = self.model if name == "model" else self.extras[name]
-        set_optimizer_state_dict(module, opt, state, options=StateDictOptions(full_state_dict=True))
-
     def sync_context(self, module: nn.Module, is_last: bool) -> contextlib.AbstractContextManager:
-        """Gradient sync (DDP all-reduce, FSDP reduce-scatter) only on the last micro-batch of an update."""
-        inner = getattr(module, "_orig_mod", module)
-        if hasattr(inner, "set_requires_gradient_sync"):  # FSDP2 (fully_shard)
-            inner.set_requires_gradient_sync(is_last)
-            return contextlib.nullcontext()
-        if is_last or not hasattr(inner, "no_sync"):
-            return contextlib.nullcontext()
-        return inner.no_sync()
+        return sync_context(module, is_last)
 
     def global_count(self, n: int | float) -> float:
-        return float(all_reduce_sum(torch.tensor([float(n)], dtype=torch.float64, device=self.device)).item())
-
-    def backward(self, loss: torch.Tensor, opt: str = "model") -> None:
-        self.scalers[opt].scale(loss).backward()
+        return global_count(n, self.device)
 
     def _set_lr(self) -> float:
         o = self.cfg.optim
@@ -547,7 +375,7 @@ class Solver:
         return lr
 
     def step_optimizer(self, opt: str = "model", loss_finite: bool = True) -> StepInfo:
-        """Unscale, clip, check, step and zero one optimizer. Records the outcome in the guard."""
+        """Unscale, clip, check, step and zero one optimizer."""
         optimizer, scaler = self.optimizers[opt], self.scalers[opt]
         if not scaler.unscale_(optimizer):
             optimizer.zero_grad(set_to_none=True)
@@ -567,40 +395,46 @@ class Solver:
             return StepInfo(grad_norm, True, "fp16 overflow")
         return StepInfo(grad_norm, False)
 
-    # kept short for custom train_update implementations
-    step_opt = step_optimizer
-
     # ------------------------------------------------------------------ train
 
+    def _metric_prefix(self, opt: str) -> str:
+        return "" if opt == "model" else self.optimizer_metric_prefix.get(opt, f"{opt}_")
+
+    def _backward_targets(self) -> dict[str, BackwardTarget]:
+        """The model is synced by DDP/FSDP; an extra module is used unwrapped and reduced by hand."""
+        targets = {"model": BackwardTarget(self.scalers["model"])} if "model" in self.scalers else {}
+        for name in self.extras:
+            if name in self.scalers:
+                params = [p for p in self.extras[name].parameters() if p.requires_grad]
+                targets[name] = BackwardTarget(self.scalers[name], params, True, f"{self._metric_prefix(name)}loss")
+        return targets
+
     def train_update(self, micro_batches: list) -> dict[str, float]:
-        """One optimizer update over this rank's micro-batches (accumulated)."""
-        counts = [self.count_targets(b) for b in micro_batches]
-        total = self.global_count(sum(counts))
-        scale = self.dist.world_size / max(total, 1.0)  # DDP averages gradients over ranks
-        sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=self.device, dtype=torch.float64))
-        plain: dict[str, list[float]] = defaultdict(list)
-        for i, batch in enumerate(micro_batches):
-            with self.sync_context(self.train_model, i == len(micro_batches) - 1):
-                with self.autocast():
-                    out = self.loss(self.train_model, batch)
-                self.backward(out.loss_sum.float() * scale)
-            sums["loss"] += out.loss_sum.detach().double()
-            for key, value in out.metrics.items():
-                if key.startswith("_"):
-                    plain[key[1:]].append(float(value))
-                else:
-                    sums[key] += torch.as_tensor(value, device=self.device).detach().double()
-        keys = sorted(sums)
-        reduced = all_reduce_sum(torch.stack([sums[k] for k in keys]))
-        metrics = normalise_metrics(dict(zip(keys, reduced.tolist(), strict=True)), total)
-        loss_finite = math.isfinite(metrics["loss"])
-        info = self.step_optimizer("model", loss_finite=loss_finite)
+        """One update over this rank's micro-batches: accumulate, then step the model's optimizer and
+        each extra optimizer that received a loss (in that order). Returns normalised metrics, grad
+        norms and ``targets`` (the update's global target count)."""
+        result = accumulate(
+            micro_batches,
+            lambda batch: self.train_loss(self.train_model, batch),
+            count_targets=self.count_targets,
+            targets=self._backward_targets(),
+            sync_module=self.train_model,
+            autocast=self.autocast,
+            world_size=self.dist.world_size,
+            device=self.device,
+        )
+        metrics = result.metrics
+        info = self.step_optimizer("model", loss_finite=math.isfinite(metrics["loss"]))
         self.guard.record(
             nan=info.skipped and info.reason.startswith("non-finite"), inf_grad=info.reason == "fp16 overflow"
         )
-        metrics.update({k: sum(v) / len(v) for k, v in plain.items()})
         metrics["grad_norm"] = info.grad_norm
-        metrics["targets"] = total
+        for name in result.optimizers:
+            if name != "model":
+                prefix = self._metric_prefix(name)
+                extra = self.step_optimizer(name, loss_finite=math.isfinite(metrics.get(f"{prefix}loss", 0.0)))
+                metrics[f"{prefix}grad_norm"] = extra.grad_norm
+        metrics["targets"] = result.total
         return metrics
 
     def _loader(self, keys_sampler, dataset: Dataset) -> DataLoader:
@@ -635,6 +469,8 @@ class Solver:
             if len(group) == t.grad_accum:
                 yield group
                 group = []
+
+    # ------------------------------------------------------------------ epochs
 
     def train_epoch(self) -> dict[str, float]:
         t = self.cfg.train
@@ -696,7 +532,7 @@ class Solver:
                 peak = device_peak_flops(torch.cuda.get_device_name(self.device))
                 if peak:
                     summary["mfu"] = achieved / self.dist.world_size / peak
-        return summary
+        return self.derived_metrics(summary)
 
     # ------------------------------------------------------------------ valid
 
@@ -744,7 +580,7 @@ class Solver:
         total = float(vec[-1])
         if total == 0:
             return {}
-        return normalise_metrics(dict(zip(names, vec[:-1].tolist(), strict=True)), total)
+        return self.derived_metrics(normalise_metrics(dict(zip(names, vec[:-1].tolist(), strict=True)), total))
 
     def _all_metric_names(self, keys: list[str]) -> list[str]:
         if not self.dist.enabled:
@@ -765,9 +601,7 @@ class Solver:
 
     def fit(self) -> dict:
         """Run (or resume) training to the end; returns the final status."""
-        problems = list(self.preflight())  # the task's data checks, before anything is built or loaded
-        if problems:
-            raise PreflightError("preflight found problems:\n  - " + "\n  - ".join(problems))
+        raise_problems(list(self.preflight()))  # the task's data checks, before anything is built or loaded
         self.setup()
         self.run_preflight()
         t = self.cfg.train
@@ -864,40 +698,14 @@ class Solver:
 # ---------------------------------------------------------------------- helpers
 
 
-COUNT_SUFFIX = "/count"
-
-
-def normalise_metrics(sums: dict[str, float], total: float) -> dict[str, float]:
-    """Summed metrics → means: ``x`` over ``x/count`` when the task reports one, else over ``total`` targets."""
-    out = {}
-    for key, value in sums.items():
-        if key.endswith(COUNT_SUFFIX):
-            continue
-        denominator = sums.get(key + COUNT_SUFFIX, total)
-        if denominator > 0:
-            out[key] = value / denominator
-    return out
-
-
 def _reshard(module: nn.Module) -> None:
     """FSDP keeps the root's parameters gathered after a no-grad forward; shard them again."""
     if hasattr(module, "reshard"):
         module.reshard()
 
 
-def _full_state_dict(module: nn.Module, sharded: bool) -> dict[str, torch.Tensor]:
-    if sharded:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-        return get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    return {k: v.detach().cpu() for k, v in module.state_dict().items()}
-
-
 def _link_copy(src: Path, dst: Path) -> None:
     """Copy checkpoint folder ``src`` to ``dst`` with hard links (atomically replacing ``dst``)."""
-    import os
-    import shutil
-
     tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -908,28 +716,3 @@ def _link_copy(src: Path, dst: Path) -> None:
         except OSError:
             shutil.copy2(path, tmp / path.name)
     ckpt.replace_folder(tmp, dst)
-
-
-def _numpy_state() -> dict:
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    return {
-        "name": name,
-        "keys": torch.from_numpy(keys.astype(np.int64)),
-        "pos": int(pos),
-        "has_gauss": int(has_gauss),
-        "cached": float(cached),
-    }
-
-
-def _set_numpy_state(state: dict) -> None:
-    np.random.set_state(
-        (state["name"], state["keys"].numpy().astype(np.uint32), state["pos"], state["has_gauss"], state["cached"])
-    )
-
-
-def _tuples(obj):
-    if isinstance(obj, list):
-        return tuple(_tuples(v) for v in obj)
-    if isinstance(obj, tuple):
-        return tuple(_tuples(v) for v in obj)
-    return obj

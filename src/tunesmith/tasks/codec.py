@@ -2,8 +2,10 @@
 
 One update = generator step (reconstruction, multi-scale mel, adversarial and feature-matching losses,
 optionally balanced by their gradient norms, plus the quantizer's commitment loss) followed by a
-discriminator step (hinge loss on the same reconstructions, detached). Training items are random crops
-of ``dataset.segment_duration`` seconds drawn with the sample key's seed; valid items are fixed crops.
+discriminator step (hinge loss on the same reconstructions, detached): ``train_loss`` hands the engine
+one loss per optimizer. Training items are random crops of ``dataset.segment_seconds`` seconds
+(formerly ``dataset.segment_duration``, still accepted) drawn with the sample key's seed; valid items
+are fixed crops.
 Valid metrics: SI-SNR (dB, higher is better), mel distance, L1. The evaluate stage runs the codec check
 on fixed valid segments; the generate stage writes their reconstructions under ``samples/``.
 """
@@ -12,19 +14,18 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
-from collections import defaultdict
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from tunesmith.config import OptimConfig, TrainConfig
-from tunesmith.engine.distributed import all_reduce_sum
+from tunesmith.config import SEGMENT_SECONDS, OptimConfig, TrainConfig
+from tunesmith.data.datasets.audio import AudioCrops
+from tunesmith.engine.precision import no_autocast
 from tunesmith.engine.solver import LossOutput, Solver
+from tunesmith.engine.state import StateRegistry
 from tunesmith.errors import UserError
 from tunesmith.models.codec.balancer import GradientBalancer
 from tunesmith.models.codec.discriminator import MultiScaleSTFTDiscriminator
@@ -46,7 +47,7 @@ log = logging.getLogger("tunesmith.codec")
 @dataclasses.dataclass
 class CodecDatasetConfig:
     batch_size: int = 8
-    segment_duration: float = 1.0  # seconds per training crop
+    segment_seconds: float = 1.0  # seconds per training crop (formerly segment_duration)
     valid_duration: float = 2.0  # seconds per (fixed) valid crop
     num_workers: int = 0
 
@@ -103,79 +104,7 @@ class CodecConfig:
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     init_from: str = ""
 
-
-# --------------------------------------------------------------------------- data
-
-
-def read_crop(path: Path, start_s: float, seconds: float, sample_rate: int, channels: int) -> np.ndarray:
-    """``seconds`` of ``path`` from ``start_s`` at ``sample_rate`` Hz / ``channels`` → float32 ``[C, n]``.
-
-    Reads only the needed frames where soundfile can seek; else decodes the file and slices. May be
-    shorter than asked at the end of the file.
-    """
-    import soundfile as sf
-
-    from tunesmith.audio.io import convert_channels, load_audio, resample
-
-    n = int(round(seconds * sample_rate))
-    try:
-        with sf.SoundFile(str(path)) as f:
-            native = f.samplerate
-            start = int(round(start_s * native))
-            f.seek(min(start, f.frames))
-            frames = int(math.ceil(seconds * native)) + (0 if native == sample_rate else 64)
-            data = f.read(frames, dtype="float32", always_2d=True).T
-        wav = convert_channels(data, channels)
-        if native != sample_rate:
-            wav = resample(wav, native, sample_rate)
-        return np.ascontiguousarray(wav[:, :n])
-    except (sf.LibsndfileError, RuntimeError, TypeError):
-        wav, _ = load_audio(path, sample_rate=sample_rate, channels=channels)
-        start = int(round(start_s * sample_rate))
-        return np.ascontiguousarray(wav[:, start : start + n])
-
-
-class AudioCrops(Dataset):
-    """Crops of ``duration`` seconds of a split's segments: ``dataset[(index, seed)]`` → float32 ``[C, T]``.
-
-    The crop start is drawn from ``torch.Generator().manual_seed(seed)``; segments shorter than the crop
-    are zero-padded. An unreadable file is logged once and the next segment is used instead.
-    """
-
-    def __init__(self, dataset_dir: Path, split: str, sample_rate: int, channels: int, duration: float) -> None:
-        from tunesmith.data.manifest import read_manifest, resolve_path
-
-        self.dataset_dir = Path(dataset_dir)
-        entries = read_manifest(dataset_dir, split)
-        self.paths = [resolve_path(dataset_dir, e) for e in entries]
-        self.durations = [float(e.duration) for e in entries]
-        self.sample_rate, self.channels = sample_rate, channels
-        self.duration = duration
-        self.length = int(round(duration * sample_rate))
-        self._bad: set[int] = set()
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, key: tuple[int, int]) -> torch.Tensor:
-        index, seed = key
-        gen = torch.Generator().manual_seed(int(seed))
-        for attempt in range(min(len(self.paths), 8)):
-            i = (index + attempt) % len(self.paths)
-            if i in self._bad:
-                continue
-            spare = max(self.durations[i] - self.duration, 0.0)
-            start = float(torch.rand((), generator=gen)) * spare
-            try:
-                wav = read_crop(self.paths[i], start, self.duration, self.sample_rate, self.channels)
-            except (UserError, OSError, ValueError) as err:
-                log.warning("skipping unreadable segment %s: %s", self.paths[i], err)
-                self._bad.add(i)
-                continue
-            out = torch.zeros(self.channels, self.length)
-            out[:, : wav.shape[1]] = torch.from_numpy(wav[:, : self.length])
-            return out
-        raise UserError(f"{self.dataset_dir}: several segments in a row are unreadable; run `tunesmith check data`")
+    renamed_keys: ClassVar[dict[str, str]] = {"dataset.segment_duration": SEGMENT_SECONDS}
 
 
 # --------------------------------------------------------------------------- solver
@@ -186,6 +115,7 @@ class CodecSolver(Solver):
     config_class = CodecConfig
     best_metric = "mel"
     best_mode = "min"
+    optimizer_metric_prefix = {"discriminator": "d_"}  # d_loss, d_grad_norm
 
     # ------------------------------------------------------------------ build
     @property
@@ -249,7 +179,7 @@ class CodecSolver(Solver):
         mc, dc = self.cfg.model, self.cfg.dataset
         data = self.data_dir
         out: dict[str, Dataset] = {
-            "train": AudioCrops(data, "train", mc.sample_rate, mc.channels, dc.segment_duration),
+            "train": AudioCrops(data, "train", mc.sample_rate, mc.channels, dc.segment_seconds),
         }
         if manifest_path(data, "valid").is_file():
             out["valid"] = AudioCrops(data, "valid", mc.sample_rate, mc.channels, dc.valid_duration)
@@ -278,13 +208,13 @@ class CodecSolver(Solver):
                 mc.sample_rate,
                 mc.sample_rate,
             )
-        crop = int(dc.segment_duration * mc.sample_rate)
+        crop = int(dc.segment_seconds * mc.sample_rate)
         need = MultiScaleMelLoss.largest_fft(self.cfg.loss.mel_range_end)  # preflight runs before the loss exists
         if self._adversarial_used():
             need = max(need, max(self.cfg.discriminator.n_ffts))
         if crop < need:
             problems.append(
-                f"dataset.segment_duration={dc.segment_duration} s is {crop} samples, shorter than the largest FFT "
+                f"dataset.segment_seconds={dc.segment_seconds} s is {crop} samples, shorter than the largest FFT "
                 f"of the losses ({need}); use a longer crop or smaller discriminator.n_ffts / loss.mel_range_end"
             )
         if len(self.cfg.discriminator.hop_lengths) != len(self.cfg.discriminator.n_ffts):
@@ -310,7 +240,7 @@ class CodecSolver(Solver):
         the target's pass keeps no graph. The two are separate passes (not one over both batches) so that
         the generator's gradients flow back through the reconstruction's half only.
         """
-        disc = self.extras["discriminator"]  # unwrapped: its gradients are all-reduced by hand (see train_update)
+        disc = self.extras["discriminator"]  # unwrapped: the engine sums its gradients over ranks
         if train_disc:
             fake_logits, fake_maps = disc(y)
             real_logits, real_maps = disc(x.to(y.dtype))
@@ -358,85 +288,59 @@ class CodecSolver(Solver):
             },
         )
 
-    # ------------------------------------------------------------------ update
-    def train_update(self, micro_batches: list) -> dict[str, float]:
-        """Generator and discriminator updates from shared discriminator passes per micro-batch.
+    # ------------------------------------------------------------------ training loss
+    def train_loss(self, model: nn.Module, x: torch.Tensor) -> LossOutput:
+        """Generator and discriminator losses of micro-batch ``x`` [B, C, T] from shared discriminator passes.
 
-        Per micro-batch: reconstruct; run the discriminator on reconstruction and target; take the
-        gradient of the generator losses with respect to the reconstruction only (balanced or weighted) and
-        back-propagate it through the generator; back-propagate the discriminator's hinge loss on the same
-        logits into the discriminator's parameters only. Then step the generator, then the discriminator:
-        both updates see the discriminator as it was at the start of the update.
+        Reconstruct; run the discriminator on reconstruction and target; take the gradient of the generator
+        losses with respect to the reconstruction only (balanced or weighted), so the generator's loss is
+        ``sum(y * grad) + commit``; the discriminator's hinge loss uses the same logits and reaches the
+        discriminator's parameters only. Both are per-item means × B (summed over items). The engine steps
+        the generator, then the discriminator: both updates see the discriminator as it was at the start.
+        The adversarial terms join at ``loss.adversarial_start``; the discriminator trains every
+        ``discriminator.update_every`` updates.
         """
-        counts = [int(b.shape[0]) for b in micro_batches]
-        total = self.global_count(sum(counts))
-        world = self.dist.world_size
         lc = self.cfg.loss
         adversarial = self._adversarial_used() and self.step >= lc.adversarial_start
         train_disc = adversarial and self.step % self.cfg.discriminator.update_every == 0
-        disc_params = [p for p in self.extras["discriminator"].parameters()] if train_disc else []
-        sums: dict[str, float] = defaultdict(float)
-        for i, x in enumerate(micro_batches):
-            weight = counts[i] * world / max(total, 1.0)
-            with self.sync_context(self.train_model, i == len(micro_batches) - 1):
-                with self.autocast():
-                    out = self.train_model(x)
-                    y = out.wav
-                    losses = self._reconstruction_losses(x, y)
-                    if adversarial:
-                        fake_logits, real_logits, fake_maps, real_maps = self._discriminate(x, y, train_disc)
-                        real_maps = [[f.detach() for f in maps] for maps in real_maps]
-                        losses.update(self._adversarial_losses(fake_logits, fake_maps, real_maps))
-                if lc.balancer:
-                    grad, ratios = self._balancer(adversarial).gradient(losses, y)
-                    for key, value in ratios.items():
-                        sums[key] += value * counts[i]
-                else:
-                    weighted_sum = sum(self.loss_weights[k] * v.float() for k, v in losses.items())
-                    (grad,) = torch.autograd.grad(weighted_sum, [y], retain_graph=True)
-                commit = out.commit_loss.float()
-                self.backward(((y.float() * grad.float()).sum() + lc.commit * commit) * weight)
-                if train_disc:
-                    d_loss = discriminator_loss(fake_logits, real_logits, lc.adv_loss).float()
-                    d_weight = counts[i] / max(total, 1.0)
-                    self.scalers["discriminator"].scale(d_loss * d_weight).backward(inputs=disc_params)
-                    sums["d_loss"] += float(d_loss.detach()) * counts[i]
-            values = {k: float(v.detach()) for k, v in losses.items()}
-            commit_value = float(commit.detach())
-            sums["loss"] += (
-                sum(self.loss_weights[k] * v for k, v in values.items()) + lc.commit * commit_value
-            ) * counts[i]
-            sums["commit"] += commit_value * counts[i]
-            sums["n_q"] += out.n_q * counts[i]
-            for key, value in values.items():
-                sums[key] += value * counts[i]
-        info = self.step_optimizer("model", loss_finite=math.isfinite(sums["loss"]))
-        self.guard.record(
-            nan=info.skipped and info.reason.startswith("non-finite"), inf_grad=info.reason == "fp16 overflow"
-        )
-        metrics = {"grad_norm": info.grad_norm}
-        if train_disc:
-            if world > 1:  # summed over ranks: each rank's loss was already divided by the global count
-                grads = [p.grad for p in disc_params if p.grad is not None]
-                flat = all_reduce_sum(torch.cat([g.reshape(-1) for g in grads]))
-                offset = 0
-                for g in grads:
-                    g.copy_(flat[offset : offset + g.numel()].view_as(g))
-                    offset += g.numel()
-            d_info = self.step_optimizer("discriminator", loss_finite=math.isfinite(sums["d_loss"]))
-            metrics["d_grad_norm"] = d_info.grad_norm
-        keys = sorted(sums)
-        reduced = all_reduce_sum(torch.tensor([sums[k] for k in keys], dtype=torch.float64, device=self.device))
-        metrics.update({k: v / max(total, 1.0) for k, v in zip(keys, reduced.tolist(), strict=True)})
-        metrics["targets"] = total
-        return metrics
+        n = int(x.shape[0])
+        out = model(x)
+        y = out.wav
+        losses = self._reconstruction_losses(x, y)
+        if adversarial:
+            fake_logits, real_logits, fake_maps, real_maps = self._discriminate(x, y, train_disc)
+            real_maps = [[f.detach() for f in maps] for maps in real_maps]
+            losses.update(self._adversarial_losses(fake_logits, fake_maps, real_maps))
+        metrics: dict[str, torch.Tensor | float] = {}
+        with no_autocast(self.device):
+            if lc.balancer:
+                grad, ratios = self._balancer(adversarial).gradient(losses, y)
+                metrics.update({key: value * n for key, value in ratios.items()})
+            else:
+                weighted_sum = sum(self.loss_weights[k] * v.float() for k, v in losses.items())
+                (grad,) = torch.autograd.grad(weighted_sum, [y], retain_graph=True)
+            commit = out.commit_loss.float()
+            per_optimizer = {"model": ((y.float() * grad.float()).sum() + lc.commit * commit) * n}
+            if train_disc:
+                d_loss = discriminator_loss(fake_logits, real_logits, lc.adv_loss).float()
+                per_optimizer["discriminator"] = d_loss * n
+                metrics["d_loss"] = float(d_loss.detach()) * n
+        values = {k: float(v.detach()) for k, v in losses.items()}
+        commit_value = float(commit.detach())
+        reported = sum(self.loss_weights[k] * v for k, v in values.items()) + lc.commit * commit_value
+        metrics.update(commit=commit_value * n, n_q=out.n_q * n, **{k: v * n for k, v in values.items()})
+        return LossOutput(torch.tensor(reported * n, dtype=torch.float64), metrics, per_optimizer)
 
     # ------------------------------------------------------------------ state
-    def extra_state(self) -> dict:
-        return {"balancers": {str(k): b.state_dict() for k, b in self.balancers.items()}}
+    def register_extra_state(self, extra: StateRegistry) -> None:
+        """The balancers' moving averages (one balancer per loss set, created on first use)."""
+        extra.register_value("balancers", self._balancer_states, self._load_balancer_states)
 
-    def load_extra_state(self, state: dict) -> None:
-        for key, value in (state.get("balancers") or {}).items():
+    def _balancer_states(self) -> dict:
+        return {str(k): b.state_dict() for k, b in self.balancers.items()}
+
+    def _load_balancer_states(self, states: dict) -> None:
+        for key, value in (states or {}).items():
             self._balancer(key == "True").load_state_dict(value)
 
     # ------------------------------------------------------------------ evaluate / generate

@@ -115,17 +115,20 @@ def plan(
 ) -> list[PlannedStage]:
     """Each stage's overrides, run folder and state (from its status.json)."""
     from tunesmith.artifacts.runs import default_runs_dir, signature
-    from tunesmith.config import resolve
+    from tunesmith.config import SEGMENT_SECONDS, has_key, resolve
+    from tunesmith.errors import UserError
     from tunesmith.tasks import solver_class
 
     runs_dir = Path(runs_dir or default_runs_dir())
     cls = solver_class(task)
+    if not has_key(cls.config_class, SEGMENT_SECONDS):
+        raise UserError(f"task {task!r} has no {SEGMENT_SECONDS} (crop length in seconds): no curriculum for it")
     planned: list[PlannedStage] = []
     previous: Path | None = None
     for index, stage in enumerate(stages, start=1):
         stage_overrides = [
             *overrides,
-            f"dataset.segment_seconds={stage.segment_seconds}",
+            f"{SEGMENT_SECONDS}={stage.segment_seconds}",
             f"dataset.batch_size={stage.batch_size}",
             f"train.epochs={stage.epochs}",
         ]

@@ -15,22 +15,23 @@ import logging
 import math
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from tunesmith.config import OptimConfig, TrainConfig
+from tunesmith.config import OptimConfig, Resolved, TrainConfig
+from tunesmith.data.datasets.tokens import CONDITION_FIELDS, TokenCrops, collate_crops, condition_of, open_token_cache
 from tunesmith.engine.solver import LossOutput, Solver
+from tunesmith.engine.state import load_init_weights
 from tunesmith.errors import UserError
 from tunesmith.models.hf.finetune import FinetuneConfig
-from tunesmith.models.lm.conditioners import ConditionerConfig, build_vocabularies, drop_conditions
+from tunesmith.models.lm.conditioners import build_vocabularies
 from tunesmith.models.lm.model import LMConfig, LMModel
 from tunesmith.runtime import progress_enabled
 
 log = logging.getLogger("tunesmith.lm")
 
-CONDITION_FIELDS = ("description", "transcript", "genre", "bpm", "key", "instrument", "moods", "keywords", "title")
+__all__ = ["CONDITION_FIELDS", "LMSolver", "LMTaskConfig", "TokenCrops", "collate_crops", "open_token_cache"]
 
 
 @dataclasses.dataclass
@@ -68,78 +69,6 @@ class LMTaskConfig:
     finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)  # full or LoRA (models/hf)
 
 
-# --------------------------------------------------------------------------- data
-
-
-def open_token_cache(data: str, codec: Any, device: str = "cpu", progress: bool = True) -> dict[str, Any]:
-    """Token shards per split for (dataset, codec object); encodes what is not cached yet first."""
-    from tunesmith.data.token_cache import TokenShards, ensure_token_cache
-    from tunesmith.models.codec import codec_fingerprint
-
-    cache_dir = ensure_token_cache(data, codec, progress=progress, device=device)
-    fingerprint = codec_fingerprint(codec)
-    splits = {}
-    for split in ("train", "valid"):
-        try:
-            splits[split] = TokenShards(cache_dir, split, fingerprint)
-        except UserError as err:
-            if split == "train":
-                raise
-            log.info("no valid split in the token cache (%s)", err)
-    return splits
-
-
-def condition_of(info: dict, cfg: ConditionerConfig) -> dict:
-    """The condition dict of a segment: its text field and configured attributes (plain values)."""
-    keep = {cfg.text_field, *cfg.attributes}
-    return {k: v for k, v in info.items() if k in keep and v not in (None, "", [])}
-
-
-class TokenCrops(Dataset):
-    """Keyed by (index, seed): a crop of ``num_frames`` frames (Long[K, n]) and its condition."""
-
-    def __init__(
-        self, shards: Any, num_frames: int, num_codebooks: int, cond_cfg: ConditionerConfig, training: bool
-    ) -> None:
-        self.shards = shards
-        self.num_frames = num_frames
-        self.num_codebooks = num_codebooks
-        self.cond_cfg = cond_cfg
-        self.training = training
-        self._conditions: dict[int, dict] = {}
-
-    def __len__(self) -> int:
-        return len(self.shards)
-
-    def condition(self, index: int) -> dict:
-        if index not in self._conditions:
-            self._conditions[index] = condition_of(self.shards.info(index) or {}, self.cond_cfg)
-        return self._conditions[index]
-
-    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
-        index, seed = key
-        gen = torch.Generator().manual_seed(int(seed))
-        codes, _ = self.shards.crop(index, self.num_frames, gen)  # [K, n]; a short segment comes whole
-        codes = np.asarray(codes[: self.num_codebooks])
-        if codes.shape[0] < self.num_codebooks:
-            raise UserError(
-                f"token cache item {index} has {codes.shape[0]} codebooks, the LM needs {self.num_codebooks}"
-            )
-        condition = drop_conditions(self.condition(index), self.cond_cfg, gen, training=self.training)
-        return {"codes": torch.from_numpy(codes.astype(np.int64)), "condition": condition}
-
-
-def collate_crops(items: list[dict]) -> dict[str, Any]:
-    """Pad crops to the longest: codes Long[B, K, F] (zeros past each length), lengths Long[B], conditions."""
-    longest = max(it["codes"].shape[1] for it in items)
-    k = items[0]["codes"].shape[0]
-    codes = torch.zeros(len(items), k, longest, dtype=torch.long)
-    for i, it in enumerate(items):
-        codes[i, :, : it["codes"].shape[1]] = it["codes"]
-    lengths = torch.tensor([it["codes"].shape[1] for it in items], dtype=torch.long)
-    return {"codes": codes, "lengths": lengths, "conditions": [it["condition"] for it in items]}
-
-
 # --------------------------------------------------------------------------- solver
 
 
@@ -149,12 +78,14 @@ class LMSolver(Solver):
     best_metric = "loss"
     best_mode = "min"
 
-    def _prepare(self) -> None:
-        """Codec, token cache and LM shape, once (build_model runs before build_datasets)."""
-        if getattr(self, "_prepared", False):
-            return
-        self._open_init_source()
-        cfg = self.cfg
+    def prepare(self) -> Resolved | None:
+        """Open the init source, the codec and its token cache, and fix the LM's shape from the codec.
+
+        An imported MusicGen (``init_from=hf:DIR`` or an imported model dir) brings its architecture and
+        codec: the returned config records them, so checkpoints describe the real model.
+        """
+        resolved = self._open_init_source()
+        cfg = (resolved or self.resolved).config
         if not cfg.data:
             raise UserError("data= is required: a prepared dataset folder (tunesmith prepare ... --out DIR)")
         if not cfg.codec:
@@ -185,23 +116,23 @@ class LMSolver(Solver):
         self.splits = main_rank_first(  # one rank encodes; the others open the finished cache
             self.dist.is_main, lambda: open_token_cache(cfg.data, self.codec, str(self.device), progress=progress)
         )
-        self._prepared = True
+        return resolved
 
-    def _open_init_source(self) -> None:
+    def _open_init_source(self) -> Resolved | None:
         """init_from a MusicGen (hf:DIR, or an imported model dir): its architecture and codec become the run's."""
         from tunesmith.engine.distributed import main_rank_first
         from tunesmith.models.hf.finetune import open_init_source
 
         self.init_source = None
         if not self.cfg.init_from:
-            return
+            return None
         shared = self.run.dir.parent.parent / ".hf_imports"  # one import per source, hard-linked into each run
         self.init_source = main_rank_first(  # one rank imports a transformers directory; the others reuse it
             self.dist.is_main, lambda: open_init_source(self.cfg.init_from, self.run.dir, shared)
         )
-        if self.init_source is not None:
-            self.resolved = self.init_source.apply_to(self.resolved)  # checkpoints record the real model
-            self.cfg = self.resolved.config
+        if self.init_source is None:
+            return None
+        return self.init_source.apply_to(self.resolved)  # checkpoints record the real model
 
     def _vocabularies(self) -> dict[str, Any]:
         cond = self.lm_config.conditioner
@@ -237,30 +168,29 @@ class LMSolver(Solver):
     def build_model(self) -> nn.Module:
         from tunesmith.models.hf.finetune import prepare_model
 
-        self._prepare()
         try:
             model = LMModel(self.lm_config, self._vocabularies())
         except ValueError as err:
             raise UserError(f"model: {err}") from err
         if self.cfg.finetune.mode == "lora" and self.cfg.init_from and self.init_source is None:
-            self.model = model
-            super().load_init_weights(self.cfg.init_from)  # before LoRA wraps the layers
+            load_init_weights(model, self.cfg.init_from)  # before LoRA wraps the layers
         return prepare_model(model, self.cfg.finetune, self.init_source)  # source weights, LoRA, checkpointing
 
-    def load_init_weights(self, source: str) -> None:
-        if self.init_source is None and self.cfg.finetune.mode != "lora":  # else build_model loaded them
-            super().load_init_weights(source)
+    def init_weights_from(self) -> str:
+        """None for the engine to load when build_model started from them (an imported model, LoRA)."""
+        if self.init_source is not None or self.cfg.finetune.mode == "lora":
+            return ""
+        return self.cfg.init_from
 
-    def save_checkpoints(self, improved: bool) -> None:
-        super().save_checkpoints(improved)
-        if self.cfg.finetune.mode == "lora" and self.dist.is_main:  # RUN/adapter: the adapters on their own
+    def after_checkpoint(self) -> None:
+        """With LoRA, RUN/adapter: the adapters on their own, next to the checkpoints."""
+        if self.cfg.finetune.mode == "lora":
             from tunesmith.models.hf.finetune import write_run_adapter
 
             base = str(self.init_source.folder) if self.init_source is not None else (self.cfg.init_from or None)
             write_run_adapter(self.run.dir, self.resolved.data, self.cfg.finetune, base)
 
     def build_datasets(self) -> dict[str, Dataset]:
-        self._prepare()
         k, cond = self.lm_config.num_codebooks, self.lm_config.conditioner
         out: dict[str, Dataset] = {"train": TokenCrops(self.splits["train"], self.num_frames, k, cond, training=True)}
         if "valid" in self.splits and len(self.splits["valid"]):
@@ -296,19 +226,13 @@ class LMSolver(Solver):
             problems.append(f"generate.duration={self.cfg.generate.duration}: must be positive")
         return problems
 
-    @staticmethod
-    def _add_perplexity(metrics: dict[str, float]) -> dict[str, float]:
+    def derived_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Perplexity overall (``ppl``) and per codebook (``ppl_qK``) from the mean cross-entropies."""
         for key in [k for k in metrics if k == "loss" or k.startswith("ce_q")]:
             value = metrics[key]
             name = "ppl" if key == "loss" else "ppl_q" + key[4:]
             metrics[name] = math.exp(min(value, 50.0)) if math.isfinite(value) else float("nan")
         return metrics
-
-    def train_epoch(self) -> dict[str, float]:
-        return self._add_perplexity(super().train_epoch())
-
-    def valid_epoch(self) -> dict[str, float]:
-        return self._add_perplexity(super().valid_epoch())
 
     # ------------------------------------------------------------------ samples
 

@@ -3,7 +3,9 @@
     tunesmith train midi tiny data=DIR stage=pretrain
     tunesmith train midi tiny data=DIR stage=piano_task init_from=RUN
 
-``stage=pretrain`` trains on windows of ``dataset.context_size`` tokens of the token stream;
+``stage=pretrain`` trains on windows of ``dataset.context_size`` tokens of the token stream (a token
+count, not seconds: MIDI has no audio crop length, so ``dataset.segment_seconds`` and the curriculum do
+not apply);
 ``stage=piano_task`` on piano-task records (loss on target tokens only). The engine normalises the
 summed loss by the number of target tokens across accumulation and ranks. Evaluation covers the
 full validation split and every named split in ``eval_splits`` (metadata filters, e.g.
@@ -25,6 +27,7 @@ from torch.utils.data import Dataset
 
 from tunesmith.config import OptimConfig, TrainConfig, to_dict
 from tunesmith.engine.solver import LossOutput, Solver
+from tunesmith.engine.state import StateRegistry
 from tunesmith.errors import UserError
 from tunesmith.models.midi.gpt import MidiGPT, MidiGPTConfig
 from tunesmith.models.midi.tasks import VELOCITY_TASKS, PianoTaskConfig, check_task_config
@@ -45,6 +48,8 @@ FREE_MODEL_KEYS = ("dropout",)
 
 @dataclasses.dataclass
 class MidiDatasetConfig:
+    """``context_size`` is a number of tokens (not seconds, unlike the audio tasks' ``segment_seconds``)."""
+
     batch_size: int = 8
     context_size: int = 256  # pretrain: tokens per training window (<= model.max_seq_len)
     eval_base_split: str = "valid"  # named eval splits select from this split unless their filter sets split=
@@ -380,25 +385,18 @@ class MidiSolver(Solver):
             meta["piano_task"] = to_dict(self.cfg.piano_task)
         return meta
 
-    def extra_state(self) -> dict:
+    def register_extra_state(self, extra: StateRegistry) -> None:
         """Plain data saved in every checkpoint: the tokenizer description (so a checkpoint decodes on its
-        own), the stage, the piano-task config, and the number of (non-padding) tokens trained on."""
-        from tunesmith.engine.distributed import all_reduce_sum
-
-        # every rank builds the checkpoint state together (the engine gathers RNG states the same way)
-        seen = all_reduce_sum(torch.tensor([float(self._tokens_seen)], dtype=torch.float64, device=self.device))
-        state = {
-            "tokenizer_desc": self.tokenizer.describe(),
-            "stage": self.cfg.stage,
-            "tokens_seen": int(seen.item()),
-        }
+        own, and a resume with another vocabulary is refused), the stage, the number of (non-padding)
+        tokens trained on and, for piano tasks, their config."""
+        extra.register_value("tokenizer_desc", self.tokenizer.describe, self._check_tokenizer)
+        extra.register_value("stage", lambda: self.cfg.stage)
+        extra.register_value("tokens_seen", self._total_tokens_seen, self._resume_tokens_seen)
         if self.cfg.stage == "piano_task":
-            state["piano_task"] = to_dict(self.cfg.piano_task)
-        return state
+            extra.register_value("piano_task", lambda: to_dict(self.cfg.piano_task))
 
-    def load_extra_state(self, state: dict) -> None:
-        stored = dict(state.get("tokenizer_desc") or {})
-        current = self.tokenizer.describe()
+    def _check_tokenizer(self, stored: dict) -> None:
+        stored, current = dict(stored or {}), self.tokenizer.describe()
         for desc in (stored, current):
             desc.pop("miditok_version", None)  # the vocabulary itself is compared
         if stored and stored != current:
@@ -406,5 +404,14 @@ class MidiSolver(Solver):
                 "this run's checkpoint was trained with another tokenizer vocabulary than the one built now "
                 "(a different MidiTok version?); resume with the library versions it was trained with"
             )
+
+    def _total_tokens_seen(self) -> int:
+        """Summed over ranks: every rank saves the checkpoint state together."""
+        from tunesmith.engine.distributed import all_reduce_sum
+
+        seen = all_reduce_sum(torch.tensor([float(self._tokens_seen)], dtype=torch.float64, device=self.device))
+        return int(seen.item())
+
+    def _resume_tokens_seen(self, total: int) -> None:
         # the total lives on rank 0 only, so that the sum over ranks at the next checkpoint stays right
-        self._tokens_seen = int(state.get("tokens_seen", 0)) if self.dist.is_main else 0
+        self._tokens_seen = int(total) if self.dist.is_main else 0

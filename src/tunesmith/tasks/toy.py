@@ -1,8 +1,18 @@
-"""A tiny task that exercises every engine feature in seconds: used by the engine's tests.
+"""The worked example of the task contract (engine.task.Task), and the engine tests' task.
 
-A small MLP predicts the next value class of a deterministic random sequence: items are
-crops drawn with the sample key's seed (as real tasks crop audio or tokens), the model has
-dropout (so RNG state matters for exact resume), and the loss is summed over targets.
+A task is a config dataclass plus a ``Solver`` subclass that says *what* to train; the engine does
+the rest (accumulation, precision, DDP, checkpoints, resume, EMA, logging):
+
+- ``task`` and ``config_class``: the run folder ``runs/toy/<signature>/`` and the presets
+  ``configs/toy/*.yaml``. The config has ``train`` (TrainConfig), ``optim`` (OptimConfig) and a
+  ``dataset`` section with ``batch_size``.
+- ``build_model`` and ``build_datasets``: datasets live in ``tunesmith.data.datasets`` and are indexed
+  by ``(index, seed)`` sample keys; random choices draw from ``torch.Generator().manual_seed(seed)``.
+- ``loss`` returns the loss *summed* over the batch's targets and ``count_targets`` says how many
+  (here: masked next-token targets); metrics are sums too.
+- Optional: ``prepare``, ``extra_modules``, ``train_loss``, ``register_extra_state``,
+  ``derived_metrics``, ``evaluate``, ``generate``, ``preflight``, ``flops_per_target``,
+  ``init_weights_from``, ``checkpoint_meta``, ``after_checkpoint`` (see engine/task.py).
 """
 
 from __future__ import annotations
@@ -15,7 +25,10 @@ from torch.nn import functional as F
 from torch.utils.data import Dataset
 
 from tunesmith.config import OptimConfig, TrainConfig
+from tunesmith.data.datasets.toy import ToySequences
 from tunesmith.engine.solver import LossOutput, Solver
+
+__all__ = ["ToyConfig", "ToyModel", "ToySequences", "ToySolver"]
 
 
 @dataclasses.dataclass
@@ -31,7 +44,7 @@ class ToyDatasetConfig:
 @dataclasses.dataclass
 class ToyModelConfig:
     dim: int = 32
-    dropout: float = 0.1
+    dropout: float = 0.1  # so RNG state matters for exact resume
     frozen_layer: bool = False  # a parameter block without grads (scaler edge case)
 
 
@@ -43,29 +56,6 @@ class ToyConfig:
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     init_from: str = ""
     nan_at_step: int = 0  # inject a non-finite loss at this update (stability tests); 0 = never
-
-
-class ToySequences(Dataset):
-    def __init__(self, num_items: int, length: int, crop: int, vocab: int, seed: int):
-        gen = torch.Generator().manual_seed(seed)
-        self.data = torch.randint(0, vocab, (num_items, length), generator=gen)
-        # make it learnable: every token is mostly the previous one + 1
-        for t in range(1, length):
-            keep = torch.rand(num_items, generator=gen) < 0.8
-            self.data[keep, t] = (self.data[keep, t - 1] + 1) % vocab
-        self.crop = crop
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
-        index, seed = key
-        gen = torch.Generator().manual_seed(seed)
-        start = int(torch.randint(0, self.data.shape[1] - self.crop, (1,), generator=gen))
-        tokens = self.data[index, start : start + self.crop]
-        mask = torch.ones(self.crop - 1, dtype=torch.bool)
-        mask[: int(torch.randint(0, 3, (1,), generator=gen))] = False  # variable target counts
-        return {"tokens": tokens, "mask": mask}
 
 
 class ToyModel(nn.Module):
@@ -102,10 +92,11 @@ class ToySolver(Solver):
             "valid": ToySequences(d.valid_items, d.length, d.crop, d.vocab, seed=2),
         }
 
-    def count_targets(self, batch) -> int:
+    def count_targets(self, batch: dict[str, torch.Tensor]) -> int:
         return int(batch["mask"].sum())
 
-    def loss(self, model: nn.Module, batch) -> LossOutput:
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> LossOutput:
+        """Masked next-token cross-entropy of ``tokens`` Long[B, T], summed over targets; ``accuracy`` too."""
         tokens, mask = batch["tokens"], batch["mask"]
         logits = model(tokens[:, :-1])
         ce = F.cross_entropy(logits.flatten(0, 1).float(), tokens[:, 1:].flatten(), reduction="none")
