@@ -116,7 +116,7 @@ def child_train_step(args: argparse.Namespace) -> dict[str, Any]:
     overrides = [
         f"data={data}",
         f"dataset.batch_size={args.batch}",
-        f"dataset.segment_duration={args.segment}",
+        f"dataset.segment_seconds={args.segment}",
         "train.log.progress=false",
         "train.log.tensorboard=false",
         "train.ema.enabled=false",

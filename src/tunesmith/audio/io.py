@@ -19,8 +19,7 @@ from typing import Any
 import numpy as np
 
 from tunesmith.errors import UserError
-from tunesmith.fileio import atomic_path as atomic_path  # re-exported for older callers: import tunesmith.fileio
-from tunesmith.fileio import atomic_write_text as write_atomic_text  # noqa: F401 (same)
+from tunesmith.fileio import atomic_path
 
 # Formats whose headers give an exact frame count, so a shortfall means the file is truncated.
 # (libsndfile reports the frames actually present for WAV, so WAV's header is read by _wav_data_frames.)

@@ -143,10 +143,10 @@ class LMSolver(Solver):
 
             return vocabularies_from_state(self.init_source.state, cond, "conditioner.")
         if self.cfg.init_from:  # the source's vocabularies, so its embeddings stay aligned
-            from tunesmith.artifacts import checkpoint as ckpt
             from tunesmith.models.lm.conditioners import vocabularies_from_state
+            from tunesmith.models.lm.loading import read_lm_checkpoint
 
-            weights = ckpt.load_weights(ckpt.find_checkpoint(self.cfg.init_from), "model")
+            weights = read_lm_checkpoint(self.cfg.init_from, merge_lora=False).weights  # also checks it is an LM
             return vocabularies_from_state(weights, cond, "conditioner.")
         train = self.splits["train"]
         conditions = [condition_of(train.info(i) or {}, cond) for i in range(len(train))]
@@ -253,7 +253,8 @@ class LMSolver(Solver):
         return (prompts * g.num_samples)[: g.num_samples] if prompts else [{}] * g.num_samples
 
     def generate(self, model: nn.Module, epoch: int) -> None:
-        from tunesmith.audio.io import save_audio, write_atomic_text
+        from tunesmith.audio.io import save_audio
+        from tunesmith.fileio import atomic_write_text
         from tunesmith.models.lm.generation import generate_codes
 
         g = self.cfg.generate
@@ -279,5 +280,5 @@ class LMSolver(Solver):
             name = f"{i:02d}.wav"
             save_audio(out / name, w, int(self.codec.sample_rate))
             entries.append({"file": name, "condition": c, "seed": g.seed + i, "duration": g.duration, "cfg": g.cfg})
-        write_atomic_text(out / "samples.json", json.dumps({"epoch": epoch, "samples": entries}, indent=2) + "\n")
+        atomic_write_text(out / "samples.json", json.dumps({"epoch": epoch, "samples": entries}, indent=2) + "\n")
         log.info("wrote %d samples to %s", len(entries), out)
