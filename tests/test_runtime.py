@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tunesmith.errors import UserError
-from tunesmith.runtime import cgroup_cpu_quota, cpu_budget, load_warning, thread_policy
+from tunesmith.runtime import cgroup_cpu_quota, cpu_budget, load_warning, other_load, thread_policy
 
 
 def _cgroup(tmp_path: Path, v2: str | None = None, v1: tuple[str, str] | None = None) -> Path:
@@ -58,13 +58,18 @@ def test_policy_overrides_and_bad_values(monkeypatch) -> None:
         thread_policy(None, {"TUNESMITH_THREADS": "two"})
 
 
-def test_load_warning(monkeypatch) -> None:
-    monkeypatch.setattr(os, "getloadavg", lambda: (1.8, 1.0, 1.0))
-    message = load_warning(2, 2)
+def test_load_warning(tmp_path: Path) -> None:
+    message = load_warning(2, 2, busy=1.0)
     assert message is not None and "--threads 1" in message
-    monkeypatch.setattr(os, "getloadavg", lambda: (0.1, 0.1, 0.1))
-    assert load_warning(2, 2) is None
-    assert load_warning(1, 2) is None  # one thread cannot be oversubscribed by us
+    assert load_warning(2, 2, busy=0.1) is None
+    assert load_warning(1, 2, busy=1.5) is None  # one thread cannot be oversubscribed by us
+    assert load_warning(8, 16, busy=12.0) is not None
+    loadavg = tmp_path / "loadavg"
+    loadavg.write_text("1.90 1.20 0.80 3/211 4242\n")  # two others runnable now, load 1.9
+    assert other_load(loadavg) == 1.9
+    loadavg.write_text("1.90 1.20 0.80 1/211 4242\n")  # a past burst: nothing else runs now
+    assert other_load(loadavg) == 0.0
+    assert other_load(tmp_path / "missing") is None
 
 
 def _tunesmith(*argv: str, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:

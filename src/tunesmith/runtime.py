@@ -127,17 +127,27 @@ def thread_policy(requested: int | None = None, environ: dict[str, str] | None =
     return ThreadPolicy(budget.cpus, wait, budget.reasons)
 
 
-def load_warning(threads: int, cpus: int) -> str | None:
-    """A warning when other work (the 1-minute load average) leaves fewer idle CPUs than ``threads``."""
+def other_load(loadavg: Path = Path("/proc/loadavg")) -> float | None:
+    """CPUs other processes keep busy: the smaller of the 1-minute load average and the processes runnable
+    right now (less this one), so neither a past burst (our own previous command) nor a passing spike
+    alone counts. None where the kernel does not say."""
     try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):
+        fields = loadavg.read_text().split()
+        return max(0.0, min(float(fields[0]), float(fields[3].split("/")[0]) - 1))
+    except (OSError, ValueError, IndexError):
         return None
-    idle = cpus - load
+
+
+def load_warning(threads: int, cpus: int, busy: float | None = None) -> str | None:
+    """A warning when other work (``busy`` CPUs, default :func:`other_load`) leaves fewer idle CPUs than ``threads``."""
+    busy = other_load() if busy is None else busy
+    if busy is None:
+        return None
+    idle = cpus - busy
     if threads > 1 and idle < threads - 0.5:
         return (
-            f"the machine's load ({load:.1f} over {cpus} CPU(s)) leaves about {max(idle, 0):.1f} idle for "
-            f"{threads} threads; if it stays busy, pass --threads {max(1, math.floor(max(idle, 1)))}"
+            f"other processes keep about {busy:.1f} of {cpus} CPU(s) busy, leaving about {max(idle, 0):.1f} for "
+            f"{threads} threads; if that lasts, pass --threads {max(1, math.floor(max(idle, 1)))}"
         )
     return None
 
