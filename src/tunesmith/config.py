@@ -4,7 +4,9 @@ A task's config is a tree of dataclasses. A *preset* is a YAML file under
 ``tunesmith/configs/<task>/<name>.yaml`` whose values are laid over the dataclass
 defaults. Command-line overrides (``optim.lr=3e-4``) are laid over the preset.
 Every layer is validated against the dataclass tree: an unknown key names the
-closest valid key, a wrong type names the key, the value and the expected type.
+closest valid key, a wrong type names the key, the value and the expected type, and a number
+outside its field's range (declared once with :func:`ranged`, or for sections defined elsewhere
+in the root class's ``value_ranges``) names the key, the value and the allowed range.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import dataclasses
 import difflib
 import json
 import logging
+import math
 import types
 import typing
 from importlib import resources
@@ -32,6 +35,84 @@ class ConfigError(ValueError):
     """A config key, value or preset the user supplied is wrong; the message says how to fix it."""
 
 
+# --------------------------------------------------------------------------- value ranges
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+SEED_MAX = 2**62  # leaves room for the per-rank and per-item offsets added to a seed
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """Allowed values of a numeric field (each bound optional); floats must be finite."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def describe(self) -> str:
+        low = f">= {self.ge}" if self.ge is not None else f"> {self.gt}" if self.gt is not None else ""
+        high = f"<= {self.le}" if self.le is not None else f"< {self.lt}" if self.lt is not None else ""
+        if low and high:
+            left = "[" if self.ge is not None else "("
+            right = "]" if self.le is not None else ")"
+            lo, hi = low.split(" ", 1)[1], high.split(" ", 1)[1]
+            return f"in {left}{lo}, {hi}{right}"
+        return low or high or "finite"
+
+    def contains(self, value: float) -> bool:
+        return (
+            (self.ge is None or value >= self.ge)
+            and (self.gt is None or value > self.gt)
+            and (self.le is None or value <= self.le)
+            and (self.lt is None or value < self.lt)
+        )
+
+
+def ranged(
+    default: Any = dataclasses.MISSING,
+    *,
+    default_factory: Any = dataclasses.MISSING,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+) -> Any:
+    """A dataclass field whose value (each item, for a list) must lie in the given range."""
+    rng = Range(ge=ge, gt=gt, le=le, lt=lt)
+    if default_factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=default_factory, metadata={"range": rng})
+    return dataclasses.field(default=default, metadata={"range": rng})
+
+
+def _field_ranges(cls: type) -> dict[str, Range]:
+    return {f.name: f.metadata["range"] for f in dataclasses.fields(cls) if "range" in f.metadata}
+
+
+def root_ranges(cls: type) -> dict[str, Range]:
+    """Dotted key → Range declared on a root config class (``value_ranges``) for sections it does not define."""
+    return {k: v if isinstance(v, Range) else Range(**v) for k, v in (getattr(cls, "value_ranges", None) or {}).items()}
+
+
+def check_range(key: str, value: Any, rng: Range | None) -> None:
+    """Raise :class:`ConfigError` naming the key, the value and the range when ``value`` is outside it.
+
+    Every float must be finite and every int must fit in 64 bits, whether a range is declared or not."""
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            check_range(f"{key}[{i}]", item, rng)
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    allowed = rng.describe() if rng else "finite"
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}={value!r}: must be a finite number ({allowed})")
+    if rng is not None and not rng.contains(value):
+        raise ConfigError(f"{key}={value!r}: must be {allowed}")
+    if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
+        raise ConfigError(f"{key}={value}: must fit in 64 bits (in [{INT64_MIN}, {INT64_MAX}])")
+
+
 # --------------------------------------------------------------------------- common sections
 
 
@@ -39,44 +120,44 @@ class ConfigError(ValueError):
 class OptimConfig:
     """AdamW with weight-decay groups, warmup then cosine (or constant) LR."""
 
-    lr: float = 3e-4
-    betas: list[float] = dataclasses.field(default_factory=lambda: [0.9, 0.95])
-    eps: float = 1e-8
-    weight_decay: float = 0.1
-    warmup_steps: int = 100
+    lr: float = ranged(3e-4, ge=0)
+    betas: list[float] = ranged(default_factory=lambda: [0.9, 0.95], ge=0, lt=1)
+    eps: float = ranged(1e-8, ge=0)
+    weight_decay: float = ranged(0.1, ge=0)
+    warmup_steps: int = ranged(100, ge=0)
     schedule: Literal["cosine", "constant", "linear"] = "cosine"
-    min_lr: float = 0.0
-    max_grad_norm: float = 1.0  # 0 disables clipping; the norm is logged either way
+    min_lr: float = ranged(0.0, ge=0)
+    max_grad_norm: float = ranged(1.0, ge=0)  # 0 disables clipping; the norm is logged either way
 
 
 @dataclasses.dataclass
 class EmaConfig:
     enabled: bool = False
-    decay: float = 0.999
-    every: int = 1  # update the average every N optimizer updates
+    decay: float = ranged(0.999, ge=0, le=1)
+    every: int = ranged(1, ge=1)  # update the average every N optimizer updates
     valid_with_ema: bool = True
 
 
 @dataclasses.dataclass
 class CheckpointConfig:
-    every_epochs: int = 1  # numbered checkpoint every N epochs (last is written every epoch)
-    keep_last: int = 3  # numbered checkpoints kept; 0 keeps all
+    every_epochs: int = ranged(1, ge=0)  # numbered checkpoint every N epochs (last is written every epoch)
+    keep_last: int = ranged(3, ge=0)  # numbered checkpoints kept; 0 keeps all
     save_best: bool = True
 
 
 @dataclasses.dataclass
 class StabilityConfig:
-    max_nan_ratio_per_epoch: float = 0.1  # abort when more updates than this are non-finite
-    max_inf_grad_ratio_per_epoch: float = 0.5  # warn above this (fp16 scaler skips included)
+    max_nan_ratio_per_epoch: float = ranged(0.1, ge=0, le=1)  # abort when more updates than this are non-finite
+    max_inf_grad_ratio_per_epoch: float = ranged(0.5, ge=0, le=1)  # warn above this (fp16 scaler skips included)
     adaptive_lr: bool = False  # on a skipped update multiply the LR by lr_backoff
-    lr_backoff: float = 0.5
-    min_lr_factor: float = 0.01
+    lr_backoff: float = ranged(0.5, gt=0, le=1)
+    min_lr_factor: float = ranged(0.01, ge=0, le=1)
 
 
 @dataclasses.dataclass
 class LogConfig:
     progress: bool = True
-    every_steps: int = 10
+    every_steps: int = ranged(10, ge=1)
     tensorboard: bool = True
     wandb: Literal["off", "offline", "online"] = "off"
     wandb_project: str = "tunesmith"
@@ -86,20 +167,20 @@ class LogConfig:
 class TrainConfig:
     """Settings of the shared engine loop."""
 
-    epochs: int = 10
-    updates_per_epoch: int = 100  # an epoch is this many optimizer updates, as in AudioCraft
-    grad_accum: int = 1  # micro-batches per update on each rank
+    epochs: int = ranged(10, ge=0)
+    updates_per_epoch: int = ranged(100, ge=1)  # an epoch is this many optimizer updates, as in AudioCraft
+    grad_accum: int = ranged(1, ge=1)  # micro-batches per update on each rank
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
-    seed: int = 0
+    seed: int = ranged(0, ge=0, le=SEED_MAX)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     compile: bool = False
     fsdp: bool = False
-    valid_every: int = 1  # epochs
-    valid_max_batches: int = 0  # 0 = the whole valid split, always the same batches
-    evaluate_every: int = 0  # epochs; 0 = only at the end
-    generate_every: int = 0  # epochs; 0 = only at the end
-    num_workers: int = 0
-    max_steps: int = 0  # stop after this many updates in total (0 = epochs decide)
+    valid_every: int = ranged(1, ge=0)  # epochs
+    valid_max_batches: int = ranged(0, ge=0)  # 0 = the whole valid split, always the same batches
+    evaluate_every: int = ranged(0, ge=0)  # epochs; 0 = only at the end
+    generate_every: int = ranged(0, ge=0)  # epochs; 0 = only at the end
+    num_workers: int = ranged(0, ge=0)
+    max_steps: int = ranged(0, ge=0)  # stop after this many updates in total (0 = epochs decide)
     ema: EmaConfig = dataclasses.field(default_factory=EmaConfig)
     checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
     stability: StabilityConfig = dataclasses.field(default_factory=StabilityConfig)
@@ -155,6 +236,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         choices = get_args(tp)
         if value in choices:
             return value
+        spelled = _literal_spelling(value, choices)
+        if spelled is not None:
+            return spelled
         close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigError(f"{key}={value!r}: expected {_type_name(tp)}{hint}")
@@ -224,6 +308,20 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
+def _literal_spelling(value: Any, choices: tuple) -> Any:
+    """The choice a parsed command-line value was spelled as (``none`` parses to None, ``1`` to 1...)."""
+    if value is None:
+        spellings = {"none", "null", "~"}
+    elif isinstance(value, bool):
+        spellings = {str(value).lower()}
+    elif isinstance(value, (int, float)):
+        spellings = {str(value)}
+    else:
+        return None
+    matches = [c for c in choices if isinstance(c, str) and c.lower() in spellings]
+    return matches[0] if len(matches) == 1 else None
+
+
 def parse_value(text: str) -> Any:
     """Parse a command-line value: JSON/YAML lists and dicts, numbers (3e-4 too), bools, null."""
     stripped = text.strip()
@@ -273,9 +371,11 @@ def _unknown_key(cls: type, root: type, key: str) -> ConfigError:
 
 
 def merge_into(base: dict, update: dict, cls: type, root: type | None = None, prefix: str = "") -> dict:
-    """Lay ``update`` over ``base`` (plain dicts of dataclass ``cls``), validating every key."""
+    """Lay ``update`` over ``base`` (plain dicts of dataclass ``cls``), validating every key and range."""
     root = root or cls
     fields = _fields(cls)
+    ranges = _field_ranges(cls)
+    extra_ranges = root_ranges(root)
     out = copy.deepcopy(base)
     for name, value in update.items():
         key = f"{prefix}{name}"
@@ -288,17 +388,25 @@ def merge_into(base: dict, update: dict, cls: type, root: type | None = None, pr
             out[name] = merge_into(out.get(name) or {}, value, tp, root, key + ".")
         else:
             out[name] = _coerce(value, tp, key)
+            check_range(key, out[name], ranges.get(name) or extra_ranges.get(key))
     return out
 
 
-def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
-    """Plain dict → dataclass tree (values assumed validated by :func:`merge_into`)."""
+def from_dict(cls: type, data: dict, prefix: str = "", *, _ranges: dict[str, Range] | None = None) -> Any:
+    """Plain dict → dataclass tree (types assumed validated by :func:`merge_into`; ranges checked here
+    too, so a stored config gets the same checks as a preset or an override)."""
+    extra_ranges = root_ranges(cls) if _ranges is None else _ranges
+    ranges = _field_ranges(cls)
     kwargs = {}
     for name, tp in _fields(cls).items():
         if name not in data:
             continue
-        value = data[name]
-        kwargs[name] = from_dict(tp, value, f"{prefix}{name}.") if dataclasses.is_dataclass(tp) else value
+        value, key = data[name], f"{prefix}{name}"
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = from_dict(tp, value, key + ".", _ranges=extra_ranges)
+        else:
+            check_range(key, value, ranges.get(name) or extra_ranges.get(key))
+            kwargs[name] = value
     return cls(**kwargs)
 
 
@@ -436,6 +544,22 @@ def presets_dir(task: str) -> Path:
 def list_presets(task: str) -> list[str]:
     folder = presets_dir(task)
     return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def preset_description(task: str, preset: str) -> str:
+    """The first comment line of a preset's YAML (its one-line description; "" when it has none)."""
+    path = presets_dir(task) / f"{preset}.yaml"
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return ""
+    for line in lines:
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            return stripped.lstrip("#").strip()
+        if stripped:
+            break
+    return ""
 
 
 def load_preset_file(task: str, preset: str, renames: dict[str, str] | None = None) -> dict:

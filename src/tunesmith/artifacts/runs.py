@@ -69,6 +69,7 @@ class Run:
     signature: str
     dir: Path
     config: dict
+    force: bool = False  # --force: proceed despite a changed config or changed data (engine.data_identity)
 
     @property
     def history_path(self) -> Path:
@@ -146,10 +147,9 @@ def open_run(
         if changed and is_main:
             stored["config"] = resolved.data
             stored["updated_at"] = _now()
-            atomic_write_json(run_file, stored)
+            _write_run_file(run_file, stored)
     elif is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(
+        _write_run_file(
             run_file,
             {
                 "task": resolved.task,
@@ -161,7 +161,21 @@ def open_run(
                 "tunesmith_version": __version__,
             },
         )
-    return Run(resolved.task, preset_name(resolved.preset), sig, run_dir, resolved.data)
+    return Run(resolved.task, preset_name(resolved.preset), sig, run_dir, resolved.data, force=force)
+
+
+def _write_run_file(path: Path, data: dict) -> None:
+    """run.json, or one line naming the folder when it cannot be written (read-only, full, forbidden)."""
+    from tunesmith.errors import UserError
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, data)
+    except OSError as err:
+        raise UserError(
+            f"cannot write {path} ({err.strerror or err}); nothing was changed: make the run folder writable, "
+            "free some space, or pass --runs-dir"
+        ) from None
 
 
 def find_run(ref: str | Path, runs_dir: Path | None = None) -> Path:

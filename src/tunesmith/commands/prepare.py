@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from tunesmith.commands.argtypes import SEED, number
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -22,17 +24,40 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         choices=("auto", "folder", "fma", "jamendo", "ljspeech", "synthetic"),
         help="kind of SOURCE (default: detected per path)",
     )
-    p.add_argument("--sample-rate", type=int, default=32000, help="output sample rate in Hz (default 32000)")
+    p.add_argument(
+        "--sample-rate",
+        type=number(int, ge=1000, le=384000),
+        default=32000,
+        help="output sample rate in Hz (default 32000)",
+    )
     p.add_argument("--channels", type=int, default=1, choices=(1, 2), help="output channels (default 1)")
-    p.add_argument("--segment", type=float, default=10.0, help="segment length in seconds (default 10)")
-    p.add_argument("--min-segment", type=float, default=5.0, help="keep a tail at least this long (default 5)")
-    p.add_argument("--valid-fraction", type=float, default=0.1, help="share of tracks in valid (default 0.1)")
-    p.add_argument("--seed", type=int, default=0, help="split seed (and synthetic generation seed)")
+    p.add_argument(
+        "--segment", type=number(float, gt=0, le=3600), default=10.0, help="segment length in seconds (default 10)"
+    )
+    p.add_argument(
+        "--min-segment",
+        type=number(float, ge=0, le=3600),
+        default=5.0,
+        help="keep a tail at least this long (default 5)",
+    )
+    p.add_argument(
+        "--valid-fraction", type=number(float, ge=0, lt=1), default=0.1, help="share of tracks in valid (default 0.1)"
+    )
+    p.add_argument("--seed", type=SEED, default=0, help="split seed (and synthetic generation seed)")
     p.add_argument("--format", default="wav", choices=("wav", "flac"), help="segment file format (default wav)")
-    p.add_argument("--workers", type=int, default=1, help="parallel worker processes (default 1)")
-    p.add_argument("--num-tracks", type=int, default=None, help="synthetic: number of tracks")
-    p.add_argument("--track-duration", type=float, default=None, help="synthetic: track length, s (default: --segment)")
-    p.add_argument("--silence-db", type=float, default=-60.0, help="drop segments quieter than this RMS (dBFS)")
+    p.add_argument(
+        "--workers", type=number(int, ge=1, le=1024), default=1, help="parallel worker processes (default 1)"
+    )
+    p.add_argument("--num-tracks", type=number(int, ge=1), default=None, help="synthetic: number of tracks")
+    p.add_argument(
+        "--track-duration",
+        type=number(float, gt=0, le=86400),
+        default=None,
+        help="synthetic: track length, s (default: --segment)",
+    )
+    p.add_argument(
+        "--silence-db", type=number(float, le=0), default=-60.0, help="drop segments quieter than this RMS (dBFS)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from tunesmith.commands.argtypes import number
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -27,8 +29,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="apply: lengthen notes held by the sustain pedal; events: keep the pedal as separate events "
         "(for tokenizer.pedal_tokens=true); ignore: drop it (default: apply)",
     )
-    p.add_argument("--valid-fraction", type=float, default=0.1, help="share of pieces in valid without a CSV")
-    p.add_argument("--test-fraction", type=float, default=0.0, help="share of pieces in test without a CSV")
+    p.add_argument(
+        "--valid-fraction", type=number(float, ge=0, lt=1), default=0.1, help="share of pieces in valid without a CSV"
+    )
+    p.add_argument(
+        "--test-fraction", type=number(float, ge=0, lt=1), default=0.0, help="share of pieces in test without a CSV"
+    )
     p.add_argument("--force", action="store_true", help="prepare again even if DIR is already prepared")
     p.add_argument("--json", action="store_true", help="print the dataset summary as JSON")
     p.set_defaults(func=run)

@@ -19,8 +19,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "Multi-GPU/multi-node: `torchrun --nproc-per-node N -m tunesmith train ...`."
         ),
     )
-    p.add_argument("task", help="codec | lm | midi")
-    p.add_argument("preset", help="preset name (see --list-presets) or a YAML file")
+    p.add_argument("task", nargs="?", help="codec | lm | midi")
+    p.add_argument("preset", nargs="?", help="preset name (see --list-presets) or a YAML file")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (dotted keys)")
     p.add_argument(
         "--runs-dir", type=Path, default=None, help="where run folders live (default: ./runs or $TUNESMITH_RUNS)"
@@ -31,14 +31,38 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--print-config", action="store_true", help="print the resolved config and the run folder, then exit"
     )
     p.add_argument("--json", action="store_true", help="print a machine-readable summary at the end")
+    p.add_argument("--list-presets", action="store_true", help="list the presets of TASK (or of every task) and exit")
     p.set_defaults(func=run)
+
+
+def list_presets_text(task: str | None) -> str:
+    """Presets per task, one line each: name and the first comment line of its YAML."""
+    from tunesmith.config import list_presets, preset_description
+    from tunesmith.tasks import TASKS, solver_class
+
+    tasks = [task] if task else [t for t in TASKS if t != "toy"]
+    if task:
+        solver_class(task)  # an unknown task: the registry's message
+    lines = []
+    for name in tasks:
+        presets = list_presets(name)
+        lines.append(f"{name}:")
+        width = max((len(p) for p in presets), default=0)
+        lines.extend(f"  {p.ljust(width)}  {preset_description(name, p)}".rstrip() for p in presets)
+    return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
     from tunesmith.artifacts.runs import default_runs_dir, signature
     from tunesmith.config import resolve, to_dict
+    from tunesmith.errors import UserError
     from tunesmith.tasks import build_solver, solver_class
 
+    if args.list_presets:
+        print(list_presets_text(args.task))
+        return 0
+    if not args.task or not args.preset:
+        raise UserError("train needs TASK and PRESET, e.g. `tunesmith train midi tiny data=DIR` (see --list-presets)")
     if args.print_config:
         cls = solver_class(args.task)
         resolved = resolve(args.task, cls.config_class, args.preset, args.overrides)

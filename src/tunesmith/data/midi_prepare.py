@@ -429,3 +429,22 @@ class MidiNotesStore:
 
     def splits(self) -> list[str]:
         return sorted({p["split"] for p in self.pieces})
+
+
+STORE_FILES = (
+    "midi_dataset.json",
+    "pieces.jsonl",
+    *(f"notes/{n}.npy" for n in ("pitch", "velocity", "start", "end", "pedals")),
+)
+
+
+def store_fingerprint(root: str | Path) -> dict:
+    """Fingerprint of a prepared MIDI folder (see ``tunesmith.data.prepare.fingerprint``): its summary,
+    piece list (rows = pieces) and note arrays."""
+    from tunesmith.data.prepare.fingerprint import file_digest
+
+    root = Path(root)
+    files = {
+        name: file_digest(root / name, rows=name.endswith(".jsonl")) for name in STORE_FILES if (root / name).is_file()
+    }
+    return {"kind": "midi-store", "source": str(root.resolve()), "files": files}

@@ -6,6 +6,7 @@ turns a non-empty list into one :class:`PreflightError` that lists them all.
 
 from __future__ import annotations
 
+import errno
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -25,21 +26,88 @@ def raise_problems(problems: list[str]) -> None:
         raise PreflightError("preflight found problems:\n  - " + "\n  - ".join(problems))
 
 
-def run_folder_problems(run_dir: Path, rank: int, n_params: int) -> list[str]:
-    """The run folder is writable and has room for a checkpoint of ``n_params`` parameters
-    (fp32 weights + two Adam moments, twice while a checkpoint is replaced)."""
+# errors of a write that failed for lack of room or permission, not because of a bug
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+# how a full disk shows through serializers that do not raise OSError (torch.save, safetensors)
+DISK_FULL_SIGNS = ("no space left on device", "unexpected pos", "file write failed", "storagefull")
+
+
+def writable_problems(run_dir: Path, rank: int) -> list[str]:
+    """The run folder (new or existing: a resume writes checkpoints, history, TensorBoard) is writable."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / f".write-probe-{rank}"
         probe.write_text("ok")
         probe.unlink()
     except OSError as err:
-        return [f"run folder {run_dir} is not writable ({err}); pass --runs-dir"]
-    need = n_params * 4 * 3 * 2
+        reason = err.strerror or str(err)
+        return [
+            f"run folder {run_dir} is not writable ({reason}); nothing was written or lost: "
+            "make it writable, or pass --runs-dir to train elsewhere"
+        ]
+    return []
+
+
+def checkpoint_bytes(n_params: int) -> int:
+    """About what one checkpoint of ``n_params`` fp32 parameters takes: weights and two Adam moments."""
+    return n_params * 4 * 3
+
+
+def run_folder_problems(run_dir: Path, rank: int, n_params: int) -> list[str]:
+    """The run folder is writable and has room for a checkpoint of ``n_params`` parameters
+    (fp32 weights + two Adam moments, twice while a checkpoint is replaced)."""
+    problems = writable_problems(run_dir, rank)
+    if problems:
+        return problems
+    need = checkpoint_bytes(n_params) * 2
     free = shutil.disk_usage(run_dir).free
     if free < need:
         return [f"only {free / 1e9:.2f} GB free under {run_dir}, a checkpoint needs ~{need / 1e9:.2f} GB"]
     return []
+
+
+def write_failure(err: BaseException, where: Path, need_bytes: int, kept: str) -> UserError | None:
+    """One line for a write that failed for lack of space (anywhere) or permission (under ``where``'s
+    parent, the run folder), naming the path, the room needed and what is intact (``kept``); None when
+    ``err`` is something else."""
+    path = Path(getattr(err, "filename", None) or where)
+    full = isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)
+    full = full or (not isinstance(err, OSError) and any(s in str(err).lower() for s in DISK_FULL_SIGNS))
+    if full:
+        free = _free_bytes(path)
+        room = f"~{_size(need_bytes)} needed" + (f", {_size(free)} free" if free is not None else "")
+        return UserError(
+            f"no space left on the device writing {path} ({room}); nothing was lost: {kept}. "
+            "Free some space and run the same command again to resume."
+        )
+    if isinstance(err, OSError) and err.errno in WRITE_ERRNOS and _inside(path, where.parent):
+        reason = err.strerror or str(err)
+        return UserError(f"cannot write {path} ({reason}); nothing was lost: {kept}. Make it writable and resume.")
+    return None
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` lies under ``folder`` (a permission error elsewhere is a data problem, not ours)."""
+    try:
+        return path.resolve().is_relative_to(folder.resolve())
+    except OSError:
+        return False
+
+
+def _free_bytes(path: Path) -> int | None:
+    for candidate in (path, *path.parents):
+        try:
+            return shutil.disk_usage(candidate).free
+        except OSError:
+            continue
+    return None
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
 
 
 def cuda_memory_problems(

@@ -5,6 +5,7 @@ overrides the engine's own methods (set-up, update, epochs, checkpoints, resume)
 the set-up hooks once, in this order, after seeding::
 
     prepare()                      → optional new Resolved config (e.g. an imported model's shape)
+    data_fingerprint()             → what identifies the data (checked against the run's data.json)
     build_model()                  → the model (init_weights_from() is then loaded into it)
     extra_modules()                → other trained modules, each with its own optimizer
     build_datasets()               → {"train": ..., "valid": ...}
@@ -106,6 +107,13 @@ class Task:
     def preflight(self) -> list[str]:
         """Problems with the data and settings, found before anything is built (empty: fine)."""
         return []
+
+    def data_fingerprint(self) -> dict | None:
+        """A small plain dict identifying the data this run trains on (called after ``prepare``), e.g.
+        ``tunesmith.data.prepare.fingerprint.audio_fingerprint(DIR)``. The engine records it in the run
+        folder and refuses to resume (or start ``init_from`` a run) on changed data unless --force.
+        None: nothing to check (synthetic data derived from the config)."""
+        return None
 
     def flops_per_target(self) -> float | None:
         """For GFLOP/s and MFU in the train summary."""

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from tunesmith.config import SEGMENT_SECONDS, OptimConfig, TrainConfig
+from tunesmith.config import SEGMENT_SECONDS, OptimConfig, Range, TrainConfig, ranged
 from tunesmith.data.datasets.audio import AudioCrops
 from tunesmith.engine.precision import no_autocast
 from tunesmith.engine.solver import LossOutput, Solver
@@ -46,10 +46,10 @@ log = logging.getLogger("tunesmith.codec")
 
 @dataclasses.dataclass
 class CodecDatasetConfig:
-    batch_size: int = 8
-    segment_seconds: float = 1.0  # seconds per training crop (formerly segment_duration)
-    valid_duration: float = 2.0  # seconds per (fixed) valid crop
-    num_workers: int = 0
+    batch_size: int = ranged(8, ge=1)
+    segment_seconds: float = ranged(1.0, gt=0)  # seconds per training crop (formerly segment_duration)
+    valid_duration: float = ranged(2.0, gt=0)  # seconds per (fixed) valid crop
+    num_workers: int = ranged(0, ge=0)
 
 
 @dataclasses.dataclass
@@ -83,13 +83,13 @@ class DiscriminatorConfig:
     n_ffts: list[int] = dataclasses.field(default_factory=lambda: [1024, 2048, 512, 256, 128])
     hop_lengths: list[int] = dataclasses.field(default_factory=lambda: [256, 512, 128, 64, 32])
     negative_slope: float = 0.3
-    update_every: int = 1  # discriminator step every N updates
+    update_every: int = ranged(1, ge=1)  # discriminator step every N updates
 
 
 @dataclasses.dataclass
 class CodecCheckConfig:
-    num_samples: int = 6  # fixed valid segments checked (evaluate) and written (generate)
-    max_seconds: float = 10.0
+    num_samples: int = ranged(6, ge=0)  # fixed valid segments checked (evaluate) and written (generate)
+    max_seconds: float = ranged(10.0, gt=0)
 
 
 @dataclasses.dataclass
@@ -105,6 +105,25 @@ class CodecConfig:
     init_from: str = ""
 
     renamed_keys: ClassVar[dict[str, str]] = {"dataset.segment_duration": SEGMENT_SECONDS}
+    value_ranges: ClassVar[dict[str, Range]] = {  # the model section is defined in models.codec
+        "model.sample_rate": Range(ge=1),
+        "model.channels": Range(ge=1, le=2),
+        "model.dimension": Range(ge=1),
+        "model.n_filters": Range(ge=1),
+        "model.ratios": Range(ge=1),
+        "model.n_residual_layers": Range(ge=0),
+        "model.kernel_size": Range(ge=1),
+        "model.residual_kernel_size": Range(ge=1),
+        "model.last_kernel_size": Range(ge=1),
+        "model.dilation_base": Range(ge=1),
+        "model.compress": Range(ge=1),
+        "model.lstm": Range(ge=0),
+        "model.n_q": Range(ge=1),
+        "model.bins": Range(ge=2),
+        "model.ema_decay": Range(gt=0, lt=1),
+        "model.kmeans_iters": Range(ge=0),
+        "model.dead_code_threshold": Range(ge=0),
+    }
 
 
 # --------------------------------------------------------------------------- solver
@@ -184,6 +203,12 @@ class CodecSolver(Solver):
         if manifest_path(data, "valid").is_file():
             out["valid"] = AudioCrops(data, "valid", mc.sample_rate, mc.channels, dc.valid_duration)
         return out
+
+    def data_fingerprint(self) -> dict | None:
+        """The prepared dataset's manifests and dataset.json (see engine.data_identity)."""
+        from tunesmith.data.prepare.fingerprint import audio_fingerprint
+
+        return audio_fingerprint(self.data_dir)
 
     def preflight(self) -> list[str]:
         """Dataset and crop-length problems, found before the model is built."""

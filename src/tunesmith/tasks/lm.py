@@ -13,13 +13,13 @@ import dataclasses
 import json
 import logging
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from tunesmith.config import OptimConfig, Resolved, TrainConfig
+from tunesmith.config import SEED_MAX, OptimConfig, Range, Resolved, TrainConfig, ranged
 from tunesmith.data.datasets.tokens import CONDITION_FIELDS, TokenCrops, collate_crops, condition_of, open_token_cache
 from tunesmith.engine.solver import LossOutput, Solver
 from tunesmith.engine.state import load_init_weights
@@ -36,30 +36,30 @@ __all__ = ["CONDITION_FIELDS", "LMSolver", "LMTaskConfig", "TokenCrops", "collat
 
 @dataclasses.dataclass
 class LMDatasetConfig:
-    batch_size: int = 16
-    segment_seconds: float = 10.0  # crop length; shorter items are used whole (padding is masked)
-    num_workers: int = 0
+    batch_size: int = ranged(16, ge=1)
+    segment_seconds: float = ranged(10.0, gt=0)  # crop length; shorter items are used whole (padding is masked)
+    num_workers: int = ranged(0, ge=0)
 
 
 @dataclasses.dataclass
 class LMGenerateConfig:
     """Samples written by the generate stage (never part of a run's signature)."""
 
-    num_samples: int = 3  # 0 = no samples
+    num_samples: int = ranged(3, ge=0)  # 0 = no samples
     prompts: list[str] = dataclasses.field(default_factory=list)  # empty = texts from the valid split
-    duration: float = 5.0  # seconds
-    cfg: float = 3.0
-    temperature: float = 1.0
-    top_k: int = 250
-    top_p: float = 0.0
-    seed: int = 0
+    duration: float = ranged(5.0, gt=0, le=3600)  # seconds
+    cfg: float = ranged(3.0, ge=0)
+    temperature: float = ranged(1.0, ge=0)
+    top_k: int = ranged(250, ge=0)
+    top_p: float = ranged(0.0, ge=0, le=1)
+    seed: int = ranged(0, ge=0, le=SEED_MAX)
 
 
 @dataclasses.dataclass
 class LMTaskConfig:
     data: str = ""  # prepared dataset folder (tunesmith prepare)
     codec: str = ""  # codec run, checkpoint or model dir
-    codec_bandwidth: float = 0.0  # kbps; 0 = all the codec's codebooks
+    codec_bandwidth: float = ranged(0.0, ge=0)  # kbps; 0 = all the codec's codebooks
     init_from: str = ""  # start from these weights (run/checkpoint/model dir, or hf:DIR), e.g. a previous stage
     dataset: LMDatasetConfig = dataclasses.field(default_factory=LMDatasetConfig)
     model: LMConfig = dataclasses.field(default_factory=LMConfig)
@@ -67,6 +67,31 @@ class LMTaskConfig:
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     generate: LMGenerateConfig = dataclasses.field(default_factory=LMGenerateConfig)
     finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)  # full or LoRA (models/hf)
+
+    value_ranges: ClassVar[dict[str, Range]] = {  # the model section is defined in models.lm
+        "model.card": Range(ge=0),
+        "model.num_codebooks": Range(ge=0),
+        "model.init_std": Range(gt=0),
+        "model.transformer.dim": Range(ge=1),
+        "model.transformer.num_layers": Range(ge=1),
+        "model.transformer.num_heads": Range(ge=1),
+        "model.transformer.ffn_dim": Range(ge=0),
+        "model.transformer.dropout": Range(ge=0, lt=1),
+        "model.transformer.max_seq_len": Range(ge=1),
+        "model.transformer.position_offset": Range(ge=0),
+        "model.transformer.max_period": Range(gt=0),
+        "model.transformer.cross_dim": Range(ge=0),
+        "model.transformer.norm_eps": Range(gt=0),
+        "model.conditioner.vocab_size": Range(ge=1),
+        "model.conditioner.text_max_len": Range(ge=1),
+        "model.conditioner.text_dim": Range(ge=0),
+        "model.conditioner.text_layers": Range(ge=0),
+        "model.conditioner.text_heads": Range(ge=1),
+        "model.conditioner.attribute_vocab_size": Range(ge=1),
+        "model.conditioner.attribute_max_tokens": Range(ge=1),
+        "model.conditioner.cfg_dropout": Range(ge=0, le=1),
+        "model.conditioner.attribute_dropout": Range(ge=0, le=1),
+    }
 
 
 # --------------------------------------------------------------------------- solver
@@ -216,6 +241,18 @@ class LMSolver(Solver):
         model = self.model
         steps = model.pattern.num_steps(self.num_frames)
         return model.flops_per_token(steps, cond_len=8) / model.num_codebooks
+
+    def data_fingerprint(self) -> dict | None:
+        """The prepared dataset's manifests and the token cache key (dataset × codec weights)."""
+        from pathlib import Path
+
+        from tunesmith.data.prepare.fingerprint import audio_fingerprint
+
+        fingerprint = audio_fingerprint(self.cfg.data)
+        cache_dir = getattr(self.splits.get("train"), "cache_dir", None)
+        if cache_dir is not None:
+            fingerprint["token_cache"] = Path(cache_dir).name
+        return fingerprint
 
     def preflight(self) -> list[str]:
         problems = []

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from tunesmith.config import OptimConfig, TrainConfig, to_dict
+from tunesmith.config import OptimConfig, Range, TrainConfig, ranged, to_dict
 from tunesmith.engine.solver import LossOutput, Solver
 from tunesmith.engine.state import StateRegistry
 from tunesmith.errors import UserError
@@ -50,8 +50,8 @@ FREE_MODEL_KEYS = ("dropout",)
 class MidiDatasetConfig:
     """``context_size`` is a number of tokens (not seconds, unlike the audio tasks' ``segment_seconds``)."""
 
-    batch_size: int = 8
-    context_size: int = 256  # pretrain: tokens per training window (<= model.max_seq_len)
+    batch_size: int = ranged(8, ge=1)
+    context_size: int = ranged(256, ge=2)  # pretrain: tokens per training window (<= model.max_seq_len)
     eval_base_split: str = "valid"  # named eval splits select from this split unless their filter sets split=
 
 
@@ -59,12 +59,12 @@ class MidiDatasetConfig:
 class MidiGenerateConfig:
     """Samples written at the generate stage (runs/<...>/samples/epoch_N/)."""
 
-    num_samples: int = 2
-    tokens: int = 256  # new tokens per continuation
-    prompt_tokens: int = 64  # tokens of a validation piece used as the prompt
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 0.95
+    num_samples: int = ranged(2, ge=0)
+    tokens: int = ranged(256, ge=1)  # new tokens per continuation
+    prompt_tokens: int = ranged(64, ge=1)  # tokens of a validation piece used as the prompt
+    temperature: float = ranged(1.0, ge=0)
+    top_k: int = ranged(0, ge=0)
+    top_p: float = ranged(0.95, ge=0, le=1)
     render_wav: bool = False  # also render .wav with fluidsynth when it is installed
 
 
@@ -81,6 +81,25 @@ class MidiConfig:
     generate: MidiGenerateConfig = dataclasses.field(default_factory=MidiGenerateConfig)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+
+    value_ranges: ClassVar[dict[str, Range]] = {  # sections defined in models.midi
+        "model.dim": Range(ge=1),
+        "model.num_layers": Range(ge=1),
+        "model.num_heads": Range(ge=1),
+        "model.ffn_dim": Range(ge=0),
+        "model.dropout": Range(ge=0, lt=1),
+        "model.max_seq_len": Range(ge=2),
+        "tokenizer.time_step": Range(gt=0),
+        "tokenizer.max_time_shift": Range(gt=0),
+        "tokenizer.max_duration": Range(gt=0),
+        "tokenizer.duration_bins": Range(ge=1),
+        "tokenizer.velocity_bins": Range(ge=1, le=127),
+        "tokenizer.pitch_min": Range(ge=0, le=127),
+        "tokenizer.pitch_max": Range(ge=0, le=127),
+        "piano_task.notes_per_record": Range(ge=2),
+        "piano_task.noise_std": Range(ge=0),
+        "piano_task.min_notes": Range(ge=1),
+    }
 
 
 def lm_loss(
@@ -129,6 +148,12 @@ class MidiSolver(Solver):
                 raise UserError("no dataset: pass data=DIR (a folder written by `tunesmith prepare-midi`)")
             self._store = MidiNotesStore(self.cfg.data)
         return self._store
+
+    def data_fingerprint(self) -> dict | None:
+        """The prepared store: summary, piece list and note arrays (see engine.data_identity)."""
+        from tunesmith.data.midi_prepare import store_fingerprint
+
+        return store_fingerprint(self.store.root)  # the store first: a missing folder gets its clear error
 
     def _dataset(self, piece_ids: list[int], *, train: bool) -> Dataset:
         from tunesmith.data.datasets.midi import PianoTaskRecords, TokenWindows, token_stream

@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
-from tunesmith.config import OptimConfig, TrainConfig
+from tunesmith.config import OptimConfig, TrainConfig, ranged
 from tunesmith.data.datasets.toy import ToySequences
 from tunesmith.engine.solver import LossOutput, Solver
 
@@ -33,18 +33,18 @@ __all__ = ["ToyConfig", "ToyModel", "ToySequences", "ToySolver"]
 
 @dataclasses.dataclass
 class ToyDatasetConfig:
-    batch_size: int = 4
-    num_items: int = 64
-    valid_items: int = 10
-    length: int = 64  # tokens per item
-    crop: int = 16  # tokens per training crop
-    vocab: int = 16
+    batch_size: int = ranged(4, ge=1)
+    num_items: int = ranged(64, ge=1)
+    valid_items: int = ranged(10, ge=0)
+    length: int = ranged(64, ge=2)  # tokens per item
+    crop: int = ranged(16, ge=2)  # tokens per training crop
+    vocab: int = ranged(16, ge=2)
 
 
 @dataclasses.dataclass
 class ToyModelConfig:
-    dim: int = 32
-    dropout: float = 0.1  # so RNG state matters for exact resume
+    dim: int = ranged(32, ge=1)
+    dropout: float = ranged(0.1, ge=0, lt=1)  # so RNG state matters for exact resume
     frozen_layer: bool = False  # a parameter block without grads (scaler edge case)
 
 
@@ -55,7 +55,7 @@ class ToyConfig:
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     init_from: str = ""
-    nan_at_step: int = 0  # inject a non-finite loss at this update (stability tests); 0 = never
+    nan_at_step: int = ranged(0, ge=0)  # inject a non-finite loss at this update (stability tests); 0 = never
 
 
 class ToyModel(nn.Module):
