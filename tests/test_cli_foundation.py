@@ -73,7 +73,7 @@ def test_export_verify_and_precise_corruption_messages(tmp_path, capsys):
     assert any("no model_type" in p for p in verify_model_dir(out))
     (out / "config.json").write_text(json.dumps(config))
     assert any("config.json" in p and "altered" in p for p in verify_model_dir(out))  # rewritten file differs
-    export_tunesmith(solver.run.dir, out)
+    export_tunesmith(solver.run.dir, out, force=True)
     weights = out / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-10])
     assert any("model.safetensors" in p and "truncated" in p for p in verify_model_dir(out))

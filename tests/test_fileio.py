@@ -158,3 +158,48 @@ def test_checkpoint_and_audio_use_the_same_helpers() -> None:
     assert checkpoint.replace_folder is fileio.replace_folder
     assert io.atomic_path is fileio.atomic_path  # save_audio writes through it
     assert not hasattr(io, "write_atomic_text")  # one name for one helper: fileio.atomic_write_text
+
+
+def test_contained_path_keeps_names_read_from_files_inside_their_folder(tmp_path: Path) -> None:
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "sub").mkdir()
+    (tmp_path / "outside.txt").write_text("x")
+    (tmp_path / "m" / "out-link").symlink_to(tmp_path / "outside.txt")
+    (tmp_path / "m" / "in-link").symlink_to(tmp_path / "m" / "sub")
+    assert fileio.contained_path(tmp_path / "m", "a.json") == tmp_path / "m" / "a.json"
+    assert fileio.contained_path(tmp_path / "m", "sub/b.json") == tmp_path / "m" / "sub" / "b.json"
+    assert fileio.contained_path(tmp_path / "m", "in-link/c") == tmp_path / "m" / "in-link" / "c"
+    for name, why in [
+        ("../outside.txt", "'..'"),
+        ("sub/../../outside.txt", "'..'"),
+        ("/etc/passwd", "absolute"),
+        ("~/x", "absolute"),
+        ("out-link", "outside"),
+        ("", "not a file name"),
+        (3, "not a file name"),
+        ("a\\..\\b", "backslash"),
+    ]:
+        with pytest.raises(fileio.UnsafePathError, match=why):
+            fileio.contained_path(tmp_path / "m", name)
+
+
+def test_remove_stale_temps_removes_only_dead_writers_leftovers(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    dead, alive = proc.pid, os.getpid()
+    (tmp_path / f".last.tmp-{dead}").mkdir()
+    (tmp_path / f".last.tmp-{dead}" / "model.safetensors").write_bytes(b"part")
+    (tmp_path / f".state.pt.tmp.{dead}.deadbeef.pt").write_bytes(b"part")
+    (tmp_path / f".best.tmp-{alive}").mkdir()
+    (tmp_path / f".x.json.tmp.{alive}.0badc0de.json").write_text("{")
+    for keep in ("last", "last.prev", ".lock", "notes.tmp-12"):
+        (tmp_path / keep).mkdir()
+    removed = fileio.remove_stale_temps(tmp_path)
+    assert sorted(p.name for p in removed) == sorted([f".last.tmp-{dead}", f".state.pt.tmp.{dead}.deadbeef.pt"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [f".best.tmp-{alive}", f".x.json.tmp.{alive}.0badc0de.json", "last", "last.prev", ".lock", "notes.tmp-12"]
+    )
+    assert fileio.temp_writer_pid(".a.tmp-17") == 17 and fileio.temp_writer_pid("a.tmp-17") is None

@@ -194,6 +194,33 @@ def test_stale_cache_detection(dataset: Path, codec_dir: Path, tmp_path: Path) -
     assert next(s for s in stats if s.split == "valid").encoded_now == 0
 
 
+def test_a_damaged_shard_is_detected_and_re_encoded(dataset: Path, codec_dir: Path, tmp_path: Path, caplog) -> None:
+    data = _copy_dataset(dataset, tmp_path / "ds")
+    cache = ensure_token_cache(data, codec_dir, progress=False, shard_size=2)
+    reference = [TokenShards(cache, "train").codes(i) for i in range(len(TokenShards(cache, "train")))]
+    shard = cache / "train" / "shard-00001.npy"
+    shard.write_bytes(shard.read_bytes()[:-40])  # truncated (a full disk, a killed copy)
+    with pytest.raises(UserError, match=r"shard-00001.npy: damaged token shard .*tunesmith encode"):
+        TokenShards(cache, "train")
+    stats: list[SplitStats] = []
+    with caplog.at_level("WARNING", logger="tunesmith.encode"):
+        ensure_token_cache(data, codec_dir, progress=False, shard_size=2, stats=stats)
+    assert "shard 1: shard-00001.npy is truncated" in caplog.text
+    assert next(s for s in stats if s.split == "train").encoded_now == 2  # that shard only
+    shards = TokenShards(cache, "train")
+    for i, codes in enumerate(reference):
+        np.testing.assert_array_equal(shards.codes(i), codes)
+    # same size, one value changed: the recorded sha256 catches it on the next encode
+    raw = bytearray(shard.read_bytes())
+    raw[-1] ^= 0x01
+    shard.write_bytes(bytes(raw))
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="tunesmith.encode"):
+        ensure_token_cache(data, codec_dir, progress=False, shard_size=2)
+    assert "shard 1: shard-00001.npy is corrupted" in caplog.text
+    np.testing.assert_array_equal(TokenShards(cache, "train").codes(2), reference[2])
+
+
 def test_bandwidth_gets_its_own_cache_and_bad_files_are_skipped(dataset: Path, tmp_path: Path, caplog) -> None:
     data = _copy_dataset(dataset, tmp_path / "ds")
     codec = _save_codec(tmp_path / "dropout", q_dropout=True)

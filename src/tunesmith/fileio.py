@@ -10,6 +10,8 @@ which sits below ``artifacts``. (``artifacts.checkpoint`` re-exports the names i
 - :func:`link_or_copy`: a hard link, or a copy where linking fails (another filesystem); atomic too.
 - :func:`swap_folder`: build a folder in a temp sibling, fsync it, rename it into place; the old
   folder waits as ``<name>.prev`` until the new one is in place (:func:`replace_folder`).
+- :func:`contained_path`: a path named inside a file (manifest, config) that must stay in its folder.
+- :func:`remove_stale_temps`: temp files and folders of writers that were killed (their pid is gone).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Iterator
@@ -151,3 +154,78 @@ def swap_folder(folder: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- paths named by files
+
+
+class UnsafePathError(ValueError):
+    """A path read from a file (a manifest, a config) that would leave the folder it belongs to."""
+
+
+def contained_path(folder: str | Path, name: object) -> Path:
+    """``folder / name`` when ``name`` (read from a manifest or config) stays inside ``folder``.
+
+    Refused with :class:`UnsafePathError` saying why: not a non-empty string, absolute, with a ``..`` part,
+    or resolving (through symbolic links) to somewhere outside ``folder``.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise UnsafePathError(f"{name!r} is not a file name")
+    if "\\" in name or "\x00" in name:
+        raise UnsafePathError(f"{name!r} holds a backslash or NUL byte")
+    rel = Path(name)
+    if rel.is_absolute() or name.startswith("~"):
+        raise UnsafePathError(f"{name!r} is an absolute path")
+    if ".." in rel.parts:
+        raise UnsafePathError(f"{name!r} climbs out with '..'")
+    root = Path(folder).resolve()
+    target = (root / rel).resolve()
+    if target != root and root not in target.parents:
+        raise UnsafePathError(f"{name!r} leads outside {folder} (a symbolic link out)")
+    return Path(folder) / rel
+
+
+# --------------------------------------------------------------------------- leftovers of killed writers
+
+# ``.<name>.tmp-<pid>`` (swap_folder) and ``.<name>.tmp.<pid>.<hex><suffix>`` (atomic_path, link_or_copy)
+_TEMP_NAME = re.compile(r"^\..+\.tmp(?:-(\d+)|\.(\d+)\.[0-9a-f]+(?:\.[^./]*)?)$")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (a process we may not signal counts as alive)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def temp_writer_pid(name: str) -> int | None:
+    """The pid in a temp name this module makes (``.x.tmp-PID`` / ``.x.tmp.PID.HEX``), else None."""
+    match = _TEMP_NAME.match(name)
+    if match is None:
+        return None
+    return int(match.group(1) or match.group(2))
+
+
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Remove the temp files and folders in ``folder`` (not below) left by writers that died (their pid is
+    not alive on this host); a live writer's are kept. Returns what was removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for path in sorted(folder.iterdir()):
+        pid = temp_writer_pid(path.name)
+        if pid is None or pid_alive(pid):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed

@@ -13,12 +13,15 @@ A checkpoint is a folder::
 It is written to a temporary folder (every file fsynced) and renamed into place; an
 existing folder of the same name is first renamed to ``<name>.prev`` and removed only
 once the new one is complete, so a kill at any moment leaves one complete checkpoint.
+:func:`copy_checkpoint` makes ``epoch_NNNN``/``best`` from ``last``: the first one of an epoch as an
+independent, verified copy, so one damaged file never reaches every copy of the newest state.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import pickle
 import shutil
 from pathlib import Path
 
@@ -27,8 +30,15 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from tunesmith.errors import UserError
+from tunesmith.fileio import (  # live in tunesmith.fileio
+    UnsafePathError,
+    atomic_write_json,
+    contained_path,
+    link_or_copy,
+    sha256_file,
+    swap_folder,
+)
 from tunesmith.fileio import atomic_write_bytes as atomic_write_bytes  # re-exported: the file helpers
-from tunesmith.fileio import atomic_write_json, sha256_file, swap_folder  # live in tunesmith.fileio
 from tunesmith.fileio import replace_folder as replace_folder
 
 log = logging.getLogger(__name__)
@@ -88,7 +98,8 @@ def write_manifest(folder: Path, extra: dict | None = None) -> dict:
 
 
 def verify_folder(folder: Path, required: tuple[str, ...] = ()) -> list[str]:
-    """Problems with a folder written with a manifest: missing, truncated or altered files."""
+    """Problems with a folder written with a manifest: missing, truncated or altered files, and listed
+    paths that would lead outside the folder (absolute, ``..``, a symbolic link out)."""
     folder = Path(folder)
     problems: list[str] = []
     manifest_path = folder / MANIFEST
@@ -97,13 +108,20 @@ def verify_folder(folder: Path, required: tuple[str, ...] = ()) -> list[str]:
     try:
         manifest = json.loads(manifest_path.read_text())
         files = manifest["files"]
-    except (ValueError, KeyError, TypeError) as err:
+        if not isinstance(files, dict):
+            raise TypeError("'files' is not a mapping")
+    except (OSError, ValueError, KeyError, TypeError) as err:
         return [f"{manifest_path}: unreadable ({err})"]
     for name in required:
         if name not in files:
             problems.append(f"{folder}: {name} is not listed in {MANIFEST}")
     for name, meta in files.items():
-        path = folder / name
+        try:
+            path = contained_path(folder, name)
+        except UnsafePathError as err:
+            problems.append(f"{manifest_path}: lists {err}; a manifest may only name files inside its folder")
+            continue
+        meta = meta if isinstance(meta, dict) else {}
         if not path.is_file():
             problems.append(f"{path}: missing")
         elif path.stat().st_size != meta.get("bytes"):
@@ -134,8 +152,42 @@ def save_checkpoint(
     return folder
 
 
+def copy_checkpoint(src: Path, dst: Path, *, link: bool) -> Path:
+    """Atomically make checkpoint ``dst`` from ``src``: hard links (``link=True``, no extra disk; a damaged
+    file is then damaged in both) or an independent copy, verified against the manifest before it appears."""
+    src, dst = Path(src), Path(dst)
+    copy = link_or_copy if link else shutil.copy2
+    with swap_folder(dst) as tmp:
+        for path in src.iterdir():
+            if path.is_dir():
+                shutil.copytree(path, tmp / path.name, copy_function=copy)
+            elif path.is_file():
+                copy(path, tmp / path.name)
+        if not link:
+            problems = verify_folder(tmp, required=(STATE,) if (src / STATE).is_file() else ())
+            if problems:
+                raise CheckpointError(f"copying {src} to {dst}: " + "; ".join(problems))
+    return dst
+
+
 def load_state(folder: Path, map_location: str | torch.device = "cpu") -> dict:
-    return torch.load(Path(folder) / STATE, map_location=map_location, weights_only=True)
+    """``state.pt`` loaded with ``weights_only=True``; CheckpointError (never torch's advice) when it holds
+    anything but plain data, or cannot be read."""
+    path = Path(folder) / STATE
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"{path}: not a tunesmith training state (it asks to build Python objects, which a tunesmith "
+            "state never holds); it will not be loaded"
+        ) from None
+    except (OSError, RuntimeError, EOFError, ValueError) as err:
+        raise CheckpointError(
+            f"{path}: unreadable training state ({type(err).__name__}); it will not be loaded"
+        ) from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not a tunesmith training state (not a dict); it will not be loaded")
+    return state
 
 
 def read_config(folder: Path) -> dict:
@@ -197,6 +249,20 @@ def latest_good_checkpoint(run_dir: Path) -> Path | None:
         problems = verify_folder(folder, required=(STATE,))
         if not problems:
             return folder
+        log.warning("checkpoint %s is unusable (%s); trying the previous one", folder, "; ".join(problems))
+    return None
+
+
+def latest_loadable_state(run_dir: Path, map_location: str | torch.device = "cpu") -> tuple[Path, dict] | None:
+    """(folder, state) of the newest checkpoint that verifies and whose ``state.pt`` loads as plain data;
+    each one skipped is reported with the reason (torch's own message is never shown)."""
+    for folder in checkpoint_candidates(run_dir):
+        problems = verify_folder(folder, required=(STATE,))
+        if not problems:
+            try:
+                return folder, load_state(folder, map_location)
+            except CheckpointError as err:
+                problems = [str(err)]
         log.warning("checkpoint %s is unusable (%s); trying the previous one", folder, "; ".join(problems))
     return None
 

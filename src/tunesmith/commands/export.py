@@ -12,6 +12,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=("tunesmith", "hf"), default="tunesmith")
     p.add_argument("--out", type=Path, required=True, help="directory to write")
     p.add_argument("--which", default="best", help="checkpoint of a run: best (default), last or epoch_NNNN")
+    p.add_argument(
+        "--force", action="store_true", help="replace --out when it is a model directory tunesmith wrote (never others)"
+    )
     p.set_defaults(func=run)
 
 
@@ -19,10 +22,10 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "hf":
         from tunesmith.models.hf.export import export_hf
 
-        out = export_hf(args.run, args.out, which=args.which)
+        out = export_hf(args.run, args.out, which=args.which, force=args.force)
     else:
         from tunesmith.models.export import export_tunesmith
 
-        out = export_tunesmith(args.run, args.out, which=args.which)
+        out = export_tunesmith(args.run, args.out, which=args.which, force=args.force)
     print(f"exported {args.format} model to {out}")
     return 0

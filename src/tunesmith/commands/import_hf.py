@@ -20,6 +20,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("format", choices=("hf",), help="the source format (hf: a transformers MusicGen directory)")
     p.add_argument("source", type=Path, help="local transformers MusicGen directory")
     p.add_argument("--out", type=Path, required=True, help="model directory to write")
+    p.add_argument(
+        "--force", action="store_true", help="replace --out when it is a model directory tunesmith wrote (never others)"
+    )
     p.add_argument("--text-max-len", type=int, default=None, help="T5 tokens kept per text (default: tunesmith's)")
     p.set_defaults(func=run)
 
@@ -27,6 +30,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tunesmith.models.hf.importer import import_hf
 
-    out = import_hf(args.source, args.out, text_max_len=args.text_max_len)
+    out = import_hf(args.source, args.out, text_max_len=args.text_max_len, force=args.force)
     print(f"imported {args.source} into {out}")
     return 0

@@ -18,6 +18,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("source", type=Path, help="LoRA run folder, checkpoint folder or adapter folder")
     p.add_argument("--out", type=Path, required=True, help="directory to write")
     p.add_argument("--which", default="best", help="checkpoint of a run: best (default), last or epoch_NNNN")
+    p.add_argument(
+        "--force", action="store_true", help="replace --out when it is a model directory tunesmith wrote (never others)"
+    )
     p.add_argument("--format", choices=("tunesmith", "hf"), default="tunesmith", help="tunesmith model dir or MusicGen")
     p.set_defaults(func=run)
 
@@ -26,6 +29,6 @@ def run(args: argparse.Namespace) -> int:
     from tunesmith.models.hf.merge import merge, merge_to_hf
 
     write = merge if args.format == "tunesmith" else merge_to_hf
-    out = write(args.source, args.out, which=args.which)
+    out = write(args.source, args.out, which=args.which, force=args.force)
     print(f"merged {args.source} into {out} ({args.format} format)")
     return 0

@@ -14,9 +14,7 @@ import contextlib
 import dataclasses
 import logging
 import math
-import os
 import random
-import shutil
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -32,15 +30,19 @@ from torch.utils.data import DataLoader, Dataset
 from tunesmith.artifacts import checkpoint as ckpt
 from tunesmith.artifacts.runs import Run, Stopwatch
 from tunesmith.config import Resolved
+from tunesmith.engine.data_identity import check_data_identity
 from tunesmith.engine.distributed import DistInfo, all_reduce_sum, barrier, init_distributed
 from tunesmith.engine.ema import EMA
 from tunesmith.engine.precision import SafeScaler, autocast, input_dtype, move_batch, resolve_precision
 from tunesmith.engine.preflight import (
     PreflightError,
+    checkpoint_bytes,
     count_parameters,
     cuda_memory_problems,
     raise_problems,
     run_folder_problems,
+    writable_problems,
+    write_failure,
 )
 from tunesmith.engine.sampler import MicroBatchSampler, TrainStream, valid_batches
 from tunesmith.engine.schedule import lr_at
@@ -66,6 +68,7 @@ from tunesmith.engine.update import (
     sync_context,
 )
 from tunesmith.errors import UserError
+from tunesmith.fileio import remove_stale_temps
 from tunesmith.runtime import EpochProgress, format_metrics, pick_device, progress_enabled
 
 log = logging.getLogger("tunesmith.train")
@@ -140,6 +143,7 @@ class Solver(Task):
         resolved = self.prepare()
         if resolved is not None:
             self.resolved, self.cfg = resolved, resolved.config
+        self._check_data_identity()
         self.model = self.build_model().to(self.device)
         self.extras = {name: m.to(self.device) for name, m in self.extra_modules().items()}
         init_from = self.init_weights_from()
@@ -175,6 +179,17 @@ class Solver(Task):
         self.register_extra_state(self.state.group("extra"))
         self._resume()
         self._log_derived()
+
+    def _check_data_identity(self) -> None:
+        """The data is the data this run (or its init_from run) trained on; record it (engine.data_identity)."""
+        check_data_identity(
+            self.run.dir,
+            self.data_fingerprint(),
+            resuming=bool(ckpt.checkpoint_candidates(self.run.dir)),
+            init_from=str(getattr(self.cfg, "init_from", "") or ""),
+            force=self.run.force,
+            write=self.dist.is_main,
+        )
 
     def _register_state(self) -> None:
         """Everything a checkpoint holds, in state.pt's order; weights first (their own files)."""
@@ -304,6 +319,21 @@ class Solver(Task):
             )
         raise_problems(problems)
 
+    def _write_failure(self, err: BaseException) -> UserError | None:
+        """A full disk or a read-only/forbidden path met while writing the run (checkpoint, samples, logs):
+        one line naming the path, the room a checkpoint needs and what is intact; None for other errors."""
+        last = ckpt.checkpoint_candidates(self.run.dir)
+        kept = f"the last complete checkpoint ({last[0]}) is intact" if last else "no checkpoint was written yet"
+        n_params = count_parameters(self.model, *self.extras.values()) if hasattr(self, "model") else 0
+        return write_failure(err, self.run.checkpoints_dir, checkpoint_bytes(n_params), kept)
+
+    def _mark_failed(self) -> None:
+        if self.dist.is_main:
+            try:
+                self.run.write_status(state="failed", epoch=self.epoch, step=self.step)
+            except OSError as err:  # e.g. the disk is full: the original error is the one to report
+                log.warning("could not record the failure in %s: %s", self.run.status_path, err)
+
     def _probe_batch(self, size: int) -> None:
         """Forward and backward of one training micro-batch of ``size`` items (no optimizer step)."""
         keys = TrainStream(len(self.datasets["train"]), self.batch_size, seed=self.cfg.train.seed).keys(0)
@@ -330,20 +360,28 @@ class Solver(Task):
             "config": self.resolved.data,
         }
         last = ckpt.save_checkpoint(self.run.checkpoints_dir / "last", weights=weights, state=state, config=config)
+        # the first copy of this epoch is independent of `last` (a damaged file never reaches every copy of the
+        # newest state); a second one hard-links to that copy
+        independent: Path | None = None
         if c.every_epochs and self.epoch % c.every_epochs == 0:
-            _link_copy(last, self.run.checkpoints_dir / f"epoch_{self.epoch:04d}")
+            independent = ckpt.copy_checkpoint(last, self.run.checkpoints_dir / f"epoch_{self.epoch:04d}", link=False)
             ckpt.prune_numbered(self.run.dir, c.keep_last)
         if improved and c.save_best:
-            _link_copy(last, self.run.checkpoints_dir / "best")
+            ckpt.copy_checkpoint(independent or last, self.run.checkpoints_dir / "best", link=independent is not None)
         self.after_checkpoint()
 
     def _resume(self) -> None:
-        folder = ckpt.latest_good_checkpoint(self.run.dir)
-        if folder is None:
+        if self.dist.is_main:  # leftovers of writers killed mid-write (their pid is gone from this host)
+            for path in remove_stale_temps(self.run.checkpoints_dir):
+                log.info("removed %s, left by a checkpoint write that was killed", path)
+            for path in remove_stale_temps(self.run.dir):
+                log.info("removed %s, left by a write that was killed (history, status)", path)
+        found = ckpt.latest_loadable_state(self.run.dir, map_location="cpu")
+        if found is None:
             if self.tracker:
                 self.tracker.truncate_history(0)
             return
-        state = ckpt.load_state(folder, map_location="cpu")
+        folder, state = found
         self.state.load(state, lambda name: ckpt.load_weights(folder, name, ema=False))
         log.info("resumed from %s: epoch %d, step %d", folder, self.epoch, self.step)
 
@@ -602,6 +640,7 @@ class Solver(Task):
     def fit(self) -> dict:
         """Run (or resume) training to the end; returns the final status."""
         raise_problems(list(self.preflight()))  # the task's data checks, before anything is built or loaded
+        raise_problems(writable_problems(self.run.dir, self.dist.rank))  # a resume writes too (TensorBoard...)
         self.setup()
         self.run_preflight()
         t = self.cfg.train
@@ -655,13 +694,21 @@ class Solver(Task):
             if self.dist.is_main:
                 self.run.write_status(state="aborted", reason=str(err), epoch=self.epoch, step=self.step)
             raise UserError(str(err)) from None
+        except Exception as err:
+            self._mark_failed()
+            failure = self._write_failure(err)
+            if failure is None:
+                raise
+            raise failure from None
         except BaseException:
-            if self.dist.is_main:
-                self.run.write_status(state="failed", epoch=self.epoch, step=self.step)
+            self._mark_failed()
             raise
         finally:
             if self.tracker:
-                self.tracker.close()
+                try:
+                    self.tracker.close()
+                except OSError as err:  # a full disk while flushing logs: the checkpoints are what matters
+                    log.warning("closing the run's logs failed: %s", err)
         return {
             "run_dir": str(self.run.dir),
             "epoch": self.epoch,
@@ -702,17 +749,3 @@ def _reshard(module: nn.Module) -> None:
     """FSDP keeps the root's parameters gathered after a no-grad forward; shard them again."""
     if hasattr(module, "reshard"):
         module.reshard()
-
-
-def _link_copy(src: Path, dst: Path) -> None:
-    """Copy checkpoint folder ``src`` to ``dst`` with hard links (atomically replacing ``dst``)."""
-    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    for path in src.iterdir():
-        try:
-            os.link(path, tmp / path.name)
-        except OSError:
-            shutil.copy2(path, tmp / path.name)
-    ckpt.replace_folder(tmp, dst)

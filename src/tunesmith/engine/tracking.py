@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tunesmith.fileio import atomic_write_bytes
+
 log = logging.getLogger("tunesmith.train")
 
 # Dense bf16 peak FLOP/s per device (no sparsity), by a substring of the CUDA device name.
@@ -89,8 +91,9 @@ class Tracker:
             return
         with open(self.history_path, "rb") as f:
             kept = [line for _, line in zip(range(lines), f, strict=False)]
-        with open(self.history_path, "wb") as f:
-            f.writelines(kept)
+            rest = f.read(1)
+        if rest:  # a new file renamed into place: a kill here keeps the old history whole
+            atomic_write_bytes(self.history_path, b"".join(kept))
 
     def write(self, stage: str, step: int, epoch: int, metrics: dict[str, Any]) -> None:
         if not self.enabled:

@@ -21,11 +21,19 @@ from tunesmith.fileio import swap_folder
 log = logging.getLogger(__name__)
 
 
-def export_tunesmith(source: str | Path, out: str | Path, *, which: str = "best", ema: bool | None = None) -> Path:
-    """Write a tunesmith model directory from a run, checkpoint or model dir (EMA weights preferred)."""
+def export_tunesmith(
+    source: str | Path, out: str | Path, *, which: str = "best", ema: bool | None = None, force: bool = False
+) -> Path:
+    """Write a tunesmith model directory from a run, checkpoint or model dir (EMA weights preferred).
+
+    An existing ``out`` is replaced only when it is a model directory tunesmith wrote and ``force`` is
+    given (:func:`~tunesmith.artifacts.modeldir.guard_output`)."""
     folder = ckpt.find_checkpoint(source, which=which)
     out = Path(out)
-    companions = _copy_lm_companions if modeldir.task_of(ckpt.read_config(folder)) == "lm" else None
+    modeldir.guard_output(out, force=force)
+    config = ckpt.read_config(folder)
+    modeldir.side_files(folder, config)  # every listed side file stays inside: checked before anything is written
+    companions = _copy_lm_companions if modeldir.task_of(config) == "lm" else None
     with swap_folder(out) as tmp:
         modeldir.write_model_dir(folder, tmp, ema=ema, companions=companions)
     return out
@@ -58,18 +66,24 @@ def _copy_lm_companions(config: dict, folder: Path, out: Path) -> None:
 
 
 def verify_model_dir(path: str | Path) -> list[str]:
-    """Every problem with a model or checkpoint directory, named precisely; empty when sound."""
+    """Every problem with a model or checkpoint directory, named precisely; empty when sound.
+
+    A bad ``model_type`` or ``format_version`` never hides a checksum problem: every check that can
+    still run does."""
     path = Path(path)
     config, problems = modeldir.read_model_config(path)
     if config is None:
         return problems
+    model_type = config.get("model_type")
+    if not isinstance(model_type, str) or not model_type:
+        return problems + modeldir.verify_manifests(path)
     if modeldir.is_tunesmith_config(config):
-        return modeldir.verify_tunesmith_dir(path, config)
+        return problems + modeldir.verify_tunesmith_dir(path, config)
     try:
         from tunesmith.models.hf.verify import verify_hf_dir
     except ImportError:
-        return [f"{path / ckpt.CONFIG}: model_type {config['model_type']!r} is not a tunesmith model"]
-    return verify_hf_dir(path)
+        return [*problems, f"{path / ckpt.CONFIG}: model_type {model_type!r} is not a tunesmith model"]
+    return problems + verify_hf_dir(path)
 
 
 def require_valid(path: str | Path) -> Path:

@@ -7,12 +7,15 @@ the codec's weights, config and bandwidth, so another codec never reads stale to
     DIR/tokens/KEY/<split>/meta.json       fingerprint, manifest hash, shard size, complete flag, stats
     DIR/tokens/KEY/<split>/shard-NNNNN.npy int16 (int32 when bins > 32768) ``[frames, K]``: the shard's
                                            segments one after another along frames
-    DIR/tokens/KEY/<split>/shard-NNNNN.json its index (manifest line, offset, frames) and sidecar infos
+    DIR/tokens/KEY/<split>/shard-NNNNN.json its index (manifest line, offset, frames), sidecar infos, and the
+                                           array's size and sha256 (a damaged shard is re-encoded)
     DIR/tokens/KEY/<split>/index.npy       int64 ``[N, 4]``: manifest line, shard, offset, frames
     DIR/tokens/KEY/<split>/infos.jsonl     sidecar metadata of each indexed segment
 
 Shards cover fixed runs of manifest lines and appear atomically (array first, then its index), so a
-killed encode resumes at the first missing shard and never duplicates work. Within a shard, segments of
+killed encode resumes at the first missing shard and never duplicates work. Every encode checks the
+shards it finds against their recorded size and sha256 and re-encodes a damaged one; the reader checks
+sizes (``meta.json`` ``shard_bytes``) before it maps anything. Within a shard, segments of
 equal length are batched together (no padding, so a segment's codes never depend on its neighbours).
 A changed manifest (re-prepared dataset) makes the split stale: it is re-encoded from scratch.
 """

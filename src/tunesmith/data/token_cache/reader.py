@@ -41,6 +41,14 @@ class TokenShards:
             raise UserError(
                 f"{self.dir}: stale token cache: {manifest} changed since it was encoded; run `tunesmith encode` again"
             )
+        for shard, expected in enumerate(meta.get("shard_bytes") or []):
+            path = self.dir / f"shard-{shard:05d}.npy"
+            size = path.stat().st_size if path.is_file() else None
+            if size != expected:
+                raise UserError(
+                    f"{path}: damaged token shard ({size} bytes, the cache's index says {expected}); run "
+                    "`tunesmith encode` again: it re-encodes the damaged shard"
+                )
         self.meta = meta
         self.codec_info = read_json(self.cache_dir / "codec.json") or {}
         index = np.load(self.dir / "index.npy")

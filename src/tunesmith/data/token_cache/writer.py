@@ -115,7 +115,9 @@ def _encode_split(
         _clear_split(split_dir)
     for stray in split_dir.glob(".*.tmp*"):  # partial files of a killed run
         stray.unlink(missing_ok=True)
-    if meta is not None and meta.get("complete"):
+    n_shards = (len(entries) + shard_size - 1) // shard_size
+    damaged = _remove_damaged_shards(split_dir, n_shards)
+    if meta is not None and meta.get("complete") and not damaged:
         return SplitStats(split, meta["segments"], meta["skipped"], 0, 0.0, time.perf_counter() - started)
     meta = {
         "format_version": FORMAT_VERSION,
@@ -130,7 +132,6 @@ def _encode_split(
         "complete": False,
     }
     _write_json(split_dir / "meta.json", meta)
-    n_shards = (len(entries) + shard_size - 1) // shard_size
     todo = [s for s in range(n_shards) if not (split_dir / f"shard-{s:05d}.json").is_file()]
     todo_segments = sum(min(shard_size, len(entries) - s * shard_size) for s in todo)
     audio_seconds = 0.0
@@ -190,9 +191,54 @@ def _store_shard(
             infos.append({})
     k = int(codec.n_q)
     data = np.concatenate(arrays, 0) if arrays else np.zeros((0, k), storage_dtype(int(codec.bins)))
-    _write_npy(split_dir / f"shard-{shard:05d}.npy", data)
+    array_path = split_dir / f"shard-{shard:05d}.npy"
+    _write_npy(array_path, data)
     skipped_rows = [{"line": first_line + p, "reason": r} for p, r in sorted(skipped.items())]
-    _write_json(split_dir / f"shard-{shard:05d}.json", {"rows": rows, "infos": infos, "skipped": skipped_rows})
+    index = {"rows": rows, "infos": infos, "skipped": skipped_rows}
+    index.update(npy_bytes=array_path.stat().st_size, npy_sha256=sha256_file(array_path))
+    _write_json(split_dir / f"shard-{shard:05d}.json", index)
+
+
+def shard_problem(split_dir: Path, shard: int) -> str | None:
+    """Why shard ``shard`` cannot be trusted (missing, truncated, altered, rows past its end), or None.
+
+    Checks the size and sha256 its index recorded (caches written before they were recorded: the array's
+    own header against its size, and the rows against its length)."""
+    array_path = split_dir / f"shard-{shard:05d}.npy"
+    part = read_json(split_dir / f"shard-{shard:05d}.json")
+    if not isinstance(part, dict) or not isinstance(part.get("rows"), list):
+        return "its index is missing or unreadable"
+    if not array_path.is_file():
+        return f"{array_path.name} is missing"
+    size = array_path.stat().st_size
+    if "npy_bytes" in part:
+        if size != part["npy_bytes"]:
+            return f"{array_path.name} is truncated or altered ({size} bytes, its index says {part['npy_bytes']})"
+        if sha256_file(array_path) != part.get("npy_sha256"):
+            return f"{array_path.name} is corrupted (sha256 differs from its index)"
+    try:
+        frames = np.load(array_path, mmap_mode="r").shape[0]
+    except (OSError, ValueError) as err:
+        return f"{array_path.name} is unreadable ({err})"
+    if any(row[1] + row[2] > frames for row in part["rows"]):
+        return f"{array_path.name} holds {frames} frames, fewer than its index needs"
+    return None
+
+
+def _remove_damaged_shards(split_dir: Path, n_shards: int) -> list[int]:
+    """Remove (to re-encode) every shard of a split whose index exists but whose array is damaged."""
+    damaged = []
+    for shard in range(n_shards):
+        if not (split_dir / f"shard-{shard:05d}.json").is_file():
+            continue
+        problem = shard_problem(split_dir, shard)
+        if problem is None:
+            continue
+        log.warning("%s: shard %d: %s; encoding it again", split_dir, shard, problem)
+        (split_dir / f"shard-{shard:05d}.json").unlink()
+        (split_dir / f"shard-{shard:05d}.npy").unlink(missing_ok=True)
+        damaged.append(shard)
+    return damaged
 
 
 def _finish_split(split_dir: Path, meta: dict, n_shards: int) -> tuple[int, int]:
@@ -205,6 +251,7 @@ def _finish_split(split_dir: Path, meta: dict, n_shards: int) -> tuple[int, int]
         infos.extend(part["infos"])
         skipped += len(part["skipped"])
     array = np.asarray(index, dtype=np.int64).reshape(-1, 4)
+    meta["shard_bytes"] = [(split_dir / f"shard-{shard:05d}.npy").stat().st_size for shard in range(n_shards)]
     _write_npy(split_dir / "index.npy", array)
     text = "".join(json.dumps(info, ensure_ascii=False, default=str) + "\n" for info in infos)
     atomic_write_text(split_dir / "infos.jsonl", text, fsync=False)

@@ -25,6 +25,7 @@ from typing import Any
 from torch import Tensor
 
 from tunesmith.artifacts import checkpoint as ckpt
+from tunesmith.artifacts import modeldir
 from tunesmith.errors import UserError
 from tunesmith.fileio import swap_folder
 from tunesmith.models.hf import convert
@@ -138,9 +139,12 @@ def musicgen_tensors(
     return config, tensors
 
 
-def export_hf(source: str | Path, out: str | Path, *, which: str = "best") -> Path:
-    """Write a transformers MusicGen directory ``out`` from an LM run, checkpoint or model directory."""
+def export_hf(source: str | Path, out: str | Path, *, which: str = "best", force: bool = False) -> Path:
+    """Write a transformers MusicGen directory ``out`` from an LM run, checkpoint or model directory
+    (an existing ``out`` only when tunesmith wrote it and ``force`` is given: ``guard_output``)."""
     from tunesmith.models.hf.verify import verify_hf_dir
+
+    modeldir.guard_output(Path(out).expanduser(), force=force)
 
     lm = read_lm_checkpoint(source, which)
     folder, run_cfg, lm_cfg, state = lm.folder, lm.run_config, lm.config, lm.weights

@@ -138,7 +138,7 @@ def _import_once(source: Path, workdir: Path, cache: Path | None = None) -> Path
     shared = cache / fingerprint[:16]
     if not (shared.is_dir() and _imported_fingerprint(shared) == fingerprint and not verify_imported_dir(shared)):
         log.info("importing %s into %s", source, shared)
-        import_hf(source, shared)
+        import_hf(source, shared, force=True)  # the shared cache's own, stale or damaged, import
     with swap_folder(target) as tmp:
         link_tree(shared, tmp)
         config = json.loads((tmp / ckpt.CONFIG).read_text())  # the T5 path must name this run's copy
@@ -286,4 +286,5 @@ def write_run_adapter(run_dir: Path, run_config: dict, finetune: FinetuneConfig,
         "checkpoint": str(folder.resolve()),
         "step": (json.loads((folder / ckpt.MANIFEST).read_text()).get("step")),
     }
-    return write_adapter(Path(run_dir) / "adapter", state, finetune.lora, info)
+    # the run's own adapter, rewritten after every checkpoint
+    return write_adapter(Path(run_dir) / "adapter", state, finetune.lora, info, force=True)

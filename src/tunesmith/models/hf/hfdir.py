@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from tunesmith.errors import UserError
+from tunesmith.fileio import UnsafePathError, contained_path
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -104,7 +105,13 @@ def weight_files(folder: Path) -> list[Path]:
         weight_map = index.get("weight_map")
         if not isinstance(weight_map, dict) or not weight_map:
             raise UserError(f"{folder / WEIGHTS_INDEX}: has no 'weight_map'")
-        return [folder / name for name in sorted(set(weight_map.values()))]
+        shards = []
+        for name in sorted(set(map(str, weight_map.values()))):
+            try:
+                shards.append(contained_path(folder, name))
+            except UnsafePathError as err:
+                raise UserError(f"{folder / WEIGHTS_INDEX}: weight_map names {err}; refusing to read it") from None
+        return shards
     if any((folder / name).is_file() for name in PICKLED_WEIGHTS):
         raise UserError(
             f"{folder}: holds only pickled weights (pytorch_model.bin), which tunesmith never loads; convert them "

@@ -23,7 +23,7 @@ import shutil
 from pathlib import Path
 
 from tunesmith.artifacts import checkpoint as ckpt
-from tunesmith.artifacts.modeldir import FORMAT_VERSION, TUNESMITH_PREFIX
+from tunesmith.artifacts.modeldir import FORMAT_VERSION, TUNESMITH_PREFIX, guard_output
 from tunesmith.errors import UserError
 from tunesmith.fileio import swap_folder
 from tunesmith.models.hf import convert
@@ -68,12 +68,14 @@ def write_t5_dir(source: Path, config: dict, out: Path) -> Path:
     return out
 
 
-def import_hf(source: str | Path, out: str | Path, *, text_max_len: int | None = None) -> Path:
+def import_hf(source: str | Path, out: str | Path, *, text_max_len: int | None = None, force: bool = False) -> Path:
     """Convert a local transformers MusicGen directory into a tunesmith model directory ``out``.
 
-    The source is verified first (config, weights, tokenizer); ``out`` appears atomically.
+    The source is verified first (config, weights, tokenizer); ``out`` appears atomically. An existing
+    ``out`` is replaced only when tunesmith wrote it and ``force`` is given (``guard_output``).
     """
     source, out = Path(source).expanduser(), Path(out).expanduser()
+    guard_output(out, force=force)
     config = require_hf_dir(source, "musicgen")
     out = out.resolve()
     with swap_folder(out) as tmp:

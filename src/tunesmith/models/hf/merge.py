@@ -15,6 +15,7 @@ from pathlib import Path
 from torch import Tensor
 
 from tunesmith.artifacts import checkpoint as ckpt
+from tunesmith.artifacts.modeldir import guard_output
 from tunesmith.errors import UserError
 from tunesmith.fileio import swap_folder
 from tunesmith.models.hf import convert
@@ -50,10 +51,18 @@ def _copy_codec(codec_path: Path, out: Path) -> None:
 
 
 def write_merged_dir(
-    out: Path, lm_cfg: LMConfig, state: dict[str, Tensor], *, codec_path: Path, bandwidth: float, meta: dict
+    out: Path,
+    lm_cfg: LMConfig,
+    state: dict[str, Tensor],
+    *,
+    codec_path: Path,
+    bandwidth: float,
+    meta: dict,
+    force: bool = False,
 ) -> Path:
     """A tunesmith LM model directory holding ``state`` (plain weights), its T5 and its codec."""
     out = out.expanduser().resolve()
+    guard_output(out, force=force)
     with swap_folder(out) as tmp:
         if lm_cfg.conditioner.text == "t5":
             t5 = resolve_t5_path(lm_cfg.conditioner.t5_path, None)
@@ -99,9 +108,11 @@ def merge_adapter_folder(folder: Path) -> tuple[LMConfig, dict[str, Tensor], Pat
     return lm_cfg, state, codec, bandwidth, {"merged_from": str(folder.resolve()), "base": str(base_folder)}
 
 
-def merge(source: str | Path, out: str | Path, *, which: str = "best") -> Path:
-    """Merge the LoRA adapters of a run, checkpoint or adapter folder into a tunesmith model directory."""
+def merge(source: str | Path, out: str | Path, *, which: str = "best", force: bool = False) -> Path:
+    """Merge the LoRA adapters of a run, checkpoint or adapter folder into a tunesmith model directory
+    (an existing ``out`` only when tunesmith wrote it and ``force`` is given)."""
     source = Path(source).expanduser()
+    guard_output(Path(out).expanduser(), force=force)
     if (source / ADAPTER_CONFIG).is_file():
         lm_cfg, state, codec, bandwidth, meta = merge_adapter_folder(source)
     else:
@@ -114,18 +125,19 @@ def merge(source: str | Path, out: str | Path, *, which: str = "best") -> Path:
         bandwidth = float(run_cfg.get("codec_bandwidth") or 0.0)
         meta = {"merged_from": str(folder.resolve())}
     lm_cfg.conditioner.t5_path = resolve_t5_path(lm_cfg.conditioner.t5_path, None)
-    result = write_merged_dir(Path(out), lm_cfg, state, codec_path=codec, bandwidth=bandwidth, meta=meta)
+    result = write_merged_dir(Path(out), lm_cfg, state, codec_path=codec, bandwidth=bandwidth, meta=meta, force=force)
     log.info("merged the LoRA adapters of %s into %s", source, result)
     return result
 
 
-def merge_to_hf(source: str | Path, out: str | Path, *, which: str = "best") -> Path:
+def merge_to_hf(source: str | Path, out: str | Path, *, which: str = "best", force: bool = False) -> Path:
     """:func:`merge`, then :func:`~tunesmith.models.hf.export.export_hf`: a transformers MusicGen directory."""
     import tempfile
 
     from tunesmith.models.hf.export import export_hf
 
     out = Path(out).expanduser()
+    guard_output(out, force=force)  # before the merge's work, not after
     with tempfile.TemporaryDirectory(dir=out.resolve().parent) as tmp:
         merged = merge(source, Path(tmp) / "merged", which=which)
-        return export_hf(merged, out)
+        return export_hf(merged, out, force=force)

@@ -118,8 +118,9 @@ def check_musicgen_config(config: dict, where: str = CONFIG) -> list[str]:
 
 
 def check_manifest(folder: Path) -> list[str]:
-    """Files listed in ``manifest.json`` that are missing, truncated or whose sha256 differs."""
-    from tunesmith.fileio import sha256_file
+    """Files listed in ``manifest.json`` that are missing, truncated, whose sha256 differs, or that would
+    lead outside ``folder``."""
+    from tunesmith.fileio import UnsafePathError, contained_path, sha256_file
 
     path = folder / MANIFEST
     try:
@@ -130,7 +131,12 @@ def check_manifest(folder: Path) -> list[str]:
         return [f"{path}: unreadable ({err}); the manifest is corrupted"]
     problems = []
     for name, meta in files.items():
-        file = folder / name
+        try:
+            file = contained_path(folder, name)
+        except UnsafePathError as err:
+            problems.append(f"{path}: lists {err}; a manifest may only name files inside its folder")
+            continue
+        meta = meta if isinstance(meta, dict) else {}
         if not file.is_file():
             problems.append(f"{folder}: {name} is missing (listed in {MANIFEST})")
         elif file.stat().st_size != meta.get("bytes"):
@@ -204,10 +210,13 @@ def verify_hf_dir(path: str | Path) -> list[str]:
     if not isinstance(config, dict):
         return [f"{config_path}: must hold a JSON object"]
     model_type = config.get("model_type")
-    if not model_type:
+    checksums = check_manifest(folder) if (folder / MANIFEST).is_file() else []
+    if not model_type or not isinstance(model_type, str):
+        what = "has no model_type" if not model_type else f"has model_type={model_type!r}, not a string"
         return [
-            f"{config_path}: config.json has no model_type (expected 'musicgen' or 'encodec'; was the file "
-            "rewritten by hand or by an old exporter?)"
+            f"{config_path}: config.json {what} (expected 'musicgen' or 'encodec'; was the file "
+            "rewritten by hand or by an old exporter?)",
+            *checksums,
         ]
     if model_type == "musicgen_melody":
         return [
@@ -215,10 +224,8 @@ def verify_hf_dir(path: str | Path) -> list[str]:
             "use a plain MusicGen"
         ]
     if model_type not in SUPPORTED:
-        return [f"{config_path}: model_type {model_type!r} is not a MusicGen or EnCodec model"]
-    problems = []
-    if (folder / MANIFEST).is_file():
-        problems.extend(check_manifest(folder))
+        return [f"{config_path}: model_type {model_type!r} is not a MusicGen or EnCodec model", *checksums]
+    problems = list(checksums)
     if model_type == "musicgen":
         config_problems = check_musicgen_config(config, str(config_path))
     else:

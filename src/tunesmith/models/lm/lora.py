@@ -192,13 +192,18 @@ def adapter_tensors(state: dict[str, Tensor], extra: list[str]) -> dict[str, Ten
     return out
 
 
-def write_adapter(out: str | Path, state: dict[str, Tensor], settings: LoraSettings, info: dict[str, Any]) -> Path:
-    """Write an adapter folder from a LoRA model's state dict (atomically replacing ``out``)."""
+def write_adapter(
+    out: str | Path, state: dict[str, Tensor], settings: LoraSettings, info: dict[str, Any], *, force: bool = False
+) -> Path:
+    """Write an adapter folder from a LoRA model's state dict; an existing ``out`` is replaced (atomically)
+    only when it is an adapter tunesmith wrote and ``force`` is given (``guard_output``)."""
     from tunesmith.artifacts import checkpoint as ckpt
+    from tunesmith.artifacts.modeldir import guard_output
     from tunesmith.fileio import swap_folder
     from tunesmith.models.hf.hfdir import save_safetensors
 
     out = Path(out)
+    guard_output(out, force=force)
     extra = ["heads"] if "heads" in settings.target_modules else []
     config = {
         "peft_type": "LORA",
