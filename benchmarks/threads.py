@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from training_loop import DEFAULT_BASELINE, ROOT, WORK, checkout, tunesmith  # noqa: E402
+from training_loop import DEFAULT_BASELINE, ROOT, WORK, checkout, shared_inputs, tunesmith  # noqa: E402
 
 BUSY_LOOP = "import time\nend = time.time() + 3600\nwhile time.time() < end: pass"
 
@@ -48,20 +48,11 @@ def main() -> None:
     args = parser.parse_args()
 
     sides = {"baseline": checkout(args.baseline), "this tree": ROOT / "src"}
-    data, codec_runs = WORK / "data", WORK / "codec-for-lm"
-    if not (data / "dataset.json").is_file():
-        tunesmith(sides["this tree"], ["prepare", "--source", "synthetic", "--out", str(data), "--sample-rate",
-                                       "16000", "--segment", "2", "--num-tracks", "12", "--track-duration", "6",
-                                       "--valid-fraction", "0.2"], None)  # fmt: skip
-    if not (codec_runs / "codec").is_dir():
-        make_codec = ["train", "codec", "tiny", f"data={data}", "train.epochs=1", "train.updates_per_epoch=2"]
-        tunesmith(sides["baseline"], [*make_codec, "--runs-dir", str(codec_runs)], None)
-    codec = next((codec_runs / "codec").iterdir())
-    tunesmith(sides["baseline"], ["encode", str(data), "--codec", str(codec)], None)
+    data, codec = shared_inputs(sides, None)
     short = ["train.epochs=1", f"train.updates_per_epoch={args.updates}", "train.log.tensorboard=false"]
     commands = {
-        "codec": ["train", "codec", "tiny", f"data={data}", *short, "check.num_samples=1"],
-        "lm": ["train", "lm", "tiny", f"data={data}", f"codec={codec}", *short, "dataset.segment_seconds=2"],
+        "codec": ["train", "codec", "tiny", *short, "check.num_samples=1"],
+        "lm": ["train", "lm", "tiny", f"codec={codec}", *short, "dataset.segment_seconds=2"],
     }
     rows = []
     for condition in ("idle", "one busy process"):
@@ -72,7 +63,8 @@ def main() -> None:
                     order = list(sides) if repeat % 2 == 0 else list(reversed(sides))
                     for side in order:
                         runs = WORK / f"threads-runs-{side.replace(' ', '-')}"
-                        wall, cpu = timed_train(sides[side], [*argv, "--runs-dir", str(runs), "--fresh"], None)
+                        full = [*argv, f"data={data[side]}", "--runs-dir", str(runs), "--fresh"]
+                        wall, cpu = timed_train(sides[side], full, None)
                         rows.append({"condition": condition, "task": task, "side": side, "wall_s": wall, "cpu_s": cpu})
                         print(f"{condition:16s} {task:5s} {side:9s} wall {wall:6.1f} s  CPU {cpu:6.1f} s", flush=True)
         finally:

@@ -28,13 +28,14 @@ WORK = ROOT / "benchmarks" / ".work" / "training_loop"
 DEFAULT_BASELINE = "7d198e6"  # the last commit before the architecture issue's re-layout
 
 
-def tunesmith(src: Path, argv: list[str], threads: int | None) -> None:
-    """``python -m tunesmith ARGV`` with the package from ``src`` (and ``OMP_NUM_THREADS=threads`` unless None);
-    raises with its output on failure."""
+def tunesmith(src: Path, argv: list[str], threads: int | None, wait_policy: str | None = None) -> None:
+    """``python -m tunesmith ARGV`` with the package from ``src``, ``OMP_NUM_THREADS=threads`` and
+    ``OMP_WAIT_POLICY=wait_policy`` unless None (then each side's own default); raises with its output."""
     env = {**os.environ, "PYTHONPATH": str(src), "TUNESMITH_NO_PROGRESS": "1"}
-    env.pop("OMP_NUM_THREADS", None)
-    if threads is not None:
-        env["OMP_NUM_THREADS"] = str(threads)
+    for name, value in (("OMP_NUM_THREADS", threads), ("OMP_WAIT_POLICY", wait_policy)):
+        env.pop(name, None)
+        if value is not None:
+            env[name] = str(value)
     done = subprocess.run([sys.executable, "-m", "tunesmith", *argv], env=env, capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"tunesmith {' '.join(argv)} failed ({src}):\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
@@ -49,9 +50,9 @@ def checkout(rev: str) -> Path:
     return folder / "src"
 
 
-def train_rate(src: Path, task: str, overrides: list[str], runs: Path, threads: int) -> float:
+def train_rate(src: Path, task: str, overrides: list[str], runs: Path, threads: int, wait_policy: str) -> float:
     """Median train-stage targets/s of one fresh run of ``task tiny``."""
-    tunesmith(src, ["train", task, "tiny", *overrides, "--runs-dir", str(runs), "--fresh"], threads)
+    tunesmith(src, ["train", task, "tiny", *overrides, "--runs-dir", str(runs), "--fresh"], threads, wait_policy)
     histories = sorted((runs / task).glob("*/history.jsonl"), key=lambda p: p.stat().st_mtime)
     rates = [
         record["targets_per_s"]
@@ -61,6 +62,28 @@ def train_rate(src: Path, task: str, overrides: list[str], runs: Path, threads: 
     if not rates:
         raise SystemExit(f"{histories[-1]}: no train line with targets_per_s")
     return statistics.median(rates)
+
+
+def shared_inputs(sides: dict[str, Path], threads: int | None) -> tuple[dict[str, Path], Path]:
+    """One synthetic dataset (a copy per side, each with the token cache its own code encodes) and one
+    tiny codec trained by the baseline (which the newer tree must read): ({side: data dir}, codec run)."""
+    import shutil
+
+    base, codec_runs = WORK / "data", WORK / "codec-for-lm"
+    if not (base / "dataset.json").is_file():
+        tunesmith(sides["baseline"], ["prepare", "--source", "synthetic", "--out", str(base), "--sample-rate",
+                                      "16000", "--segment", "2", "--num-tracks", "12", "--track-duration", "6",
+                                      "--valid-fraction", "0.2"], threads)  # fmt: skip
+    make_codec = ["train", "codec", "tiny", f"data={base}", "train.epochs=1", "train.updates_per_epoch=2"]
+    tunesmith(sides["baseline"], [*make_codec, "--runs-dir", str(codec_runs)], threads)  # resumes: once only
+    codec = next((codec_runs / "codec").iterdir())
+    data = {}
+    for side, src in sides.items():
+        data[side] = WORK / f"data-{side.replace(' ', '-')}"
+        if not data[side].is_dir():
+            shutil.copytree(base, data[side])
+        tunesmith(src, ["encode", str(data[side]), "--codec", str(codec)], threads)
+    return data, codec
 
 
 def ratio(by_side: dict[str, list[float]]) -> float:
@@ -73,22 +96,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs per side and task (alternating)")
     parser.add_argument("--updates", type=int, default=30, help="updates per epoch (2 epochs per run)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--omp-wait-policy",
+        default="PASSIVE",
+        help="the same OpenMP wait policy for both sides, so only the code differs (benchmarks/threads.py "
+        "measures the policy itself)",
+    )
     parser.add_argument("--out", type=Path, default=WORK / "results.json")
     args = parser.parse_args()
 
     sides = {"baseline": checkout(args.baseline), "this tree": ROOT / "src"}
-    data, codec_runs = WORK / "data", WORK / "codec-for-lm"
-    if not (data / "dataset.json").is_file():
-        tunesmith(sides["this tree"], ["prepare", "--source", "synthetic", "--out", str(data), "--sample-rate",
-                                       "16000", "--segment", "2", "--num-tracks", "12", "--track-duration", "6",
-                                       "--valid-fraction", "0.2"], args.threads)  # fmt: skip
+    data, codec = shared_inputs(sides, args.threads)
     short = ["train.epochs=2", f"train.updates_per_epoch={args.updates}", "train.log.tensorboard=false"]
-    codec_overrides = [f"data={data}", *short, "check.num_samples=1", "train.evaluate_every=0"]
-    make_codec = ["train", "codec", "tiny", f"data={data}", "train.epochs=1", "train.updates_per_epoch=2"]
-    tunesmith(sides["baseline"], [*make_codec, "--runs-dir", str(codec_runs)], args.threads)
-    codec = next((codec_runs / "codec").iterdir())
-    lm_overrides = [f"data={data}", f"codec={codec}", *short, "dataset.segment_seconds=2", "train.generate_every=0"]
-    tunesmith(sides["baseline"], ["encode", str(data), "--codec", str(codec)], args.threads)
+    codec_overrides = [f"data={data['this tree']}", *short, "check.num_samples=1", "train.evaluate_every=0"]
+    lm_overrides = [f"codec={codec}", *short, "dataset.segment_seconds=2", "train.generate_every=0"]
 
     rates: dict[str, dict[str, list[float]]] = {task: {side: [] for side in sides} for task in ("codec", "lm")}
     started = time.time()
@@ -97,7 +118,8 @@ def main() -> None:
             order = list(sides) if repeat % 2 == 0 else list(reversed(sides))
             for side in order:
                 runs = WORK / f"runs-{side.replace(' ', '-')}"
-                rate = train_rate(sides[side], task, overrides, runs, args.threads)
+                own = [f"data={data[side]}"] if task == "lm" else []  # each side reads its own token cache
+                rate = train_rate(sides[side], task, [*own, *overrides], runs, args.threads, args.omp_wait_policy)
                 rates[task][side].append(rate)
                 print(f"repeat {repeat + 1}/{args.repeats} {task:5s} {side:9s} {rate:9.1f} targets/s", flush=True)
     summary = {
@@ -109,6 +131,7 @@ def main() -> None:
         for task, by_side in rates.items()
     }
     result = {"baseline": args.baseline, "updates_per_epoch": args.updates, "threads": args.threads,
+              "omp_wait_policy": args.omp_wait_policy,
               "seconds": round(time.time() - started), "tasks": summary}  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
