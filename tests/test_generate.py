@@ -63,16 +63,63 @@ def test_audio_prompt_is_continued(generator):
     assert np.array_equal(result.codes[:, :10], prompt_codes[0].numpy())
 
 
-def test_unconditional_and_guidance_paths(generator):
+def _first_step_logits(monkeypatch, model, conditions, cfg_coef: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(greedy codes of 6 frames, the mixed logits [K, card] the first step sampled from)."""
+    import tunesmith.models.lm.generation as generation
+
+    seen: list[torch.Tensor] = []
+    real = generation.sample_next
+
+    def spy(logits, *args, **kwargs):
+        seen.append(logits.clone())
+        return real(logits, *args, **kwargs)
+
+    monkeypatch.setattr(generation, "sample_next", spy)
+    codes = generate_codes(model, conditions, 6, cfg_coef=cfg_coef, temperature=0.0)
+    monkeypatch.setattr(generation, "sample_next", real)
+    return codes, seen[0]
+
+
+def test_unconditional_and_guidance_paths(generator, monkeypatch):
     model = generator.model
     uncond = generate_codes(model, None, 6, cfg_coef=3.0, temperature=0.0, batch_size=2)
     assert uncond.shape == (2, 2, 6)
     assert torch.equal(uncond[0], uncond[1])  # greedy, no condition: identical rows
-    plain = generate_codes(model, [{"description": "dark slow drone"}], 6, cfg_coef=1.0, temperature=0.0)
-    guided = generate_codes(model, [{"description": "dark slow drone"}], 6, cfg_coef=1.0, temperature=0.0)
-    assert torch.equal(plain, guided)
+    text = [{"description": "dark slow drone"}]
+    plain, cond_logits = _first_step_logits(monkeypatch, model, text, 1.0)
+    _, null_logits = _first_step_logits(monkeypatch, model, [{}], 1.0)  # the null condition CFG mixes in
+    guided, guided_logits = _first_step_logits(monkeypatch, model, text, 3.0)
+    assert not torch.equal(cond_logits, null_logits)  # the text reaches the model
+    expected = null_logits + 3.0 * (cond_logits - null_logits)  # uncond + cfg · (cond − uncond), by hand
+    torch.testing.assert_close(guided_logits, expected, rtol=0, atol=1e-5)
+    assert not torch.allclose(guided_logits, cond_logits, rtol=0, atol=1e-5)
+    assert not torch.equal(guided, plain)  # guidance changes the greedy codes
+    again, _ = _first_step_logits(monkeypatch, model, text, 3.0)
+    assert torch.equal(again, guided)
     with pytest.raises(ValueError, match="top_p"):
         generate_codes(model, None, 4, top_p=2.0)
+
+
+def test_half_precision_stays_close_to_fp32(model_dir, generator):
+    """bf16 on CPU (what fp16/bf16 do on a GPU): teacher-forced logits within 5 % relative L2 of fp32,
+    greedy codes ≥ 90 % equal, sampled audio finite. bf16 keeps 8 mantissa bits (~0.4 % per rounding)."""
+    half = Generator.from_path(model_dir, precision="bf16")
+    assert half.precision == "bf16" and next(half.model.parameters()).dtype == torch.bfloat16
+    assert generator.precision == "fp32" and Generator.from_path(model_dir, precision="auto").precision == "fp32"
+    codes = torch.randint(0, generator.model.card, (2, 2, 40), generator=torch.Generator().manual_seed(0))
+    conditions = [{"description": "dark slow drone"}, {"description": "bright fast melody"}]
+    with torch.inference_mode():
+        full = generator.model(codes, conditions).float()
+        low = half.model(codes, conditions).float()
+    assert torch.isfinite(low).all()
+    assert float((low - full).norm() / full.norm()) < 0.05
+    greedy = {"prompt": "dark slow drone", "seed": 3, "duration": 0.25, "temperature": 0.0}
+    a, b = generator.generate([greedy])[0], half.generate([greedy])[0]
+    assert a.codes.shape == b.codes.shape and (a.codes == b.codes).mean() >= 0.9
+    sampled = half.generate([{**greedy, "temperature": 1.0, "duration": 1.0, "top_k": 0}])[0]
+    assert sampled.wav.shape == (1, CODEC_RATE) and np.isfinite(sampled.wav).all() and np.isfinite(sampled.codes).all()
+    with pytest.raises(UserError, match="--precision=fp8"):
+        Generator.from_path(model_dir, precision="fp8")
 
 
 def test_parse_item_errors():
@@ -218,7 +265,7 @@ def test_exported_model_dir_loads(tmp_path, model_dir, generator):
     codec_weights = exported / "codec" / "model.safetensors"
     codec_weights.write_bytes(codec_weights.read_bytes()[:-4])  # a codec damaged in transit is caught from the top
     assert any("codec" in p and "truncated" in p for p in verify_model_dir(exported))
-    exported = export_tunesmith(model_dir, tmp_path / "export")
+    exported = export_tunesmith(model_dir, tmp_path / "export", force=True)  # replacing one needs --force
     loaded = Generator.from_path(exported)
     item = {"prompt": "dark slow drone", "seed": 2, "duration": 0.05}
     assert np.array_equal(loaded.generate([item])[0].codes, generator.generate([item])[0].codes)

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from tunesmith.inference.defaults import generation_defaults
 from tunesmith.inference.prompts import read_prompts
 from tunesmith.inference.request import DEFAULTS, FIELDS, HTTP, GenerationItem, RequestError, parse_item, validate
 
@@ -44,7 +45,7 @@ def client():
     from tunesmith.serve.app import build_app
     from tunesmith.serve.queue import Limits
 
-    return TestClient(build_app(_fake_generator(), Limits()))
+    return TestClient(build_app(_fake_generator(), Limits(), docs=True))
 
 
 def _file_problem(tmp_path: Path, line: dict) -> str:
@@ -95,10 +96,29 @@ def test_defaults_are_the_same_everywhere():
     assert {k: http[k] for k in settings if k != "seed"} == {k: v for k, v in settings.items() if k != "seed"}
     served = model_defaults(_fake_generator(), Limits(max_duration=60.0))
     assert {k: served[k] for k in served if k != "format"} == {k: v for k, v in settings.items() if k != "seed"}
+    family, origin = generation_defaults({})  # a model without stored settings: the family's = the schema's
+    assert family == {k: v for k, v in settings.items() if k != "prompt"} and origin == "the lm family's defaults"
     args = build_parser().parse_args(["generate", "MODEL", "--out", "o"])
-    assert {k: getattr(args, k) for k in settings if k != "prompt"} == {
-        k: v for k, v in settings.items() if k != "prompt"
-    }
+    assert all(getattr(args, k) is None for k in settings if k != "prompt")  # unset flags: the model's defaults
+
+
+def test_one_source_of_defaults_the_run_then_the_family():
+    from tunesmith.serve.app import model_defaults
+    from tunesmith.serve.queue import Limits
+
+    stored = {"generate": {"duration": 4.0, "top_k": 50, "cfg": 2.5, "seed": 7, "num_samples": 3, "prompts": []}}
+    settings, origin = generation_defaults(stored)
+    assert origin == "the run's generate settings"
+    assert settings == {"duration": 4.0, "cfg": 2.5, "temperature": 1.0, "top_k": 50, "top_p": 0.0, "seed": 7}
+    fake = _fake_generator()
+    fake.config = stored
+    served = model_defaults(fake, Limits(max_duration=3.0))
+    assert served["duration"] == 3.0 and served["top_k"] == 50 and served["cfg"] == 2.5  # within the limits
+    from tunesmith.review.lm_samples import generation_defaults as review_defaults
+
+    assert review_defaults(stored, None) == settings and review_defaults(stored, 0.5)["duration"] == 0.5
+    damaged = generation_defaults({"generate": {"top_k": "many", "duration": 0}})
+    assert damaged == generation_defaults({})
 
 
 def test_http_limits_cap_the_schema_ranges(client):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html.parser
+import io
 import json
 import os
 import shutil
@@ -417,3 +418,40 @@ def test_review_command_runs_as_a_subprocess(lm_run):
     )
     assert proc.returncode == 0, proc.stderr
     assert "review page:" in proc.stdout and (lm_run / "samples" / "index.html").is_file()
+
+
+# --------------------------------------------------------------------------- one source of generation defaults
+
+
+def test_generate_serve_and_review_give_the_same_audio(lm_run, tmp_path, capsys, monkeypatch):
+    """The run stores generate = {duration 0.05, top_k 10, seed 3}: every command starts from it (not from the
+    family's 10 s / top-k 250), so the same prompt and seed give the same samples everywhere."""
+    import soundfile as sf
+
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from tunesmith.cli import main
+    from tunesmith.inference.lm import Generator
+    from tunesmith.serve.app import build_app
+    from tunesmith.serve.queue import Limits
+
+    monkeypatch.chdir(tmp_path)
+    prompts = tmp_path / "one.txt"  # one prompt: a batch of one everywhere (batch size changes float rounding)
+    prompts.write_text(PROMPTS[0] + "\n")
+    result = review_run(lm_run, epochs="best", prompts=prompts)
+    first = result.index.parent / "review" / "best"
+    (reviewed,) = [p for p in first.glob("*.wav") if "bright-fast-melody" in p.name]
+    assert main(["generate", str(lm_run), "--checkpoint", "best", "--prompt", PROMPTS[0], "--out", "gen"]) == 0
+    err = capsys.readouterr().err
+    assert "settings: duration=0.05 s cfg=3 temperature=1 top_k=10 top_p=0 seed=3 (from the run's generate" in err
+    (generated,) = (tmp_path / "gen").glob("*.wav")
+    generator = Generator.from_path(lm_run / "checkpoints" / "best")
+    with TestClient(build_app(generator, Limits())) as client:
+        served = client.post("/v1/generate", json={"prompt": PROMPTS[0], "seed": 3})
+    assert served.status_code == 200 and served.headers["x-audio-seconds"] == "0.0500"
+    samples = [sf.read(path, dtype="int16")[0] for path in (reviewed, generated)]
+    samples.append(sf.read(io.BytesIO(served.content), dtype="int16")[0])
+    assert samples[0].shape == (400,)  # 0.05 s at 8 kHz, the run's duration
+    for other in samples[1:]:
+        np.testing.assert_array_equal(other, samples[0])

@@ -66,6 +66,12 @@ class Server:
     def health(self) -> dict:
         return httpx.get(self.url + "/health", timeout=10).json()
 
+    def status(self) -> dict:
+        """The queue counters (behind the key; the key is ignored by servers without one)."""
+        response = httpx.get(self.url + "/v1/status", headers=AUTH, timeout=10)
+        assert response.status_code == 200, response.text
+        return response.json()
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
@@ -119,9 +125,14 @@ def test_model_loads_verified_before_the_port_opens(server):
     assert log.index("loaded and verified") < log.index("Uvicorn running")
 
 
-def test_health_is_open_and_the_rest_needs_the_key(server):
-    health = server.health()
-    assert health["status"] == "ok" and health["queued"] == 0
+def test_health_is_liveness_only_and_the_rest_needs_the_key(server, model_dir):
+    assert server.health() == {"status": "ok"}  # nothing about the model (its path) without the key
+    assert httpx.get(server.url + "/v1/status", timeout=10).status_code == 401
+    status = server.status()
+    assert status["status"] == "ok" and status["queued"] == 0 and status["model"] == str(model_dir)
+    assert status["precision"] == "fp32"  # --precision auto on CPU
+    for path in ("/docs", "/openapi.json", "/redoc"):  # off without --docs, with or without the key
+        assert httpx.get(server.url + path, headers=AUTH, timeout=10).status_code == 404
     assert httpx.get(server.url + "/v1/model", timeout=10).status_code == 401
     assert httpx.get(server.url + "/v1/model", headers={"X-API-Key": "wrong"}, timeout=10).status_code == 401
     assert (
@@ -214,7 +225,7 @@ def test_16_clients_4_requests_each_all_succeed(server, capsys):
             results = await asyncio.gather(*(client(http, c) for c in range(16)))
         return [r for rs in results for r in rs]
 
-    before = server.health()
+    before = server.status()
     start = time.perf_counter()
     responses = asyncio.run(main())
     elapsed = time.perf_counter() - start
@@ -223,7 +234,7 @@ def test_16_clients_4_requests_each_all_succeed(server, capsys):
     for response in responses:
         assert _audio(response)[0].shape == (800, 1)
     assert elapsed < 120, f"64 requests took {elapsed:.1f} s"
-    after = server.health()
+    after = server.status()
     assert after["completed"] - before["completed"] == 64 and after["failed"] == 0
     batches = after["batches"] - before["batches"]
     assert batches < 64 and max(int(r.headers["x-batch-size"]) for r in responses) > 1  # requests were batched
@@ -280,11 +291,11 @@ def _raw_request(port: int, body: dict) -> socket.socket:
 def _wait_for(srv: Server, condition, timeout: float = 20.0) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        health = srv.health()
-        if condition(health):
-            return health
+        status = srv.status()
+        if condition(status):
+            return status
         time.sleep(0.05)
-    raise AssertionError(f"condition not met in {timeout} s; health: {srv.health()}")
+    raise AssertionError(f"condition not met in {timeout} s; status: {srv.status()}")
 
 
 def test_full_queue_answers_503_and_disconnects_free_slots(model_dir):
@@ -353,3 +364,242 @@ def test_bad_arguments_are_user_errors(model_dir, capsys):
         assert main(["serve", str(model_dir), "--port", str(busy.getsockname()[1])]) == 2
     assert "pick another --port" in capsys.readouterr().err
     assert main(["serve", str(model_dir.parent / "missing")]) == 2
+
+
+# --------------------------------------------------------------------------- docs, keys and the web page (in process)
+
+
+def _fake_generator():
+    from types import SimpleNamespace
+
+    return SimpleNamespace(config={}, model=SimpleNamespace(conditioner=None), max_batch=1)
+
+
+def test_docs_are_off_by_default_and_behind_the_key_with_docs():
+    from fastapi.testclient import TestClient
+
+    from tunesmith.serve.app import build_app
+    from tunesmith.serve.queue import Limits
+
+    off = TestClient(build_app(_fake_generator(), Limits(), api_key=KEY))
+    for path in ("/docs", "/openapi.json", "/redoc"):
+        assert off.get(path, headers=AUTH).status_code == 404
+    on = TestClient(build_app(_fake_generator(), Limits(), api_key=KEY, docs=True))
+    for path in ("/docs", "/openapi.json"):
+        assert on.get(path).status_code == 401 and on.get(path, headers={"X-API-Key": "nope"}).status_code == 401
+        assert on.get(path, headers=AUTH).status_code == 200
+    assert "/v1/generate" in on.get("/openapi.json", headers=AUTH).json()["paths"]
+    open_docs = TestClient(build_app(_fake_generator(), Limits(), docs=True))  # no key configured: open
+    assert open_docs.get("/openapi.json").status_code == 200
+
+
+def test_web_page_needs_the_key_once_then_a_strict_cookie():
+    from fastapi.testclient import TestClient
+
+    from tunesmith.serve.app import build_app
+    from tunesmith.serve.auth import COOKIE, page_token
+    from tunesmith.serve.queue import Limits
+
+    client = TestClient(build_app(_fake_generator(), Limits(), api_key=KEY, name="/secret/path/model"))
+    signin = client.get("/")
+    assert signin.status_code == 401 and 'name="key"' in signin.text and "/secret/path" not in signin.text
+    assert client.get("/?key=wrong").status_code == 401 and COOKIE not in client.cookies
+    assert client.post("/sign-in", data={"key": "wrong"}).status_code == 401
+    opened = client.get(f"/?key={KEY}", follow_redirects=False)
+    assert opened.status_code == 303 and opened.headers["location"] == "/"  # the key leaves the address bar
+    cookie = opened.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie and KEY not in opened.headers["set-cookie"]
+    assert client.cookies[COOKIE] == page_token(KEY)
+    page = client.get("/")
+    assert page.status_code == 200 and "<audio" in page.text and 'id="download"' in page.text
+    assert "://" not in page.text  # offline: no CDN, no external anything
+    csp = page.headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "connect-src 'self'" in csp and "'unsafe-inline'" not in csp
+    assert client.get("/v1/status").status_code == 200  # the cookie opens the API for the page's scripts
+    other = TestClient(build_app(_fake_generator(), Limits(), api_key=KEY))
+    assert other.post("/sign-in", data={"key": KEY}, follow_redirects=False).status_code == 303
+    other.cookies.clear()
+    other.cookies.set(COOKIE, "forged")
+    assert other.get("/v1/status").status_code == 401
+
+
+@pytest.mark.parametrize("key", ["clé-secrète", "two words", "tab\tkey", "naïve"])
+def test_a_key_no_request_could_send_is_refused_at_start_up(model_dir, key, capsys, monkeypatch):
+    from tunesmith.cli import main
+    from tunesmith.serve.app import build_app
+    from tunesmith.serve.queue import Limits
+
+    start = time.monotonic()
+    assert main(["serve", str(model_dir), "--api-key", key, "--port", str(_free_port())]) == 2
+    err = capsys.readouterr().err
+    assert "--api-key: the API key contains" in err and "printable ASCII" in err
+    monkeypatch.setenv("TUNESMITH_API_KEY", key)
+    assert main(["serve", str(model_dir), "--port", str(_free_port())]) == 2
+    assert "$TUNESMITH_API_KEY: the API key contains" in capsys.readouterr().err
+    assert time.monotonic() - start < 30  # refused before the model is loaded
+    from tunesmith.errors import UserError
+
+    with pytest.raises(UserError, match="printable ASCII"):
+        build_app(_fake_generator(), Limits(), api_key=key)
+
+
+# --------------------------------------------------------------------------- slow clients and the connection limit
+
+
+def _trickle_until_closed(socks: list[socket.socket], seconds: float, on_tick=None) -> dict[int, tuple[float, bytes]]:
+    """Send one header line per socket every 0.2 s; → {index: (seconds until the server closed it, what it sent)}.
+
+    Bounded by ``seconds`` and by 5 ticks per second. ``on_tick(tick)`` runs between rounds.
+    """
+    import select
+
+    start = time.monotonic()
+    closed: dict[int, tuple[float, bytes]] = {}
+    replies = {i: b"" for i in range(len(socks))}
+    for tick in range(int(seconds * 5)):
+        if len(closed) == len(socks) or time.monotonic() - start > seconds:
+            break
+        for i, sock in enumerate(socks):
+            if i not in closed:
+                try:
+                    sock.sendall(f"X-Slow-{tick}: {'a' * 8}\r\n".encode())
+                except OSError:
+                    closed[i] = (time.monotonic() - start, replies[i])
+        open_socks = [s for i, s in enumerate(socks) if i not in closed]
+        readable, _, _ = select.select(open_socks, [], [], 0.2)
+        for sock in readable:
+            i = socks.index(sock)
+            try:
+                data = sock.recv(65536)
+            except OSError:
+                data = b""
+            replies[i] += data
+            if not data:
+                closed[i] = (time.monotonic() - start, replies[i])
+        if on_tick is not None:
+            on_tick(tick)
+    return closed
+
+
+def test_trickling_clients_are_closed_and_extra_connections_get_503(model_dir):
+    read_timeout, limit = 2.0, 8
+    srv = Server(model_dir, "--max-connections", str(limit), "--read-timeout", str(read_timeout),
+                 "--timeout-keep-alive", "1")  # fmt: skip
+    socks: list[socket.socket] = []
+    try:
+        srv.wait_ready()
+        time.sleep(1.5)  # wait_ready's kept-alive probe connection times out (keep-alive 1 s)
+        # 1. six clients trickle their headers forever; a normal request still works meanwhile
+        for _ in range(6):
+            sock = socket.create_connection((HOST, srv.port), timeout=5)
+            sock.sendall(f"GET /health HTTP/1.1\r\nHost: {HOST}\r\n".encode())
+            socks.append(sock)
+        normal: list[int] = []
+
+        def during(tick: int) -> None:
+            if tick == 2:
+                normal.append(httpx.get(srv.url + "/health", timeout=5).status_code)
+
+        closed = _trickle_until_closed(socks, seconds=read_timeout + 4, on_tick=during)
+        assert normal == [200]
+        assert sorted(closed) == list(range(6)), f"still open after {read_timeout + 4} s: {closed}"
+        for seconds, reply in closed.values():
+            assert seconds <= read_timeout + 1.5 and reply.startswith(b"HTTP/1.1 408"), (seconds, reply[:80])
+        socks.clear()
+        with httpx.Client(timeout=5) as client:
+            assert client.get(srv.url + "/health").status_code == 200
+
+        # 2. the limit: `limit` silent connections are open; one more is answered 503 with a reason
+        time.sleep(1.5)
+        idle = [socket.create_connection((HOST, srv.port), timeout=5) for _ in range(limit)]
+        socks.extend(idle)
+        time.sleep(0.2)
+        extra = httpx.get(srv.url + "/health", timeout=5, headers={"Connection": "close"})
+        assert extra.status_code == 503 and int(extra.headers["retry-after"]) >= 1
+        assert "too many connections" in extra.json()["error"] and str(limit) in extra.json()["error"]
+        deadline = time.monotonic() + read_timeout + 3
+        reopened = None
+        for _ in range(50):  # the silent connections are closed by the read timeout, then requests pass
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+            response = httpx.get(srv.url + "/health", timeout=5, headers={"Connection": "close"})
+            if response.status_code == 200:
+                reopened = time.monotonic()
+                break
+        assert reopened is not None, "the silent connections were never closed"
+        for sock in idle:
+            sock.settimeout(1)
+            assert sock.recv(65536).startswith(b"HTTP/1.1 408")
+        assert "Uvicorn running" in srv.log.read_text()
+    finally:
+        for sock in socks:
+            sock.close()
+        srv.stop()
+
+
+# --------------------------------------------------------------------------- the web page in a real browser
+
+_PLAY = """
+const done = arguments[arguments.length - 1];
+const $ = id => document.getElementById(id);
+const player = $('player');
+const report = () => done({duration: player.duration, error: player.error ? player.error.code : null,
+  src: player.currentSrc, download: $('download').download, href: $('download').href,
+  info: $('info').textContent, problem: $('error').textContent});
+$('go').click();
+let loading = false;
+const timer = setInterval(() => {  // the script timeout bounds it
+  if ($('error').textContent) { clearInterval(timer); report(); return; }
+  if (!player.src.startsWith('blob:')) return;
+  if (player.readyState >= 1 || player.error) { clearInterval(timer); report(); return; }
+  if (!loading) { loading = true; player.load(); }
+}, 100);
+"""
+
+
+@pytest.mark.slow
+def test_web_page_generates_and_plays_in_headless_chromium(tmp_path):
+    import shutil
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    from test_review import _browser
+
+    attr_model = make_lm_dir(tmp_path, make_codec_dir(tmp_path), attributes=["genre", "bpm"])
+    srv = Server(attr_model, env={"TUNESMITH_API_KEY": KEY}).wait_ready()
+    driver, profile = _browser()
+    try:
+        driver.set_script_timeout(60)
+        driver.get(srv.url + "/")
+        assert driver.find_elements(By.NAME, "key")  # without the key: only the sign-in form
+        signin_log = driver.get_log("browser")  # (read, so that it is cleared)
+        assert all("401" in e["message"] for e in signin_log if e["level"] == "SEVERE"), signin_log
+        driver.get(f"{srv.url}/?key={KEY}")
+        assert driver.current_url == srv.url + "/"  # redirected: the key is not left in the address bar
+        go = driver.find_element(By.ID, "go")
+        WebDriverWait(driver, 30).until(lambda d: go.is_enabled())  # /v1/model read
+        genre = Select(driver.find_element(By.ID, "attr-genre"))
+        assert sorted(o.text for o in genre.options) == ["(any)", "ambient", "pop", "rock"]
+        genre.select_by_value("rock")
+        driver.find_element(By.ID, "attr-bpm").send_keys("100")
+        driver.find_element(By.ID, "prompt").send_keys("bright fast melody")
+        for field, value in (("duration", "0.25"), ("seed", "5"), ("cfg", "2")):
+            box = driver.find_element(By.ID, field)
+            box.clear()
+            box.send_keys(value)
+        played = driver.execute_async_script(_PLAY)
+        assert played["error"] is None and played["problem"] == "", played
+        assert played["duration"] == pytest.approx(0.25, abs=0.01) and played["src"].startswith("blob:")
+        assert played["href"] == played["src"] and played["download"] == "tunesmith-seed-5.wav"
+        assert "seed 5" in played["info"]
+        WebDriverWait(driver, 10).until(lambda d: "1 done" in d.find_element(By.ID, "queue").text)
+        status = srv.status()  # the page's request went through the same queue as the API's
+        assert status["completed"] == 1 and status["failed"] == 0
+        severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert not severe, severe
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+        srv.stop()

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tunesmith.inference.request import DEFAULTS
+from tunesmith.inference.precision import PRECISIONS
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -27,23 +27,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "again continues where it stopped."
         ),
     )
-    p.add_argument("model", help="LM run folder, checkpoint folder or exported model dir")
+    p.add_argument(
+        "model",
+        help="LM run folder, checkpoint folder, exported model dir or transformers MusicGen dir "
+        "(imported once into <runs>/.hf_imports)",
+    )
     p.add_argument("--prompt", action="append", default=[], help='a text prompt (repeatable; "" = unconditional)')
     p.add_argument("--prompts", type=Path, help="prompts file: JSON lines or plain text lines")
     p.add_argument("--out", type=Path, required=True, help="output folder (audio files + results.jsonl)")
+    model_default = "default: the run's generate settings, else the family's"
+    p.add_argument("--duration", type=float, default=None, help=f"seconds per item ({model_default})")
+    p.add_argument("--cfg", type=float, default=None, help=f"classifier-free guidance, 1 = off ({model_default})")
+    p.add_argument("--temperature", type=float, default=None, help=f"0 = greedy ({model_default})")
+    p.add_argument("--top-k", type=int, default=None, help=f"sample among the k most likely, 0 = off ({model_default})")
+    p.add_argument("--top-p", type=float, default=None, help=f"nucleus sampling mass, 0 = off ({model_default})")
     p.add_argument(
-        "--duration", type=float, default=DEFAULTS["duration"], help="seconds per item (default %(default)g)"
-    )
-    p.add_argument("--cfg", type=float, default=DEFAULTS["cfg"], help="classifier-free guidance coefficient (1 = off)")
-    p.add_argument(
-        "--temperature", type=float, default=DEFAULTS["temperature"], help="sampling temperature (0 = greedy)"
-    )
-    p.add_argument(
-        "--top-k", type=int, default=DEFAULTS["top_k"], help="sample among the k most likely tokens (0 = off)"
-    )
-    p.add_argument("--top-p", type=float, default=DEFAULTS["top_p"], help="nucleus sampling mass (0 = off)")
-    p.add_argument(
-        "--seed", type=int, default=DEFAULTS["seed"], help="seed of the first item; item i without a seed uses seed+i"
+        "--seed", type=int, default=None, help=f"seed of item 0; item i without a seed uses seed+i ({model_default})"
     )
     p.add_argument("--batch-size", type=int, default=8, help="items generated together (same settings)")
     p.add_argument("--format", choices=("wav", "flac"), default="wav")
@@ -51,6 +50,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--codec", help="codec run or model dir (default: the one the LM was trained with)")
     p.add_argument("--checkpoint", default="best", help="which checkpoint of a run: best | last | epoch_NNNN")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="LM weights and arithmetic: auto (bf16 on GPUs that support it, fp32 on CPU) | bf16 | fp16 | fp32",
+    )
     p.add_argument("--json", action="store_true", help="print a JSON summary at the end")
     p.set_defaults(func=run)
 
@@ -58,18 +63,25 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tunesmith.errors import UserError
     from tunesmith.inference.batch import BatchOptions, generate_jobs
+    from tunesmith.inference.defaults import SAMPLING, describe, model_generation_defaults
     from tunesmith.inference.prompts import read_prompts
     from tunesmith.inference.request import parse_item
+    from tunesmith.inference.sources import resolve_model_source
 
     if not args.prompt and args.prompts is None:
         raise UserError("nothing to generate: give --prompt TEXT (repeatable) or --prompts FILE")
     if args.batch_size < 1:
         raise UserError(f"--batch-size={args.batch_size}: must be at least 1")
-    defaults = {name: getattr(args, name) for name in ("duration", "cfg", "temperature", "top_k", "top_p", "seed")}
+    given = {name: getattr(args, name) for name in SAMPLING if getattr(args, name) is not None}
     try:
-        parse_item({"prompt": ""}, defaults)
+        parse_item({"prompt": ""}, given)
     except ValueError as err:
         raise UserError(f"bad generation setting: {err}") from err
+    source = resolve_model_source(args.model)
+    defaults, origin = model_generation_defaults(source, args.checkpoint)
+    defaults.update(given)
+    flags = f"; flags: {', '.join(sorted(given))}" if given else ""
+    print(f"settings: {describe(defaults)} (from {origin}{flags})", file=sys.stderr)
     jobs, problems = read_prompts(args.prompt, args.prompts, defaults)
     for problem in problems:  # in line order
         print(f"tunesmith: skipped {problem}", file=sys.stderr)
@@ -80,8 +92,10 @@ def run(args: argparse.Namespace) -> int:
         codec=args.codec,
         which=args.checkpoint,
         device=args.device,
+        precision=args.precision,
+        name=str(args.model),
     )
-    done = generate_jobs(args.model, jobs, args.out, options, report=lambda line: print(line, file=sys.stderr))
+    done = generate_jobs(source, jobs, args.out, options, report=lambda line: print(line, file=sys.stderr))
     print(f"results: {done.results}", file=sys.stderr)
     if args.json:
         summary: dict[str, Any] = {"items": done.items, "skipped_lines": len(problems), "generated": done.generated,

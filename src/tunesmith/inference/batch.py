@@ -27,6 +27,8 @@ class BatchOptions:
     codec: str | Path | None = None  # default: the codec the LM was trained with
     which: str = "best"  # checkpoint of a run: best | last | epoch_NNNN
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto | bf16 | fp16 | fp32 (auto: bf16 on GPUs that support it, else fp32)
+    name: str = ""  # the model as the user named it, for results.jsonl (default: the path given)
 
 
 @dataclasses.dataclass
@@ -102,7 +104,8 @@ def generate_jobs(
     if not pending:
         return summary
     generator = _generator(model, options)
-    name = str(model) if isinstance(model, (str, Path)) else generator.name
+    name = options.name or (str(model) if isinstance(model, (str, Path)) else generator.name)
+    report(f"model {name}: precision {getattr(generator, 'precision', 'fp32')}")
     for warning in attribute_warnings(pending, _known_attributes(generator)):
         report(f"tunesmith: warning: {warning}")
     prompt_wav = None
@@ -142,7 +145,9 @@ def _generator(model: str | Path | Any, options: BatchOptions) -> Any:
     from tunesmith.runtime import pick_device
 
     device = str(pick_device()) if options.device == "auto" else options.device
-    return Generator.from_path(model, device=device, which=options.which, codec=options.codec)
+    return Generator.from_path(
+        model, device=device, which=options.which, codec=options.codec, precision=options.precision
+    )
 
 
 def _known_attributes(generator: Any) -> dict[str, list[str]]:

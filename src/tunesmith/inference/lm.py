@@ -80,13 +80,21 @@ class Generator:
     """An LM and its codec, ready to turn prompt items into audio."""
 
     def __init__(
-        self, model: LMModel, codec: Any, *, config: dict | None = None, name: str = "", max_batch: int = 8
+        self,
+        model: LMModel,
+        codec: Any,
+        *,
+        config: dict | None = None,
+        name: str = "",
+        max_batch: int = 8,
+        precision: str = "fp32",
     ) -> None:
         self.model = model.eval()
         self.codec = codec
         self.config = config or {}
         self.name = name
         self.max_batch = max_batch
+        self.precision = precision  # of the LM's weights (bf16 | fp16 | fp32); the codec runs in fp32
         if (
             getattr(codec, "bins", model.card) != model.card
             or getattr(codec, "n_q", model.num_codebooks) < model.num_codebooks
@@ -105,21 +113,39 @@ class Generator:
     def frame_rate(self) -> float:
         return float(self.codec.frame_rate)
 
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """The generation settings this model starts from (see :mod:`tunesmith.inference.defaults`)."""
+        from tunesmith.inference.defaults import generation_defaults
+
+        return generation_defaults(self.config)[0]
+
     @classmethod
     def from_path(
-        cls, path: str | Path, device: str = "cpu", *, which: str = "best", codec: str | Path | None = None
+        cls,
+        path: str | Path,
+        device: str = "cpu",
+        *,
+        which: str = "best",
+        codec: str | Path | None = None,
+        precision: str = "fp32",
     ) -> Generator:
-        """Load an LM run folder, checkpoint folder or exported model dir, and the codec it was trained with.
+        """Load an LM run folder, checkpoint folder, exported model dir or transformers MusicGen directory
+        (imported into the shared cache, see :mod:`tunesmith.inference.sources`), and its codec.
 
         The codec is the ``codec`` recorded in the LM's config (resolved against the working directory
         and the run folder), a ``codec/`` folder inside an exported model dir, or ``codec`` when given.
+        ``precision``: auto | bf16 | fp16 | fp32 for the LM (:mod:`tunesmith.inference.precision`).
         """
+        from tunesmith.inference.precision import dtype_of, resolve_precision
+        from tunesmith.inference.sources import resolve_model_source
         from tunesmith.models.codec import load_codec
         from tunesmith.models.lm.loading import build_from, read_lm_checkpoint
 
-        checkpoint = read_lm_checkpoint(path, which)
+        chosen = resolve_precision(precision, device)
+        checkpoint = read_lm_checkpoint(resolve_model_source(path), which)
         folder, meta, run_cfg = checkpoint.folder, checkpoint.meta, checkpoint.run_config
-        model = build_from(checkpoint, device)
+        model = build_from(checkpoint, device, dtype_of(chosen))
         codec_path: Path | None
         origin = Path(str(meta.get("exported_from") or folder))  # an export resolves paths like its source
         run_dir = origin.parent.parent if origin.parent.name == "checkpoints" else None
@@ -137,7 +163,7 @@ class Generator:
                 )
         bandwidth = run_cfg.get("codec_bandwidth") or None
         codec_model = load_codec(codec_path, bandwidth=bandwidth, device=device)
-        return cls(model, codec_model, config=run_cfg, name=str(path))
+        return cls(model, codec_model, config=run_cfg, name=str(path), precision=chosen)
 
     def generate(
         self,
@@ -194,6 +220,8 @@ class Generator:
         )
         lm_seconds = time.perf_counter() - start
         wav = self.codec.decode(codes).float().cpu().numpy()
+        if not np.isfinite(wav).all():
+            raise RuntimeError(f"the decoded audio is not finite (precision {self.precision}); try --precision fp32")
         seconds = time.perf_counter() - start
         audio_seconds = num_frames / self.frame_rate
         out = []
@@ -211,15 +239,21 @@ class Generator:
         return out
 
 
-def load_verified(model: str | Path, device: str, which: str = "best", codec: str | None = None) -> Any:
-    """Verify every file of the model (checksums) and load it with its codec; then generate one frame."""
-    from tunesmith.artifacts import checkpoint as ckpt
+def load_verified(
+    model: str | Path, device: str, which: str = "best", codec: str | None = None, precision: str = "fp32"
+) -> Any:
+    """Verify every file of the model (checksums) and load it with its codec; then generate one frame.
 
-    folder = ckpt.find_checkpoint(model, which=which)
+    A transformers MusicGen directory is imported into the shared cache first (verified there).
+    """
+    from tunesmith.artifacts import checkpoint as ckpt
+    from tunesmith.inference.sources import resolve_model_source
+
+    folder = ckpt.find_checkpoint(resolve_model_source(model), which=which)
     problems = ckpt.verify_folder(folder)
     if problems:
         raise UserError(f"{folder}: the model failed verification:\n  - " + "\n  - ".join(problems))
-    generator = Generator.from_path(folder, device=device, codec=codec)
+    generator = Generator.from_path(folder, device=device, codec=codec, precision=precision)
     warm = GenerationItem(duration=1.0 / generator.frame_rate, seed=0, top_k=0)
     try:
         generator.generate([warm])

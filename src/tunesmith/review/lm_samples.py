@@ -100,16 +100,16 @@ def review_prompts(
 
 
 def generation_defaults(config: dict, duration: float | None) -> dict[str, Any]:
-    """Item settings from the run's ``generate`` section (duration overridden by ``duration`` when given)."""
-    g = config_section(config, "generate")
-    return {
-        "duration": float(duration if duration is not None else g.get("duration") or 5.0),
-        "cfg": float(g.get("cfg", 3.0)),
-        "temperature": float(g.get("temperature", 1.0)),
-        "top_k": int(g.get("top_k", 250)),
-        "top_p": float(g.get("top_p", 0.0)),
-        "seed": int(g.get("seed", 0)),
-    }
+    """Item settings: the one source of defaults (the run's ``generate`` section, else the family's;
+    :mod:`tunesmith.inference.defaults`), with ``duration`` overriding when given. Logged once."""
+    from tunesmith.inference.defaults import describe
+    from tunesmith.inference.defaults import generation_defaults as shared_defaults
+
+    settings, origin = shared_defaults(config)
+    if duration is not None:
+        settings["duration"] = float(duration)
+    log.info("review settings: %s (from %s%s)", describe(settings), origin, "; --duration" if duration else "")
+    return settings
 
 
 def generate_lm_samples(

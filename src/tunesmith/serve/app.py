@@ -1,12 +1,16 @@
 """`tunesmith serve MODEL`: text-to-music over HTTP (FastAPI + uvicorn), with micro-batching.
 
-Endpoints:
+Endpoints (all but /health need the API key when one is set):
+    GET  /              a small offline web page: prompt, settings, the model's attributes, a player,
+                        a download link and the queue state (see :mod:`tunesmith.serve.page`)
     POST /v1/generate   JSON {prompt, duration, cfg, temperature, top_k, top_p, seed, format: wav|flac,
                         genre, bpm, key, instrument} → the audio (16-bit), with X-Seed, X-Audio-Seconds,
                         X-Batch-Size, ... headers. The attributes are for models trained with them: a
                         value the model never saw (or an attribute it does not use) is a 422 that names it.
     GET  /v1/model      name, sample rate, conditioning (attributes and their known values), defaults, limits
-    GET  /health        liveness and queue counters (no API key needed)
+    GET  /v1/status     model name, uptime, precision and the queue counters
+    GET  /health        liveness only: {"status": "ok"} (no API key needed, nothing about the model)
+    GET  /docs, /openapi.json   only with ``docs=True`` (``--docs``), behind the key like the rest
 
 Requests wait in a bounded queue; one worker thread takes up to ``max_batch`` requests with the same
 settings (duration, cfg, temperature, top-k, top-p), waiting at most ``batch_wait_ms`` for more to arrive,
@@ -15,14 +19,13 @@ with a message (checked by the one request schema, :mod:`tunesmith.inference.req
 disconnects leaves the queue at once, and a batch whose clients all left is aborted at the next decoding
 step. The model is verified and loaded (and run once) before the port opens. An API key (``--api-key``
 or ``$TUNESMITH_API_KEY``), when set, is required as ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``
-and compared in constant time.
+(or the web page's cookie, see :mod:`tunesmith.serve.auth`) and compared in constant time.
 """
 
 # No `from __future__ import annotations`: FastAPI must see the types imported inside build_app.
 import asyncio
 import contextlib
 import dataclasses
-import hmac
 import io
 import json
 import logging
@@ -32,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from tunesmith.inference.request import DEFAULTS, HTTP, FieldError, RequestError, http_errors, json_schema, validate
+from tunesmith.serve.auth import COOKIE, authorized, check_api_key, page_token
 from tunesmith.serve.queue import BatchQueue, Limits, QueueFull
 
 log = logging.getLogger("tunesmith.serve")
@@ -52,15 +56,18 @@ def encode_audio(wav: Any, sample_rate: int, fmt: str) -> bytes:
 
 
 def model_defaults(generator: Any, limits: Limits) -> dict[str, Any]:
-    """Request defaults: the model's ``generate`` settings from training (else the schema's), within the limits."""
-    g = generator.config.get("generate") if isinstance(generator.config.get("generate"), dict) else {}
+    """Request defaults: the one source of generation defaults (:mod:`tunesmith.inference.defaults`: the
+    run's ``generate`` settings, else the family's), within the limits; the seed stays random per request."""
+    from tunesmith.inference.defaults import generation_defaults
+
+    g, _ = generation_defaults(generator.config)
     return {
         "prompt": DEFAULTS["prompt"],
-        "duration": min(float(g.get("duration") or DEFAULTS["duration"]), limits.max_duration),
-        "cfg": min(float(g.get("cfg", DEFAULTS["cfg"])), limits.max_cfg),
-        "temperature": min(float(g.get("temperature", DEFAULTS["temperature"])), limits.max_temperature),
-        "top_k": min(int(g.get("top_k", DEFAULTS["top_k"])), limits.max_top_k),
-        "top_p": float(g.get("top_p", DEFAULTS["top_p"])),
+        "duration": min(g["duration"], limits.max_duration),
+        "cfg": min(g["cfg"], limits.max_cfg),
+        "temperature": min(g["temperature"], limits.max_temperature),
+        "top_k": min(g["top_k"], limits.max_top_k),
+        "top_p": g["top_p"],
         "format": "wav",
     }
 
@@ -96,16 +103,22 @@ def build_app(
     api_key: str | None = None,
     name: str = "",
     executor: ThreadPoolExecutor | None = None,
+    docs: bool = False,
 ) -> Any:
     """The FastAPI app around a loaded Generator; the queue's worker runs for the app's lifetime.
 
     ``executor``: the single thread the generator was loaded on (see :func:`generation_thread`).
+    ``docs``: serve /docs and /openapi.json (behind the key when one is set); off by default.
     """
-    from fastapi import Depends, FastAPI, Request
+    from fastapi import Depends, FastAPI, HTTPException, Request
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, Response
+    from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+    from starlette.requests import ClientDisconnect
 
     from tunesmith.inference.lm import GenerationItem, attribute_problems, attribute_values
+    from tunesmith.serve import page
+
+    api_key = check_api_key(api_key)
 
     defaults = model_defaults(generator, limits)
     known_attributes = attribute_values(generator.model)
@@ -120,20 +133,19 @@ def build_app(
         yield
         await queue.stop()
 
-    app = FastAPI(title="tunesmith", version=_version(), lifespan=lifespan)
+    app = FastAPI(
+        title="tunesmith", version=_version(), lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None
+    )
     app.state.queue = queue
 
     def require_key(request: Request) -> None:
-        if not api_key:
-            return
-        given = request.headers.get("x-api-key") or ""
-        auth = request.headers.get("authorization") or ""
-        if not given and auth[:7].lower() == "bearer ":
-            given = auth[7:].strip()
-        if not hmac.compare_digest(given.encode(), api_key.encode()):
-            from fastapi import HTTPException
-
+        if not authorized(api_key, request.headers, request.cookies):
             raise HTTPException(401, "missing or wrong API key", headers={"WWW-Authenticate": "Bearer"})
+
+    def signed_in(response: Response) -> Response:
+        if api_key:
+            response.set_cookie(COOKIE, page_token(api_key), httponly=True, samesite="strict", path="/")
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -142,7 +154,32 @@ def build_app(
 
     @app.get("/health")
     async def health() -> dict:
-        return {"status": "ok", "model": name, "uptime_s": round(time.time() - started, 1), **queue.stats()}
+        return {"status": "ok"}
+
+    @app.get("/v1/status", dependencies=[Depends(require_key)])
+    async def status() -> dict:
+        return {"status": "ok", "model": name, "uptime_s": round(time.time() - started, 1),
+                "precision": getattr(generator, "precision", "fp32"), **queue.stats()}  # fmt: skip
+
+    @app.get("/", include_in_schema=False)
+    async def web_page(request: Request, key: str | None = None) -> Response:
+        if key is not None:  # `/?key=KEY` once: a cookie instead, and the key leaves the address bar
+            if authorized(api_key, {"x-api-key": key}, {}):
+                return signed_in(RedirectResponse("/", status_code=303, headers=page.HEADERS))
+            return page.sign_in("wrong key")
+        if not authorized(api_key, request.headers, request.cookies):
+            return page.sign_in()
+        return page.web_page()
+
+    @app.post("/sign-in", include_in_schema=False)
+    async def sign_in(request: Request) -> Response:
+        from urllib.parse import parse_qs
+
+        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        key = (form.get("key") or [""])[0]
+        if authorized(api_key, {"x-api-key": key}, {}):
+            return signed_in(RedirectResponse("/", status_code=303, headers=page.HEADERS))
+        return page.sign_in("wrong key")
 
     @app.get("/v1/model", dependencies=[Depends(require_key)])
     async def model_info() -> dict:
@@ -161,9 +198,21 @@ def build_app(
                 "attribute_values": known_attributes,
             },
             "defaults": defaults,
+            "precision": getattr(generator, "precision", "fp32"),
             "limits": dataclasses.asdict(limits),
             "formats": sorted(MEDIA_TYPES),
         }
+
+    if docs:
+        from fastapi.openapi.docs import get_swagger_ui_html
+
+        @app.get("/openapi.json", dependencies=[Depends(require_key)], include_in_schema=False)
+        async def openapi() -> JSONResponse:
+            return JSONResponse(app.openapi())
+
+        @app.get("/docs", dependencies=[Depends(require_key)], include_in_schema=False)
+        async def swagger() -> HTMLResponse:
+            return get_swagger_ui_html(openapi_url="/openapi.json", title="tunesmith API")
 
     @app.post(
         "/v1/generate",
@@ -175,6 +224,8 @@ def build_app(
         try:
             data = read_body(await request.body(), request.headers.get("content-type"))
             values = validate(data, defaults, surface=HTTP, limits=limits)
+        except ClientDisconnect:  # left (or was closed for sending too slowly) before its body arrived
+            return Response(status_code=499)
         except RequestError as err:
             message, details = http_errors(err.errors)
             return JSONResponse({"error": message, "detail": details}, status_code=422)

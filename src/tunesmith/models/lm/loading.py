@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import torch
 from torch import Tensor
 
 from tunesmith.artifacts import checkpoint as ckpt
@@ -68,13 +69,14 @@ def read_lm_checkpoint(source: str | Path, which: str = "best", *, merge_lora: b
     return LMCheckpoint(folder, run_cfg, meta, config, weights)
 
 
-def build_from(checkpoint: LMCheckpoint, device: str = "cpu") -> LMModel:
-    """The LMModel of a checkpoint, on ``device``; UserError when the weights do not fit the config."""
+def build_from(checkpoint: LMCheckpoint, device: str = "cpu", dtype: torch.dtype | None = None) -> LMModel:
+    """The LMModel of a checkpoint, on ``device`` (weights cast to ``dtype`` when given); UserError when the
+    weights do not fit the config."""
     try:
         model = build_lm(checkpoint.config, checkpoint.weights)
     except (ValueError, RuntimeError) as err:
         raise UserError(f"{checkpoint.folder}: the weights do not fit the LM config: {err}") from err
-    return model.to(device)
+    return model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)
 
 
 def load_lm(source: str | Path, which: str = "best", device: str = "cpu") -> tuple[LMModel, LMCheckpoint]:
