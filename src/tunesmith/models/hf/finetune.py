@@ -135,10 +135,7 @@ def _import_once(source: Path, workdir: Path, cache: Path | None = None) -> Path
     if cache is None:
         log.info("importing %s into %s", source, target)
         return import_hf(source, target)
-    shared = cache / fingerprint[:16]
-    if not (shared.is_dir() and _imported_fingerprint(shared) == fingerprint and not verify_imported_dir(shared)):
-        log.info("importing %s into %s", source, shared)
-        import_hf(source, shared, force=True)  # the shared cache's own, stale or damaged, import
+    shared = cached_import(source, cache)
     with swap_folder(target) as tmp:
         link_tree(shared, tmp)
         config = json.loads((tmp / ckpt.CONFIG).read_text())  # the T5 path must name this run's copy
@@ -148,6 +145,23 @@ def _import_once(source: Path, workdir: Path, cache: Path | None = None) -> Path
         (tmp / ckpt.MANIFEST).unlink()
         ckpt.write_manifest(tmp, {"model_type": LM_MODEL_TYPE})
     return target
+
+
+def cached_import(source: Path, cache: Path) -> Path:
+    """``cache/<fingerprint[:16]>``: the import of the transformers MusicGen ``source``, made now unless an
+    intact import of the same content is there (shared by ``init_from=hf:`` runs and inference)."""
+    from tunesmith.models.hf.importer import config_fingerprint
+    from tunesmith.models.hf.verify import require_hf_dir
+
+    require_hf_dir(source, "musicgen")
+    fingerprint = config_fingerprint(source)
+    shared = Path(cache) / fingerprint[:16]
+    if shared.is_dir() and _imported_fingerprint(shared) == fingerprint and not verify_imported_dir(shared):
+        log.info("using the import of %s in %s", source, shared)
+        return shared
+    log.info("importing %s into %s", source, shared)
+    shared.parent.mkdir(parents=True, exist_ok=True)
+    return import_hf(source, shared, force=True)  # the cache's own import, stale or damaged, is replaced
 
 
 def verify_imported_dir(folder: Path) -> list[str]:
