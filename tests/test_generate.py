@@ -122,6 +122,53 @@ def test_half_precision_stays_close_to_fp32(model_dir, generator):
         Generator.from_path(model_dir, precision="fp8")
 
 
+def test_a_duration_that_cannot_fit_is_refused_at_once(generator, monkeypatch):
+    """`generate --duration 1e12` used to try to allocate petabytes; now it is refused before the first step,
+    naming what fits — and a request that fits still runs."""
+    import time
+
+    from tunesmith import runtime
+    from tunesmith.errors import UserError
+
+    start = time.perf_counter()
+    with pytest.raises(UserError, match=r"duration=1e\+12 s × 1 item\(s\) needs about .* the longest that fits"):
+        generator.generate([{"prompt": "x", "duration": 1e12, "seed": 0}])
+    assert time.perf_counter() - start < 5
+    monkeypatch.setattr(runtime, "available_memory", lambda device: 64 * 2**20)  # a 64 MiB machine
+    with pytest.raises(UserError, match="the longest that fits is about"):
+        generator.generate([{"prompt": "x", "duration": 600.0, "seed": 0}])
+    assert generator.generate([{"prompt": "x", "duration": 0.05, "seed": 0}])[0].wav.size > 0
+
+
+def test_a_full_disk_while_generating_is_one_line_and_keeps_finished_items(tmp_path, model_dir, monkeypatch):
+    import errno
+
+    from tunesmith.audio import io as audio_io
+    from tunesmith.errors import UserError
+    from tunesmith.inference.batch import BatchOptions, generate_jobs
+    from tunesmith.inference.prompts import read_prompts
+    from tunesmith.inference.results import read_done
+
+    jobs, problems = read_prompts(["first", "second"], None, {"seed": 1, "duration": 0.05})
+    assert not problems
+    real_save, calls = audio_io.save_audio, []
+
+    def save_then_fill_the_disk(path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_save(path, *args, **kwargs)
+
+    monkeypatch.setattr(audio_io, "save_audio", save_then_fill_the_disk)
+    out = tmp_path / "out"
+    with pytest.raises(UserError, match=r"no space left on the device writing .*nothing was lost: 1 finished items"):
+        generate_jobs(model_dir, jobs, out, BatchOptions(batch_size=1), report=lambda line: None)
+    assert read_done(out, ".wav") == {jobs[0].id}
+    monkeypatch.setattr(audio_io, "save_audio", real_save)
+    summary = generate_jobs(model_dir, jobs, out, BatchOptions(batch_size=1), report=lambda line: None)
+    assert summary.already_done == 1 and summary.generated == 1
+
+
 def test_parse_item_errors():
     assert parse_item({"text": "x", "genre": "rock", "bpm": 120}).conditions == {"genre": "rock", "bpm": 120}
     for bad, message in [

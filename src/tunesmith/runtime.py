@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -168,6 +169,26 @@ def apply_thread_policy(requested: int | None = None) -> ThreadPolicy:
     return dataclasses.replace(policy, load_warning=warning)
 
 
+def available_memory(device: str | torch.device = "cpu") -> int | None:
+    """Bytes free for new tensors on ``device``: the GPU's free memory, or the host's MemAvailable; None if unknown."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def pick_device(name: str = "auto") -> torch.device:
     """``auto`` → this rank's CUDA device when there is one, else CPU."""
     import torch
@@ -202,14 +223,32 @@ def format_metrics(metrics: dict[str, Any], keys: tuple[str, ...] | None = None)
 
 
 class EpochProgress:
-    """A rich progress bar for one epoch (or plain log lines when there is no terminal)."""
+    """A rich progress bar for one epoch (or plain log lines when there is no terminal).
 
-    def __init__(self, description: str, total: int, *, enabled: bool, log_every: int):
+    ``start``: units already done before this process took the epoch over (a resume); ``after``: units
+    the run still has after this epoch, for the run's ETA. Plain lines come every ``log_every`` units and
+    at least every ``interval_s`` seconds, each with the elapsed time and the ETAs of the epoch and the run.
+    """
+
+    def __init__(
+        self,
+        description: str,
+        total: int,
+        *,
+        enabled: bool,
+        log_every: int,
+        start: int = 0,
+        after: int = 0,
+        interval_s: float = 5.0,
+    ):
         self.total = total
         self.log_every = max(1, log_every)
         self.description = description
         self.bar = None
-        self.count = 0
+        self.start = self.count = max(0, start)
+        self.after = max(0, after)
+        self.interval_s = interval_s
+        self.started = self.last_line = time.monotonic()
         if enabled:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -221,7 +260,7 @@ class EpochProgress:
                 TextColumn("{task.fields[metrics]}"),
                 transient=False,
             )
-            self.task = self.bar.add_task(description, total=total, metrics="")
+            self.task = self.bar.add_task(description, total=total, completed=self.start, metrics="")
             self.bar.start()
 
     def update(self, metrics: dict[str, Any]) -> None:
@@ -229,9 +268,36 @@ class EpochProgress:
         text = format_metrics(metrics)
         if self.bar is not None:
             self.bar.update(self.task, advance=1, metrics=text)
-        elif self.count % self.log_every == 0 or self.count == self.total:
-            log.info("%s %d/%d %s", self.description, self.count, self.total, text)
+            return
+        now = time.monotonic()
+        due = self.count % self.log_every == 0 or now - self.last_line >= self.interval_s
+        if due or self.count == self.total:
+            self.last_line = now
+            log.info("%s %d/%d %s | %s", self.description, self.count, self.total, text, self.timing(now))
+
+    def timing(self, now: float | None = None) -> str:
+        """``"12s, ETA 1:05, run 9:40"``: elapsed in this epoch and the time left, from this process's rate."""
+        elapsed = (time.monotonic() if now is None else now) - self.started
+        done = self.count - self.start
+        parts = [f"{format_duration(elapsed)} elapsed"]
+        if done > 0:
+            per_unit = elapsed / done
+            left = max(0, self.total - self.count)
+            parts.append(f"ETA {format_duration(left * per_unit)}")
+            if self.after:
+                parts.append(f"run ETA {format_duration((left + self.after) * per_unit)}")
+        return ", ".join(parts)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.stop()
+
+
+def format_duration(seconds: float) -> str:
+    """``42`` → ``"42s"``, ``125`` → ``"2:05"``, ``3725`` → ``"1:02:05"``."""
+    seconds = max(0, int(round(seconds)))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}:{minutes:02d}:{secs:02d}"
+    return f"{minutes}:{secs:02d}" if minutes else f"{secs}s"

@@ -87,6 +87,7 @@ def generate_jobs(
     The model is loaded only when something is left to generate.
     """
     from tunesmith.audio.io import load_audio, save_audio
+    from tunesmith.engine.preflight import write_failure
     from tunesmith.errors import UserError
 
     options = options or BatchOptions()
@@ -120,8 +121,15 @@ def generate_jobs(
         prompts = [prompt_wav] * len(items) if prompt_wav is not None else None
         for job, result in zip(batch, generator.generate(items, prompt_wavs=prompts), strict=True):
             record = result_record(job, result, job.id + suffix, len(batch), name)
-            save_audio(out / record["file"], result.wav, result.sample_rate)  # atomic: complete or absent
-            append_result(results_path, record)
+            try:
+                save_audio(out / record["file"], result.wav, result.sample_rate)  # atomic: complete or absent
+                append_result(results_path, record)
+            except (OSError, RuntimeError) as err:  # a full disk, a folder made read-only meanwhile
+                done_now = summary.already_done + summary.generated
+                clear = write_failure(err, out / record["file"], result.wav.nbytes, f"{done_now} finished items")
+                if clear is None:
+                    raise
+                raise clear from err
             audio_seconds += result.wav.shape[-1] / result.sample_rate
             summary.generated += 1
         report(

@@ -193,6 +193,28 @@ class Generator:
                     results[i] = res
         return [r for r in results if r is not None]
 
+    def _check_memory(self, batch: int, num_frames: int, item: GenerationItem, device: torch.device) -> None:
+        """Refuse at once (naming the longest duration that fits) what could not be allocated: most of the
+        memory a request needs is known before the first step."""
+        from tunesmith.models.lm.generation import decoding_bytes
+        from tunesmith.runtime import available_memory
+
+        available = available_memory(device)
+        if available is None:
+            return
+        audio = batch * self.codec.channels * round(num_frames / self.frame_rate * self.sample_rate) * 4
+        need = decoding_bytes(self.model, batch, num_frames, item.cfg) + audio
+        budget = int(0.8 * available)
+        if need <= budget:
+            return
+        per_frame = need / num_frames
+        longest = max(0.0, budget / per_frame / self.frame_rate)
+        raise UserError(
+            f"duration={item.duration:g} s × {batch} item(s) needs about {need / 2**30:.1f} GiB for decoding on "
+            f"{device} and {available / 2**30:.1f} GiB is available; the longest that fits is about "
+            f"{longest:.0f} s per item (fewer items per batch fit more)"
+        )
+
     @torch.inference_mode()
     def _generate_batch(
         self, items: list[GenerationItem], prompt_wav: np.ndarray | None, on_step: Callable | None
@@ -200,6 +222,7 @@ class Generator:
         first = items[0]
         num_frames = max(1, round(first.duration * self.frame_rate))
         device = self.model.embed.weight.device
+        self._check_memory(len(items), num_frames, first, device)
         prompt_codes = None
         if prompt_wav is not None:
             wav = torch.as_tensor(np.asarray(prompt_wav, dtype=np.float32), device=device)

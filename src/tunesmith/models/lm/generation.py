@@ -115,3 +115,15 @@ def generate_codes(
         if s + 1 < steps:
             logits = step_logits(seq[:, :, s : s + 1], None)
     return pattern.revert(seq)
+
+
+def decoding_bytes(model: LMModel, batch: int, num_frames: int, cfg_coef: float = 3.0) -> int:
+    """Bytes :func:`generate_codes` allocates for ``batch`` items of ``num_frames`` frames: the KV cache
+    (2 × layers × rows × heads × steps × head_dim, rows doubled under guidance) and the Long code tables."""
+    cfg = model.transformer.cfg
+    rows = 2 * batch if model.conditioner is not None and cfg_coef != 1.0 else batch
+    steps = num_frames + model.num_codebooks + 1  # the delay pattern's extra steps, a bound for every pattern
+    element = model.embed.weight.element_size()
+    cache = 2 * cfg.num_layers * rows * cfg.num_heads * cfg.head_dim * steps * element
+    codes = 3 * batch * model.num_codebooks * steps * 8  # frames, the pattern sequence and its model input
+    return cache + codes
