@@ -123,20 +123,22 @@ def test_half_precision_stays_close_to_fp32(model_dir, generator):
 
 
 def test_a_duration_that_cannot_fit_is_refused_at_once(generator, monkeypatch):
-    """`generate --duration 1e12` used to try to allocate petabytes; now it is refused before the first step,
-    naming what fits — and a request that fits still runs."""
+    """`generate --duration 1e12` used to try to allocate petabytes. Prompt files and flags now stop at
+    --max-duration; past that (a raised limit, or library use with a GenerationItem) the memory check
+    refuses before the first step, naming what fits — and a request that fits still runs."""
     import time
 
     from tunesmith import runtime
     from tunesmith.errors import UserError
+    from tunesmith.inference.request import GenerationItem
 
     start = time.perf_counter()
     with pytest.raises(UserError, match=r"duration=1e\+12 s × 1 item\(s\) needs about .* the longest that fits"):
-        generator.generate([{"prompt": "x", "duration": 1e12, "seed": 0}])
+        generator.generate([GenerationItem(prompt="x", duration=1e12, seed=0)])
     assert time.perf_counter() - start < 5
     monkeypatch.setattr(runtime, "available_memory", lambda device: 64 * 2**20)  # a 64 MiB machine
     with pytest.raises(UserError, match="the longest that fits is about"):
-        generator.generate([{"prompt": "x", "duration": 600.0, "seed": 0}])
+        generator.generate([GenerationItem(prompt="x", duration=599.0, seed=0)])
     assert generator.generate([{"prompt": "x", "duration": 0.05, "seed": 0}])[0].wav.size > 0
 
 
@@ -316,3 +318,28 @@ def test_exported_model_dir_loads(tmp_path, model_dir, generator):
     loaded = Generator.from_path(exported)
     item = {"prompt": "dark slow drone", "seed": 2, "duration": 0.05}
     assert np.array_equal(loaded.generate([item])[0].codes, generator.generate([item])[0].codes)
+
+
+def test_resolve_codec_path_skips_folders_that_hold_no_codec(tmp_path, monkeypatch):
+    """An LM trained with `codec=codec` exported from elsewhere: walking up from runs/lm/SIG meets the
+    `runs/codec` task folder first; it holds runs, not a codec, and must not be taken for one."""
+    from tunesmith.models.codec.loading import resolve_codec_path
+
+    run_dir = tmp_path / "runs" / "lm" / "abcd1234"
+    (run_dir / "checkpoints" / "best").mkdir(parents=True)
+    (tmp_path / "runs" / "codec" / "5b1e25b3" / "checkpoints").mkdir(parents=True)  # a task folder of runs
+    real = tmp_path / "codec"
+    (real / "checkpoints").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "runs" / "lm")
+    assert resolve_codec_path("codec", run_dir / "checkpoints" / "best", run_dir) == real
+
+
+def test_duration_limit_for_files_and_flags(tmp_path, model_dir, capsys):
+    from tunesmith.cli import main
+    from tunesmith.inference.request import FileLimits, parse_item
+
+    with pytest.raises(ValueError, match="duration=700.0: Input should be less than or equal to 600"):
+        parse_item({"prompt": "x", "duration": 700.0})
+    assert parse_item({"prompt": "x", "duration": 700.0}, None, FileLimits(max_duration=900)).duration == 700.0
+    code = main(["generate", str(model_dir), "--prompt", "x", "--duration", "10000", "--out", str(tmp_path / "o")])
+    assert code == 2 and "raise --max-duration" in capsys.readouterr().err

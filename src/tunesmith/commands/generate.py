@@ -44,6 +44,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--seed", type=int, default=None, help=f"seed of item 0; item i without a seed uses seed+i ({model_default})"
     )
+    p.add_argument(
+        "--max-duration",
+        type=float,
+        default=600.0,
+        help="longest item accepted, in seconds (default %(default)s; a longer one is skipped with its line named)",
+    )
     p.add_argument("--batch-size", type=int, default=8, help="items generated together (same settings)")
     p.add_argument("--format", choices=("wav", "flac"), default="wav")
     p.add_argument("--prompt-audio", type=Path, help="audio file every item continues (its start is kept)")
@@ -65,24 +71,28 @@ def run(args: argparse.Namespace) -> int:
     from tunesmith.inference.batch import BatchOptions, generate_jobs
     from tunesmith.inference.defaults import SAMPLING, describe, model_generation_defaults
     from tunesmith.inference.prompts import read_prompts
-    from tunesmith.inference.request import parse_item
+    from tunesmith.inference.request import FileLimits, parse_item
     from tunesmith.inference.sources import resolve_model_source
 
     if not args.prompt and args.prompts is None:
         raise UserError("nothing to generate: give --prompt TEXT (repeatable) or --prompts FILE")
     if args.batch_size < 1:
         raise UserError(f"--batch-size={args.batch_size}: must be at least 1")
+    if not 0 < args.max_duration < float("inf"):
+        raise UserError(f"--max-duration={args.max_duration}: must be a positive number of seconds")
+    limits = FileLimits(max_duration=args.max_duration)
     given = {name: getattr(args, name) for name in SAMPLING if getattr(args, name) is not None}
     try:
-        parse_item({"prompt": ""}, given)
+        parse_item({"prompt": ""}, given, limits)
     except ValueError as err:
-        raise UserError(f"bad generation setting: {err}") from err
+        hint = " (raise --max-duration to allow longer items)" if "duration=" in str(err) else ""
+        raise UserError(f"bad generation setting: {err}{hint}") from err
     source = resolve_model_source(args.model)
     defaults, origin = model_generation_defaults(source, args.checkpoint)
     defaults.update(given)
     flags = f"; flags: {', '.join(sorted(given))}" if given else ""
     print(f"settings: {describe(defaults)} (from {origin}{flags})", file=sys.stderr)
-    jobs, problems = read_prompts(args.prompt, args.prompts, defaults)
+    jobs, problems = read_prompts(args.prompt, args.prompts, defaults, limits)
     for problem in problems:  # in line order
         print(f"tunesmith: skipped {problem}", file=sys.stderr)
     options = BatchOptions(

@@ -89,6 +89,7 @@ def generate_jobs(
     from tunesmith.audio.io import load_audio, save_audio
     from tunesmith.engine.preflight import write_failure
     from tunesmith.errors import UserError
+    from tunesmith.fileio import remove_stale_temps
 
     options = options or BatchOptions()
     if options.batch_size < 1:
@@ -98,6 +99,8 @@ def generate_jobs(
     suffix = f".{options.format}"
     results_path = out / RESULTS
     repair_tail(results_path)
+    for stale in remove_stale_temps(out):  # a killed run's half-written file
+        report(f"removed {stale.name}, left by a killed writer")
     done = read_done(out, suffix)
     pending = [j for j in jobs if j.id not in done]
     summary = BatchSummary(len(jobs), already_done=len(jobs) - len(pending), out=str(out), results=str(results_path))

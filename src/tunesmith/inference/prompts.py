@@ -41,7 +41,9 @@ def _job_id(index: int, item: GenerationItem) -> str:
     return f"{index:05d}-{_slug(item.prompt)}-{digest}"
 
 
-def read_prompts(prompts: list[str], path: Path | None, defaults: dict[str, Any]) -> tuple[list[Job], list[str]]:
+def read_prompts(
+    prompts: list[str], path: Path | None, defaults: dict[str, Any], limits: Any = None
+) -> tuple[list[Job], list[str]]:
     """Jobs from --prompt values and a prompts file; problems as ``file:line: message`` (bad lines are skipped)."""
     from tunesmith.inference.request import parse_item
 
@@ -71,7 +73,7 @@ def read_prompts(prompts: list[str], path: Path | None, defaults: dict[str, Any]
             fields = dict(data) if isinstance(data, dict) else data
             if isinstance(fields, dict) and "seed" not in fields:
                 fields["seed"] = defaults["seed"] + index
-            item = parse_item(fields, {k: v for k, v in defaults.items() if k != "seed"})
+            item = parse_item(fields, {k: v for k, v in defaults.items() if k != "seed"}, limits)
         except (ValueError, TypeError) as err:
             problems.append((source, number, str(err)))
             continue

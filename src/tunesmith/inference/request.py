@@ -124,8 +124,16 @@ def _shown(bound: float) -> str:
     return str(int(bound)) if float(bound).is_integer() else repr(float(bound))
 
 
+@dataclasses.dataclass(frozen=True)
+class FileLimits:
+    """Upper bounds for prompts files and ``--prompt`` (the server has its own ``Limits``): only the
+    duration is capped, by default at 10 minutes per item (``generate --max-duration``)."""
+
+    max_duration: float = 600.0
+
+
 def _bound(field: Field, limits: Any, attr: str | None, fixed: float | None) -> float | None:
-    if attr is not None and limits is not None:
+    if attr is not None and limits is not None and getattr(limits, attr, None) is not None:
         return getattr(limits, attr)
     return fixed
 
@@ -174,7 +182,8 @@ def validate(
 ) -> dict[str, Any]:
     """A request object → its values: every setting of the surface (``defaults`` under the given ones, then
     the schema's) plus ``conditions`` (the attributes given). Raises :class:`RequestError` naming every bad
-    field. ``null`` means "the default". ``limits`` (HTTP): the server's upper bounds.
+    field. ``null`` means "the default". ``limits``: upper bounds (the server's ``Limits``, or
+    :class:`FileLimits`) for the fields that name one.
     """
     if not isinstance(data, dict):
         raise RequestError([FieldError("body", f"expected a JSON object, got {type(data).__name__}", "dict_type")])
@@ -200,7 +209,7 @@ def validate(
             if not field.attribute:
                 values[field.name] = None if (field.name == "seed" and surface == HTTP) else field.default
             continue
-        value, error = check_field(field, value, limits if surface == HTTP else None)
+        value, error = check_field(field, value, limits)
         if error is not None:
             errors.append(error)
         elif field.attribute:
@@ -213,9 +222,12 @@ def validate(
     return values
 
 
-def parse_item(data: Any, defaults: Mapping[str, Any] | None = None) -> GenerationItem:
-    """A prompt dict (with ``defaults`` under it) → GenerationItem; RequestError (a ValueError) naming bad fields."""
-    return GenerationItem(**validate(data, defaults, surface=FILE))
+def parse_item(
+    data: Any, defaults: Mapping[str, Any] | None = None, limits: FileLimits | None = None
+) -> GenerationItem:
+    """A prompt dict (with ``defaults`` under it) → GenerationItem; RequestError (a ValueError) naming bad fields.
+    ``limits`` default: :class:`FileLimits` ()."""
+    return GenerationItem(**validate(data, defaults, surface=FILE, limits=limits or FileLimits()))
 
 
 def http_errors(errors: list[FieldError]) -> tuple[str, list[dict]]:

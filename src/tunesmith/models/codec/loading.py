@@ -175,9 +175,15 @@ __all__ = [
 
 def resolve_codec_path(value: str, checkpoint: Path, run_dir: Path | None) -> Path | None:
     """The codec an LM's config names (``value``), found as given, from the working directory, the
-    checkpoint folder, or the run folder and its parents; None when it is nowhere."""
+    checkpoint folder, or the run folder and its parents; None when it is nowhere. Only a folder that
+    can hold a codec counts (a run with ``checkpoints/``, or a folder with ``config.json``), so a
+    ``runs/codec`` task folder met while walking up never stands in for a codec named ``codec``."""
     path = Path(value).expanduser()
     candidates = [path] if path.is_absolute() else [Path.cwd() / path, checkpoint / path]
     if run_dir is not None and not path.is_absolute():
         candidates += [run_dir / path, *(parent / path for parent in run_dir.parents)]
-    return next((c for c in candidates if c.exists()), None)
+    return next((c for c in candidates if _may_hold_codec(c)), None)
+
+
+def _may_hold_codec(path: Path) -> bool:
+    return path.is_dir() and ((path / "checkpoints").is_dir() or (path / "config.json").is_file())
