@@ -12,6 +12,9 @@ from tunesmith import __version__
 
 log = logging.getLogger("tunesmith")
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_TIME_FORMAT = "%H:%M:%S"
+
 # subcommand module → each defines add_parser(subparsers) and a run(args) set as func.
 COMMAND_MODULES: tuple[str, ...] = (
     "tunesmith.commands.doctor",
@@ -65,13 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from tunesmith.config import ConfigError
+    from tunesmith.engine.signals import TrainingStopped
     from tunesmith.errors import UserError
     from tunesmith.runtime import apply_thread_policy
 
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.verbose or os.environ.get("TUNESMITH_DEBUG") else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=level, format=LOG_FORMAT, datefmt=LOG_TIME_FORMAT)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
@@ -91,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"tunesmith: error: {err}", file=sys.stderr)
         return 2
+    except TrainingStopped as err:  # SIGINT/SIGTERM/SIGUSR1 during train: checkpoint written, resumable
+        print(f"tunesmith: {err}", file=sys.stderr)
+        return err.exit_code
     except KeyboardInterrupt:
         print("tunesmith: interrupted", file=sys.stderr)
         return 130

@@ -92,7 +92,12 @@ class Run:
         return self.dir / "tensorboard"
 
     def write_status(self, **fields: Any) -> None:
+        """Merge ``fields`` into status.json. ``state``: running, finished, failed, aborted (the stability
+        guard), or interrupted (stopped by a signal or Ctrl-C; the same command resumes). A new state
+        drops the previous one's ``reason``."""
         status = read_json(self.status_path) or {}
+        if "state" in fields:
+            status.pop("reason", None)
         status.update(fields, updated_at=_now())
         atomic_write_json(self.status_path, status)
 

@@ -16,7 +16,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "`tunesmith train lm tiny data=DIR codec=RUN optim.lr=3e-4 dataset.batch_size=8`. "
             "The run folder is runs/<task>/<signature>; running the same command again resumes it. "
             "init_from=RUN_OR_MODEL starts a NEW run from those weights only; --fresh deletes the run and restarts. "
-            "Multi-GPU/multi-node: `torchrun --nproc-per-node N -m tunesmith train ...`."
+            "Multi-GPU/multi-node: `torchrun --nproc-per-node N -m tunesmith train ...`. "
+            "Stopping: SIGINT (Ctrl-C), SIGTERM or SIGUSR1 (Slurm's pre-timeout signal) finish the current "
+            "update, write the last checkpoint (mid-epoch too), mark the run 'interrupted' and exit with code 3; "
+            "the same command resumes at the next update. A second Ctrl-C stops at once (exit code 130)."
         ),
     )
     p.add_argument("task", nargs="?", help="codec | lm | midi")

@@ -46,6 +46,7 @@ from tunesmith.engine.preflight import (
 )
 from tunesmith.engine.sampler import MicroBatchSampler, TrainStream, valid_batches
 from tunesmith.engine.schedule import lr_at
+from tunesmith.engine.signals import StopRequest, TrainingStopped, ignore_stop_signals
 from tunesmith.engine.stability import StabilityGuard, TrainingAborted
 from tunesmith.engine.state import (
     REQUIRED,
@@ -57,7 +58,7 @@ from tunesmith.engine.state import (
     module_state,
 )
 from tunesmith.engine.task import Task
-from tunesmith.engine.tracking import Tracker, device_peak_flops
+from tunesmith.engine.tracking import EpochMeter, Tracker, device_peak_flops
 from tunesmith.engine.update import (
     COUNT_SUFFIX,
     BackwardTarget,
@@ -73,9 +74,10 @@ from tunesmith.runtime import EpochProgress, format_metrics, pick_device, progre
 
 log = logging.getLogger("tunesmith.train")
 
-__all__ = ["LossOutput", "PreflightError", "Solver", "StepInfo", "normalise_metrics"]
+__all__ = ["LossOutput", "PreflightError", "Solver", "StepInfo", "TrainingStopped", "normalise_metrics"]
 
 STATE_FORMAT = 1
+EPOCH_PROGRESS = "epoch_progress"  # state.pt key of a mid-epoch checkpoint only: the epoch's running sums
 
 
 @dataclasses.dataclass
@@ -120,6 +122,8 @@ class Solver(Task):
         self.scalers: dict[str, SafeScaler] = {}
         self.state = StateRegistry()
         self._watch = Stopwatch()
+        self._epoch_meter = EpochMeter()  # the current epoch's running sums (restored by a mid-epoch resume)
+        self._stop = StopRequest()
 
     @property
     def batch_size(self) -> int:
@@ -327,12 +331,12 @@ class Solver(Task):
         n_params = count_parameters(self.model, *self.extras.values()) if hasattr(self, "model") else 0
         return write_failure(err, self.run.checkpoints_dir, checkpoint_bytes(n_params), kept)
 
-    def _mark_failed(self) -> None:
+    def _mark_failed(self, state: str = "failed", **fields: Any) -> None:
         if self.dist.is_main:
             try:
-                self.run.write_status(state="failed", epoch=self.epoch, step=self.step)
+                self.run.write_status(state=state, epoch=self.epoch, step=self.step, **fields)
             except OSError as err:  # e.g. the disk is full: the original error is the one to report
-                log.warning("could not record the failure in %s: %s", self.run.status_path, err)
+                log.warning("could not record the %s state in %s: %s", state, self.run.status_path, err)
 
     def _probe_batch(self, size: int) -> None:
         """Forward and backward of one training micro-batch of ``size`` items (no optimizer step)."""
@@ -347,19 +351,10 @@ class Solver(Task):
 
     def save_checkpoints(self, improved: bool) -> None:
         """``last`` every epoch, a numbered copy every ``every_epochs``, ``best`` when improved."""
-        # every rank takes part (RNG gather, full state dicts under FSDP, a task's collectives)
-        weights, state = self.state.save(weights=self.sharded or self.dist.is_main)
-        if not self.dist.is_main:
+        last = self._write_last()
+        if last is None:
             return
         c = self.cfg.train.checkpoint
-        meta = {**self.checkpoint_meta(), "task": self.task, "preset": self.run.preset, "signature": self.run.signature}
-        config = {
-            "model_type": f"tunesmith-{self.task}",
-            "format_version": 1,
-            "meta": meta,
-            "config": self.resolved.data,
-        }
-        last = ckpt.save_checkpoint(self.run.checkpoints_dir / "last", weights=weights, state=state, config=config)
         # the first copy of this epoch is independent of `last` (a damaged file never reaches every copy of the
         # newest state); a second one hard-links to that copy
         independent: Path | None = None
@@ -369,6 +364,31 @@ class Solver(Task):
         if improved and c.save_best:
             ckpt.copy_checkpoint(independent or last, self.run.checkpoints_dir / "best", link=independent is not None)
         self.after_checkpoint()
+
+    def save_mid_epoch(self) -> Path | None:
+        """``last`` only, after an update inside an epoch (a stop request), with the epoch's running sums under
+        ``epoch_progress``: the resume continues at the next update (step, micro_step and the RNG streams are
+        in the state; the data order is a function of the position) and reports the whole epoch's means."""
+        last = self._write_last(**{EPOCH_PROGRESS: self._epoch_meter.state_dict()})
+        if last is not None:
+            self.after_checkpoint()
+        return last
+
+    def _write_last(self, **more_state: Any) -> Path | None:
+        """Write ``checkpoints/last`` from the state registry (plus ``more_state``); None on other ranks."""
+        # every rank takes part (RNG gather, full state dicts under FSDP, a task's collectives)
+        weights, state = self.state.save(weights=self.sharded or self.dist.is_main)
+        if not self.dist.is_main:
+            return None
+        state.update(more_state)
+        meta = {**self.checkpoint_meta(), "task": self.task, "preset": self.run.preset, "signature": self.run.signature}
+        config = {
+            "model_type": f"tunesmith-{self.task}",
+            "format_version": 1,
+            "meta": meta,
+            "config": self.resolved.data,
+        }
+        return ckpt.save_checkpoint(self.run.checkpoints_dir / "last", weights=weights, state=state, config=config)
 
     def _resume(self) -> None:
         if self.dist.is_main:  # leftovers of writers killed mid-write (their pid is gone from this host)
@@ -383,7 +403,15 @@ class Solver(Task):
             return
         folder, state = found
         self.state.load(state, lambda name: ckpt.load_weights(folder, name, ema=False))
-        log.info("resumed from %s: epoch %d, step %d", folder, self.epoch, self.step)
+        self._epoch_meter = EpochMeter.from_state(state.get(EPOCH_PROGRESS))
+        within = f" (update {self.step - self.epoch * self.cfg.train.updates_per_epoch} of epoch {self.epoch + 1})"
+        log.info(
+            "resumed from %s: epoch %d, step %d%s",
+            folder,
+            self.epoch,
+            self.step,
+            within if EPOCH_PROGRESS in state else "",
+        )
 
     # ------------------------------------------------------------------ primitives
 
@@ -485,6 +513,7 @@ class Solver(Task):
             pin_memory=self.device.type == "cuda",
             persistent_workers=False,
             prefetch_factor=4 if workers else None,
+            worker_init_fn=ignore_stop_signals if workers else None,
         )
 
     def _micro_batches(self, n_updates: int) -> Iterator[list]:
@@ -501,8 +530,13 @@ class Solver(Task):
             MicroBatchSampler(stream, start, start + n_updates * t.grad_accum), self.datasets["train"]
         )
         dtype = input_dtype(self.model)
+        if self.step != self.epoch * t.updates_per_epoch:  # resumed mid-epoch: this epoch's loader already drew
+            with torch.random.fork_rng(devices=[]):  # its base seed from the global RNG before the checkpoint
+                batches = iter(loader)
+        else:
+            batches = iter(loader)
         group = []
-        for batch in loader:
+        for batch in batches:
             group.append(move_batch(batch, self.device, dtype))
             if len(group) == t.grad_accum:
                 yield group
@@ -511,29 +545,32 @@ class Solver(Task):
     # ------------------------------------------------------------------ epochs
 
     def train_epoch(self) -> dict[str, float]:
+        """The updates left in the current epoch (all of them, unless resumed mid-epoch); returns the epoch's
+        train summary. On a stop request it returns after the update in progress: see ``epoch_complete``."""
         t = self.cfg.train
-        n_updates = min(t.updates_per_epoch, self.total_updates() - self.step)
+        epoch_end = min((self.epoch + 1) * t.updates_per_epoch, self.total_updates())
+        n_updates = max(0, epoch_end - self.step)
         self.model.train()
         for m in self.extras.values():
             m.train()
+        meter = self._epoch_meter
+        unit = f"{self.target_unit}/s"
         progress = EpochProgress(
             f"train {self.epoch + 1}/{t.epochs}",
-            n_updates,
+            epoch_end - self.epoch * t.updates_per_epoch,
             enabled=progress_enabled(t.log.progress) and self.dist.is_main,
             log_every=t.log.every_steps,
+            start=self.step - self.epoch * t.updates_per_epoch,
+            after=self.total_updates() - epoch_end,
         )
-        totals: dict[str, float] = defaultdict(float)
-        weights = 0.0
-        wait = compute = 0.0
-        targets = 0.0
         flops_per_target = self.flops_per_target()
-        epoch_start = time.perf_counter()
+        epoch_start = time.perf_counter() - meter.seconds
         tick = time.perf_counter()
         batches = self._micro_batches(n_updates)
         for _ in range(n_updates):
             micro_batches = next(batches)
             got = time.perf_counter()
-            wait += got - tick
+            meter.wait += got - tick
             lr = self._set_lr()
             metrics = self.train_update(micro_batches)
             self.micro_step += t.grad_accum
@@ -543,34 +580,37 @@ class Solver(Task):
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             tick = time.perf_counter()
-            compute += tick - got
-            n = float(metrics.pop("targets", 0.0))
-            targets += n
-            for key, value in metrics.items():
-                if math.isfinite(value):
-                    totals[key] += value * max(n, 1.0)
-            weights += max(n, 1.0)
-            elapsed = tick - epoch_start
-            shown = {**metrics, "lr": lr, "targets_per_s": targets / max(elapsed, 1e-9)}
+            meter.compute += tick - got
+            meter.add(metrics, float(metrics.pop("targets", 0.0)))
+            meter.seconds = tick - epoch_start
+            shown = {**metrics, "lr": lr, "targets_per_s": meter.targets / max(meter.seconds, 1e-9)}
             if self.tracker and (self.step % t.log.every_steps == 0 or self.step == 1):
                 self.tracker.write("train_step", self.step, self.epoch + 1, shown)
-            progress.update({k: shown[k] for k in ("loss", "lr", "grad_norm", "targets_per_s") if k in shown})
+            printed = {k: shown[k] for k in ("loss", "lr", "grad_norm") if k in shown}
+            progress.update({**printed, unit: round(shown["targets_per_s"])})
+            if self.step < epoch_end and self._stop.agreed(self.device, self.dist.enabled):
+                break
         progress.close()
         elapsed = time.perf_counter() - epoch_start
-        summary = {k: v / max(weights, 1.0) for k, v in totals.items()}
+        summary = meter.means()
         summary.update(
-            targets_per_s=targets / max(elapsed, 1e-9),
-            data_wait_share=wait / max(elapsed, 1e-9),
+            targets_per_s=meter.targets / max(elapsed, 1e-9),
+            data_wait_share=meter.wait / max(elapsed, 1e-9),
             epoch_seconds=elapsed,
         )
         if flops_per_target:
-            achieved = flops_per_target * targets / max(compute, 1e-9)
+            achieved = flops_per_target * meter.targets / max(meter.compute, 1e-9)
             summary["gflops_per_s"] = achieved / 1e9 / self.dist.world_size
             if self.device.type == "cuda":
                 peak = device_peak_flops(torch.cuda.get_device_name(self.device))
                 if peak:
                     summary["mfu"] = achieved / self.dist.world_size / peak
         return self.derived_metrics(summary)
+
+    def epoch_complete(self) -> bool:
+        """Whether the current epoch's updates are all done (false after a mid-epoch stop)."""
+        t = self.cfg.train
+        return self.step >= min((self.epoch + 1) * t.updates_per_epoch, self.total_updates())
 
     # ------------------------------------------------------------------ valid
 
@@ -638,7 +678,12 @@ class Solver(Task):
         return last or (every > 0 and self.epoch % every == 0)
 
     def fit(self) -> dict:
-        """Run (or resume) training to the end; returns the final status."""
+        """Run (or resume) training to the end; returns the final status. SIGINT, SIGTERM and SIGUSR1 stop it
+        gracefully at an update boundary (engine.signals): checkpoint, status "interrupted", TrainingStopped."""
+        with self._stop:
+            return self._fit()
+
+    def _fit(self) -> dict:
         raise_problems(list(self.preflight()))  # the task's data checks, before anything is built or loaded
         raise_problems(writable_problems(self.run.dir, self.dist.rank))  # a resume writes too (TensorBoard...)
         self.setup()
@@ -648,7 +693,12 @@ class Solver(Task):
             self.run.write_status(state="running", epoch=self.epoch, step=self.step)
         try:
             while self.epoch < t.epochs and self.step < self.total_updates():
+                if self._stop.agreed(self.device, self.dist.enabled):  # during set-up, valid or a checkpoint
+                    self._stop_run(write=False)
                 train_metrics = self.train_epoch()
+                if not self.epoch_complete():
+                    self._stop_run(write=True)
+                self._epoch_meter = EpochMeter()
                 self.epoch += 1
                 last = self.epoch >= t.epochs or self.step >= self.total_updates()
                 train_metrics.update(self.guard.end_epoch(self.epoch))
@@ -690,10 +740,15 @@ class Solver(Task):
                     best=self.best,
                     wall_time_s=round(self._watch.elapsed(), 1),
                 )
+        except TrainingStopped:
+            raise
         except TrainingAborted as err:
             if self.dist.is_main:
                 self.run.write_status(state="aborted", reason=str(err), epoch=self.epoch, step=self.step)
             raise UserError(str(err)) from None
+        except KeyboardInterrupt:  # a second Ctrl-C: no checkpoint now, the last one still resumes
+            self._mark_failed("interrupted", reason="stopped at once by a second Ctrl-C")
+            raise
         except Exception as err:
             self._mark_failed()
             failure = self._write_failure(err)
@@ -717,6 +772,25 @@ class Solver(Task):
             "history": self.epoch_history,
         }
 
+    def _stop_run(self, *, write: bool) -> None:
+        """After a stop request: ``last`` at this update (``write``), status "interrupted", TrainingStopped."""
+        folder = self.save_mid_epoch() if write else None
+        if folder is None and self.dist.is_main:
+            candidates = ckpt.checkpoint_candidates(self.run.dir)
+            folder = candidates[0] if candidates else None
+        name = self._stop.signal_name or "a signal"
+        if self.dist.is_main:
+            self.run.write_status(
+                state="interrupted",
+                reason=f"stopped by {name}",
+                epoch=self.epoch,
+                step=self.step,
+                best=self.best,
+                wall_time_s=round(self._watch.elapsed(), 1),
+            )
+        barrier()
+        raise TrainingStopped(name, self.step, str(folder) if folder else None)
+
     def _on_main_model(self, fn):
         model = self.model
         model.eval()
@@ -728,9 +802,14 @@ class Solver(Task):
 
     def _log_epoch(self, record: dict) -> None:
         train = record["train"]
-        line = format_metrics(
-            {k: train[k] for k in ("loss", "grad_norm", "targets_per_s", "data_wait_share") if k in train}
-        )
+        shown = {k: train[k] for k in ("loss", "grad_norm") if k in train}
+        if "targets_per_s" in train:
+            shown[f"{self.target_unit}/s"] = round(train["targets_per_s"])
+        if "data_wait_share" in train:
+            shown["data_wait_share"] = train["data_wait_share"]
+        if "epoch_seconds" in train:
+            shown["epoch_s"] = round(train["epoch_seconds"], 1)
+        line = format_metrics(shown)
         valid = record.get("valid") or {}
         log.info(
             "epoch %d step %d | train %s | valid %s%s",

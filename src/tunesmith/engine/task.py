@@ -35,6 +35,7 @@ class Task:
     # dataset: <has batch_size: int>, plus the task's own sections
     best_metric: ClassVar[str] = "loss"  # a valid metric: the "best" checkpoint
     best_mode: ClassVar[str] = "min"
+    target_unit: ClassVar[str] = "targets"  # what count_targets counts, in printed rates ("tokens" → tokens/s)
     ddp_find_unused_parameters: ClassVar[bool] = False
     optimizer_metric_prefix: ClassVar[dict[str, str]] = {}  # extra optimizer → prefix of its logged
     # loss and grad norm (default "<name>_"): the codec logs its discriminator's as d_loss, d_grad_norm

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -34,6 +35,41 @@ def device_peak_flops(device_name: str) -> float | None:
         if key in device_name:
             return flops
     return None
+
+
+@dataclasses.dataclass
+class EpochMeter:
+    """One epoch's running sums: metric sums weighted by targets, targets, data-wait and compute seconds.
+
+    Plain data: a mid-epoch checkpoint stores it, so a resumed epoch reports the means an epoch never
+    stopped would (``seconds``: wall time spent in the epoch before this process took it over)."""
+
+    totals: dict[str, float] = dataclasses.field(default_factory=dict)
+    weight: float = 0.0
+    targets: float = 0.0
+    wait: float = 0.0
+    compute: float = 0.0
+    seconds: float = 0.0
+
+    def add(self, metrics: dict[str, float], targets: float) -> None:
+        """One update's normalised ``metrics`` over ``targets`` targets."""
+        self.targets += targets
+        for key, value in metrics.items():
+            if math.isfinite(value):
+                self.totals[key] = self.totals.get(key, 0.0) + value * max(targets, 1.0)
+        self.weight += max(targets, 1.0)
+
+    def means(self) -> dict[str, float]:
+        return {k: v / max(self.weight, 1.0) for k, v in self.totals.items()}
+
+    def state_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_state(cls, state: dict | None) -> EpochMeter:
+        state = state or {}
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in state.items() if k in fields})
 
 
 class Tracker:

@@ -134,6 +134,7 @@ class CodecSolver(Solver):
     config_class = CodecConfig
     best_metric = "mel"
     best_mode = "min"
+    target_unit = "clips"  # per-clip losses: one target is one dataset.segment_seconds clip
     optimizer_metric_prefix = {"discriminator": "d_"}  # d_loss, d_grad_norm
 
     # ------------------------------------------------------------------ build

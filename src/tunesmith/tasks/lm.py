@@ -102,6 +102,7 @@ class LMSolver(Solver):
     config_class = LMTaskConfig
     best_metric = "loss"
     best_mode = "min"
+    target_unit = "tokens"  # audio codes: frames × codebooks
 
     def prepare(self) -> Resolved | None:
         """Open the init source, the codec and its token cache, and fix the LM's shape from the codec.

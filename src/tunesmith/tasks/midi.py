@@ -126,6 +126,7 @@ class MidiSolver(Solver):
     config_class = MidiConfig
     best_metric = "loss"
     best_mode = "min"
+    target_unit = "tokens"
 
     def __init__(self, resolved, run) -> None:
         super().__init__(resolved, run)

@@ -80,6 +80,7 @@ class ToyModel(nn.Module):
 class ToySolver(Solver):
     task = "toy"
     config_class = ToyConfig
+    target_unit = "tokens"
 
     def build_model(self) -> nn.Module:
         d, m = self.cfg.dataset, self.cfg.model

@@ -12,7 +12,8 @@ Settings that change the output (sample rate, channels, segment lengths, split, 
 threshold, synthetic track duration) are stored in ``DIR/state/settings.json``; a run asking for
 others into the same DIR is refused.
 
-Modules: ``settings`` (output settings, refused changes), ``track`` (one track → segments), ``resume``
+Modules: ``settings`` (output settings, refused changes), ``split`` (train/valid by track), ``track`` (one track →
+segments), ``resume``
 (the completion log), ``pool`` (worker processes, crash isolation), ``outputs`` (manifests, rejected.jsonl,
 dataset.json), ``progress`` and ``dataset`` (:func:`prepare_dataset`, tying them together).
 """
@@ -24,7 +25,8 @@ from tunesmith.data.prepare.pool import run_tracks
 from tunesmith.data.prepare.progress import progress_enabled
 from tunesmith.data.prepare.resume import TrackLog
 from tunesmith.data.prepare.settings import FORMAT_VERSION, OUTPUT_SETTINGS, SILENCE_DB, STATE_DIR, OutputError
-from tunesmith.data.prepare.track import process_track, split_of
+from tunesmith.data.prepare.split import assign_splits, split_of
+from tunesmith.data.prepare.track import process_track
 
 __all__ = [
     "FORMAT_VERSION",
@@ -33,6 +35,7 @@ __all__ = [
     "STATE_DIR",
     "OutputError",
     "TrackLog",
+    "assign_splits",
     "prepare_dataset",
     "process_track",
     "progress_enabled",

@@ -14,6 +14,7 @@ from tunesmith.data.prepare.pool import run_tracks
 from tunesmith.data.prepare.progress import progress_enabled
 from tunesmith.data.prepare.resume import TrackLog
 from tunesmith.data.prepare.settings import SILENCE_DB, STATE_DIR, check_settings
+from tunesmith.data.prepare.split import assign_splits
 from tunesmith.data.sources import KINDS, Rejection, ScanResult, Track, detect_kind, scan_source, scan_synthetic
 from tunesmith.errors import UserError
 from tunesmith.fileio import atomic_write_text
@@ -124,12 +125,16 @@ def prepare_dataset(
     }
     source_paths = [Path(s).expanduser().absolute() for s in sources]
     new_dataset = check_settings(out, settings)
+    log.info("scanning %s", ", ".join(str(p) for p in source_paths) or f"{num_tracks} synthetic tracks")
     tracks, scan_rejected, rows_without_audio, kinds = _scan_all(source_paths, source, out, settings, num_tracks)
     if new_dataset:  # only once the sources were found and read: a typo leaves no half-made DIR behind
         atomic_write_text(out / STATE_DIR / "settings.json", json.dumps(settings, indent=1, sort_keys=True) + "\n")
 
     state = TrackLog(out / STATE_DIR / "tracks.jsonl")
     pending = [t for t in tracks if not state.is_current(t)]
+    recorded = {tid: str(r.get("split")) for tid, r in state.records.items()}
+    splits = assign_splits(tracks, settings["seed"], settings["valid_fraction"], recorded)
+    log.info("%d tracks found: %d to process, %d already done", len(tracks), len(pending), len(tracks) - len(pending))
     bar = EpochProgress(
         "prepare",
         len(pending),
@@ -140,6 +145,7 @@ def prepare_dataset(
     run_counts: Counter[str] = Counter()
 
     def on_record(record: dict[str, Any]) -> None:
+        record["split"] = splits.get(record["track_id"], "train")
         state.append(record)
         run_counts[record["status"]] += 1
         if record["status"] == "done":

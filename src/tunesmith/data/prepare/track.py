@@ -1,8 +1,8 @@
-"""One track → its segments (audio + sidecar) under ``DIR/segments/<track>/`` and a completion record."""
+"""One track → its segments (audio + sidecar) under ``DIR/segments/<track>/`` and a completion record
+(its split is decided for the whole dataset by ``split.assign_splits`` and added by ``prepare_dataset``)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -66,7 +66,6 @@ def process_track(track: dict[str, Any], settings: dict[str, Any], out_dir: str)
     if seg_dir.exists():  # leftovers of an interrupted attempt: never referenced by a manifest
         shutil.rmtree(seg_dir)
     base = {"track_id": t.track_id, "key": key, "fingerprint": t.fingerprint(), "file": t.audio or t.track_id}
-    base["split"] = split_of(t, settings["seed"], settings["valid_fraction"])
     sr, channels = settings["sample_rate"], settings["channels"]
     seg_frames = int(round(settings["segment"] * sr))
     min_frames = max(1, int(round(settings["min_segment"] * sr)))
@@ -153,13 +152,3 @@ def process_track(track: dict[str, Any], settings: dict[str, Any], out_dir: str)
     except Exception as err:  # a decoder or library failure on one file must not stop the run
         log.debug("track %s failed", t.track_id, exc_info=True)
         return reject(f"error while processing: {type(err).__name__}: {err}")
-
-
-def split_of(track: Track, seed: int, valid_fraction: float) -> str:
-    """'valid' or 'train' from a hash of (seed, track id), or the track's own stratified hint."""
-    if track.split_hint is not None:
-        u = track.split_hint
-    else:
-        digest = hashlib.sha256(f"{seed}:{track.track_id}".encode()).hexdigest()
-        u = int(digest[:16], 16) / 2**64
-    return "valid" if u < valid_fraction else "train"
