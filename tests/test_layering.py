@@ -110,3 +110,20 @@ def test_only_the_entry_point_imports_commands() -> None:
 )
 def test_the_rule_itself(source: str, target: str, climbs: bool) -> None:
     assert (RANK[target] > RANK[source]) is climbs
+
+
+def test_tests_share_through_conftest_and_support_only() -> None:
+    """A test module never imports another test module (fixtures: conftest.py; helpers: tests/support/)."""
+    tests = Path(__file__).resolve().parent
+    bad = []
+    for path in sorted(tests.rglob("test_*.py")):
+        if "fixtures" in path.relative_to(tests).parts:
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            bad += [
+                f"{path.relative_to(tests)}:{node.lineno}: {n}" for n in names if n.split(".")[0].startswith("test_")
+            ]
+    assert not bad, bad

@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 
-from test_hf_fixtures import CARD, NUM_CODEBOOKS, load_hf, make_musicgen_dir
+from support.hf import CARD, NUM_CODEBOOKS, load_hf, make_musicgen_dir
 from tunesmith.cli import main
 from tunesmith.errors import UserError
 from tunesmith.inference.lm import Generator

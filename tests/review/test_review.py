@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 import torch
 
-from test_lm_fixtures import make_codec_dir, make_lm_dir
+from support.browser import headless_chromium
+from support.lm import make_codec_dir, make_lm_dir
 from tunesmith.artifacts import checkpoint as ckpt
 from tunesmith.errors import UserError
 from tunesmith.review import (
@@ -349,25 +350,6 @@ def test_nice_ticks(low, high):
 
 # --------------------------------------------------------------------------- in a real browser
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-
-
-def _browser():
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        pytest.skip("Chromium not installed (apt-get install chromium chromium-driver); .ci/run installs it")
-    webdriver = pytest.importorskip("selenium.webdriver")
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    profile = tempfile.mkdtemp(prefix="tunesmith-chromium-")
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-    flags += ["--disable-component-update", "--no-first-run", "--disable-sync"]
-    for flag in flags + [f"--user-data-dir={profile}"]:
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    service = webdriver.ChromeService(executable_path=str(CHROMEDRIVER))
-    return webdriver.Chrome(options=options, service=service), profile
-
-
 _CHECK_MEDIA = """
 const done = arguments[arguments.length - 1];
 const audios = Array.from(document.querySelectorAll('audio'));
@@ -387,7 +369,7 @@ Promise.all([Promise.all(waits), Promise.all(images)]).then(([a, i]) => done({au
 @pytest.mark.slow
 def test_pages_in_headless_chromium(lm_run, codec_run):
     pages = [review_run(lm_run).index, review_run(codec_run).index]
-    driver, profile = _browser()
+    driver, profile = headless_chromium()
     try:
         driver.set_script_timeout(60)
         for index in pages:

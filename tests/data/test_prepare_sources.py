@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from fixtures_audio import fma_row, make_fma, make_jamendo, make_ljspeech, write_tone
+from support.audio import fma_row, make_fma, make_jamendo, make_ljspeech, write_tone
 from tunesmith.data.manifest import read_info, read_manifest
 from tunesmith.data.prepare import prepare_dataset
 from tunesmith.data.sources import detect_kind

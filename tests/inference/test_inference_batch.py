@@ -7,10 +7,12 @@ import json
 import pytest
 import soundfile as sf
 
-from test_lm_fixtures import CODEC_RATE, make_codec_dir, make_lm_dir, one_thread  # noqa: F401
+from support.lm import CODEC_RATE, make_codec_dir, make_lm_dir
 from tunesmith.inference.batch import BatchOptions, generate_jobs
 from tunesmith.inference.prompts import read_prompts
 from tunesmith.inference.request import DEFAULTS
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one intra-op thread
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from tunesmith.engine.state import REQUIRED, OptimizerState, StateRegistry
 from tunesmith.engine.update import BackwardTarget, LossOutput, accumulate
 from tunesmith.tasks import build_solver
 
-LEGACY = Path(__file__).parent / "fixtures" / "legacy_v1" / "runs"
+LEGACY = Path(__file__).resolve().parents[1] / "fixtures" / "legacy_v1" / "runs"
 STATE_KEYS = [
     "format",
     "task",

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from fixtures_audio import write_tone
+from support.audio import write_tone
 from tunesmith.cli import main
 from tunesmith.data.checks import check_dataset, count_tokens, validate_conditioning
 from tunesmith.data.manifest import read_manifest, resolve_path

@@ -21,7 +21,7 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-from test_lm_fixtures import CODEC_RATE, make_codec_dir, make_lm_dir  # noqa: E402
+from support.lm import CODEC_RATE, make_codec_dir, make_lm_dir  # noqa: E402
 
 HOST = "127.0.0.1"
 KEY = "s3cret-key"
@@ -565,11 +565,11 @@ def test_web_page_generates_and_plays_in_headless_chromium(tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
-    from test_review import _browser
+    from support.browser import headless_chromium
 
     attr_model = make_lm_dir(tmp_path, make_codec_dir(tmp_path), attributes=["genre", "bpm"])
     srv = Server(attr_model, env={"TUNESMITH_API_KEY": KEY}).wait_ready()
-    driver, profile = _browser()
+    driver, profile = headless_chromium()
     try:
         driver.set_script_timeout(60)
         driver.get(srv.url + "/")

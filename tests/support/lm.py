@@ -6,7 +6,6 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from tunesmith.artifacts import checkpoint as ckpt
@@ -16,15 +15,6 @@ from tunesmith.models.lm import ConditionerConfig, LMConfig, LMModel, build_voca
 from tunesmith.models.transformer import TransformerConfig
 
 CODEC_BINS, CODEC_NQ, CODEC_RATE = 32, 2, 8000  # 200 frames per second
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one intra-op thread, and a shared 2-core machine never oversubscribes."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def make_codec_dir(root: Path) -> Path:

@@ -14,11 +14,13 @@ import pytest
 import soundfile as sf
 import torch
 
-from test_lm_fixtures import CODEC_RATE, make_codec_dir, make_lm_dir, one_thread  # noqa: F401
+from support.lm import CODEC_RATE, make_codec_dir, make_lm_dir
 from tunesmith.errors import UserError
 from tunesmith.inference.lm import Generator
 from tunesmith.inference.request import parse_item
 from tunesmith.models.lm.generation import generate_codes
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one intra-op thread
 
 
 @pytest.fixture(scope="module")

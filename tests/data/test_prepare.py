@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from fixtures_audio import write_m4a, write_tone
+from support.audio import write_m4a, write_tone
 from tunesmith.data.manifest import MUSIC_FIELDS, read_dataset_json, read_info, read_manifest, resolve_path
 from tunesmith.data.prepare import prepare_dataset
 from tunesmith.data.prepare.split import split_number

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from fixtures_audio import write_tone
+from support.audio import write_tone
 from tunesmith.data.manifest import read_info, read_manifest
 from tunesmith.data.prepare import prepare_dataset
 from tunesmith.data.prepare.split import SMALL_DATASET_TRACKS, assign_splits, split_number, split_of, valid_target

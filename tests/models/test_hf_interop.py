@@ -1,7 +1,7 @@
 """Hugging Face MusicGen interop against transformers itself: verify, import, parity, export, codec, inputs.
 
 The reference is a tiny random ``MusicgenForConditionalGeneration`` saved by transformers (see
-test_hf_fixtures). Tolerances: logits agree to 1e-4 absolute in float32 (logits have std ≈ 2);
+tests/support/hf.py). Tolerances: logits agree to 1e-4 absolute in float32 (logits have std ≈ 2);
 greedy generation gives identical tokens; a transformers → tunesmith → transformers round trip is
 bit-exact.
 """
@@ -14,7 +14,7 @@ import shutil
 import pytest
 import torch
 
-from test_hf_fixtures import BANDWIDTHS, CARD, FRAME_RATE, NUM_CODEBOOKS, SAMPLE_RATE, load_hf, make_musicgen_dir
+from support.hf import BANDWIDTHS, CARD, FRAME_RATE, NUM_CODEBOOKS, SAMPLE_RATE, load_hf, make_musicgen_dir
 from tunesmith.errors import UserError
 from tunesmith.inference.lm import Generator
 from tunesmith.models.codec import load_codec
@@ -257,7 +257,7 @@ def test_export_round_trip_loads_in_transformers_with_identical_weights(imported
 
 
 def test_export_refuses_a_codec_transformers_cannot_load(imported, tmp_path):
-    from test_lm_fixtures import make_codec_dir
+    from support.lm import make_codec_dir
 
     folder = tmp_path / "model"
     shutil.copytree(imported, folder)

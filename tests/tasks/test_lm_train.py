@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from test_lm_fixtures import DESCRIPTIONS, FakeTokenShards, make_codec_dir, one_thread, synthetic_clips  # noqa: F401
+from support.lm import DESCRIPTIONS, FakeTokenShards, make_codec_dir, synthetic_clips
 from tunesmith.artifacts import checkpoint as ckpt
 from tunesmith.data.datasets.tokens import TokenCrops, collate_crops
 from tunesmith.errors import UserError
@@ -18,6 +18,8 @@ from tunesmith.models.transformer import TransformerConfig
 from tunesmith.tasks import build_solver
 from tunesmith.tasks import lm as lm_task
 from tunesmith.tasks.lm import LMSolver
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one intra-op thread
 
 OVERRIDES = [
     "model.transformer.dim=48",

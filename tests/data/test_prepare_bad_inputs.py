@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from fixtures_audio import write_tone
+from support.audio import write_tone
 from tunesmith.data.manifest import read_info, read_manifest
 from tunesmith.data.prepare import prepare_dataset
 from tunesmith.errors import UserError

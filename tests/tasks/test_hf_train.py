@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_hf_fixtures import CARD, NUM_CODEBOOKS, load_hf, make_musicgen_dir
+from support.hf import CARD, NUM_CODEBOOKS, load_hf, make_musicgen_dir
 from tunesmith.artifacts import checkpoint as ckpt
 from tunesmith.cli import main
 from tunesmith.data.prepare import prepare_dataset

@@ -9,9 +9,11 @@ import subprocess
 
 import pytest
 
-from test_lm_fixtures import make_codec_dir, one_thread  # noqa: F401
+from support.lm import make_codec_dir
 from tunesmith.data.prepare import prepare_dataset
 from tunesmith.tasks import build_solver
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one intra-op thread
 
 SMALL = [
     "model.transformer.dim=32",

@@ -7,11 +7,13 @@ import logging
 
 import pytest
 
-from test_lm_fixtures import FakeTokenShards, make_codec_dir, one_thread, synthetic_clips  # noqa: F401
+from support.lm import FakeTokenShards, make_codec_dir, synthetic_clips
 from tunesmith.artifacts import checkpoint as ckpt
 from tunesmith.errors import UserError
 from tunesmith.tasks import lm as lm_task
 from tunesmith.tasks.curriculum import Stage, current_stage, format_plan, parse_stages, plan, run_curriculum
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one intra-op thread
 
 STAGES = [Stage("short", 0.03, 4, 1), Stage("long", 0.06, 2, 1)]
 

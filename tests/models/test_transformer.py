@@ -6,8 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from test_lm_fixtures import one_thread  # noqa: F401
 from tunesmith.models.transformer import Transformer, TransformerConfig, sinusoidal_embedding
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one intra-op thread
 
 
 def _tiny(**kw) -> Transformer:

@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("transformers")
 
-from test_hf_fixtures import SAMPLE_RATE, make_musicgen_dir  # noqa: E402
+from support.hf import SAMPLE_RATE, make_musicgen_dir  # noqa: E402
 from tunesmith.errors import UserError  # noqa: E402
 from tunesmith.inference.lm import Generator, load_verified  # noqa: E402
 from tunesmith.inference.sources import IMPORTS_DIR, is_hf_musicgen, resolve_model_source  # noqa: E402

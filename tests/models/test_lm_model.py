@@ -8,10 +8,11 @@ import math
 import pytest
 import torch
 
-from test_lm_fixtures import one_thread  # noqa: F401
 from tunesmith.models.lm import ConditionerConfig, LMConfig, LMModel, build_lm, build_vocabularies, drop_conditions
 from tunesmith.models.lm.generation import generate_codes
 from tunesmith.models.transformer import TransformerConfig
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one intra-op thread
 
 CONDS = [
     {"description": "a happy rock song with drums", "genre": "rock", "bpm": 128, "key": "E minor"},

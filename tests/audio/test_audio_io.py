@@ -11,7 +11,7 @@ import torch
 from scipy.signal import resample_poly
 
 import tunesmith.audio.io as io
-from fixtures_audio import tone, write_m4a, write_tone
+from support.audio import tone, write_m4a, write_tone
 from tunesmith.audio.io import AudioStream, convert_channels, load_audio, probe_audio, resample, save_audio
 from tunesmith.errors import UserError
 

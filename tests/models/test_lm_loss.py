@@ -6,8 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from test_lm_fixtures import one_thread  # noqa: F401
 from tunesmith.models.lm.loss import heads_cross_entropy
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one intra-op thread
 
 
 def _reference(h, weight, targets):

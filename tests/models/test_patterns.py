@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from test_lm_fixtures import one_thread  # noqa: F401
 from tunesmith.models.lm.patterns import Pattern
 from tunesmith.models.sampling import check_sampling, filter_logits, sample_next
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one intra-op thread
 
 
 @pytest.mark.parametrize("kind", ["delay", "parallel"])
