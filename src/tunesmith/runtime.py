@@ -3,8 +3,9 @@
 Threads: :func:`cpu_budget` counts the CPUs this process may really use — its affinity mask, the
 cgroup CPU quota (``cpu.max`` or v1 ``cfs_quota_us``), ``SLURM_CPUS_PER_TASK``, shared among the
 torchrun ranks of one host (``LOCAL_WORLD_SIZE``) — and :func:`apply_thread_policy` (called by the
-``tunesmith`` entry point before torch is imported) sets torch's intra-op threads to that, with
-OpenMP's passive wait policy so idle threads sleep instead of spinning on cores that other jobs need.
+``tunesmith`` entry point before torch is imported) sets torch's intra-op threads to that; when other
+processes keep CPUs busy at start it also picks OpenMP's passive wait policy, so idle threads sleep
+instead of spinning on cores other jobs need (see :func:`thread_policy` for the measured trade-off).
 ``--threads N`` or ``TUNESMITH_THREADS=N`` overrides the count.
 """
 
@@ -26,6 +27,8 @@ log = logging.getLogger("tunesmith.train")
 
 
 THREADS_ENV = "TUNESMITH_THREADS"
+PASSIVE = "PASSIVE"
+DEFAULT_WAIT = "default"  # OpenMP's own: spin briefly, then sleep
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
@@ -106,11 +109,22 @@ def _positive_int(value: str | None) -> int | None:
     return number if number > 0 else None
 
 
-def thread_policy(requested: int | None = None, environ: dict[str, str] | None = None) -> ThreadPolicy:
-    """Threads from ``requested`` (``--threads``), else ``$TUNESMITH_THREADS``, else :func:`cpu_budget`."""
+def thread_policy(
+    requested: int | None = None, environ: dict[str, str] | None = None, busy: float | None = None
+) -> ThreadPolicy:
+    """Threads from ``requested`` (``--threads``), else ``$TUNESMITH_THREADS``, else :func:`cpu_budget`; the
+    OpenMP wait policy from ``$OMP_WAIT_POLICY``, else PASSIVE when other processes keep at least half a CPU
+    busy (``busy``, default :func:`other_load`), else OpenMP's default (spin briefly, then sleep).
+
+    Why not always passive: measured on the 2-core box (benchmarks/threads.py), passive waiting costs
+    ~27 % wall time on an idle machine for the tiny presets (same CPU time: every op pays a thread
+    wake-up) and saves 35–43 % wall time and half the CPU time beside one busy process."""
     env = os.environ if environ is None else environ
     budget = cpu_budget(env)
-    wait = env.get("OMP_WAIT_POLICY", "").upper() or "PASSIVE"
+    wait = env.get("OMP_WAIT_POLICY", "").upper()
+    if not wait:
+        busy = other_load() if busy is None else busy
+        wait = PASSIVE if busy is not None and busy >= 0.5 else DEFAULT_WAIT
     if requested is not None:
         if requested < 1:
             from tunesmith.errors import UserError
@@ -160,7 +174,8 @@ def apply_thread_policy(requested: int | None = None) -> ThreadPolicy:
     ``OMP_NUM_THREADS`` set by the user is kept for OpenMP itself; torch's count follows the policy.
     """
     policy = thread_policy(requested)
-    os.environ.setdefault("OMP_WAIT_POLICY", policy.wait_policy)
+    if policy.wait_policy == PASSIVE:
+        os.environ.setdefault("OMP_WAIT_POLICY", PASSIVE)
     import torch
 
     if torch.get_num_threads() != policy.threads:

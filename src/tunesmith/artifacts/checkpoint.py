@@ -101,20 +101,22 @@ def verify_folder(folder: Path, required: tuple[str, ...] = ()) -> list[str]:
     """Problems with a folder written with a manifest: missing, truncated or altered files, and listed
     paths that would lead outside the folder (absolute, ``..``, a symbolic link out)."""
     folder = Path(folder)
-    problems: list[str] = []
-    manifest_path = folder / MANIFEST
-    if not manifest_path.is_file():
+    if not (folder / MANIFEST).is_file():
         return [f"{folder}: {MANIFEST} is missing (incomplete or not a tunesmith folder)"]
+    return manifest_problems(folder, required)
+
+
+def manifest_problems(folder: Path, required: tuple[str, ...] = ()) -> list[str]:
+    """Every file ``folder/manifest.json`` lists that is missing, truncated, altered (sha256) or would lead
+    outside ``folder``, plus ``required`` names it does not list; the one check behind every verify."""
+    manifest_path = Path(folder) / MANIFEST
     try:
-        manifest = json.loads(manifest_path.read_text())
-        files = manifest["files"]
+        files = json.loads(manifest_path.read_text())["files"]
         if not isinstance(files, dict):
             raise TypeError("'files' is not a mapping")
     except (OSError, ValueError, KeyError, TypeError) as err:
-        return [f"{manifest_path}: unreadable ({err})"]
-    for name in required:
-        if name not in files:
-            problems.append(f"{folder}: {name} is not listed in {MANIFEST}")
+        return [f"{manifest_path}: unreadable ({err}); the manifest is corrupted"]
+    problems = [f"{folder}: {name} is not listed in {MANIFEST}" for name in required if name not in files]
     for name, meta in files.items():
         try:
             path = contained_path(folder, name)
@@ -123,11 +125,16 @@ def verify_folder(folder: Path, required: tuple[str, ...] = ()) -> list[str]:
             continue
         meta = meta if isinstance(meta, dict) else {}
         if not path.is_file():
-            problems.append(f"{path}: missing")
+            problems.append(f"{folder}: {name} is missing (listed in {MANIFEST})")
         elif path.stat().st_size != meta.get("bytes"):
-            problems.append(f"{path}: truncated or altered (size {path.stat().st_size}, expected {meta.get('bytes')})")
+            problems.append(
+                f"{folder}: {name} is truncated or altered ({path.stat().st_size} bytes, {MANIFEST} says "
+                f"{meta.get('bytes')})"
+            )
         elif sha256_file(path) != meta.get("sha256"):
-            problems.append(f"{path}: checksum mismatch (file corrupted)")
+            problems.append(
+                f"{folder}: {name} checksum mismatch (sha256 differs from {MANIFEST}): the file is corrupted"
+            )
     return problems
 
 

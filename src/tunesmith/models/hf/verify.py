@@ -119,36 +119,10 @@ def check_musicgen_config(config: dict, where: str = CONFIG) -> list[str]:
 
 def check_manifest(folder: Path) -> list[str]:
     """Files listed in ``manifest.json`` that are missing, truncated, whose sha256 differs, or that would
-    lead outside ``folder``."""
-    from tunesmith.fileio import UnsafePathError, contained_path, sha256_file
+    lead outside ``folder`` (:func:`tunesmith.artifacts.checkpoint.manifest_problems`)."""
+    from tunesmith.artifacts.checkpoint import manifest_problems
 
-    path = folder / MANIFEST
-    try:
-        files = json.loads(path.read_text())["files"]
-        if not isinstance(files, dict):
-            raise TypeError("files is not a mapping")
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        return [f"{path}: unreadable ({err}); the manifest is corrupted"]
-    problems = []
-    for name, meta in files.items():
-        try:
-            file = contained_path(folder, name)
-        except UnsafePathError as err:
-            problems.append(f"{path}: lists {err}; a manifest may only name files inside its folder")
-            continue
-        meta = meta if isinstance(meta, dict) else {}
-        if not file.is_file():
-            problems.append(f"{folder}: {name} is missing (listed in {MANIFEST})")
-        elif file.stat().st_size != meta.get("bytes"):
-            problems.append(
-                f"{folder}: {name} is truncated or altered ({file.stat().st_size} bytes, {MANIFEST} says "
-                f"{meta.get('bytes')})"
-            )
-        elif sha256_file(file) != meta.get("sha256"):
-            problems.append(
-                f"{folder}: {name} checksum mismatch (sha256 differs from {MANIFEST}): the file is corrupted"
-            )
-    return problems
+    return manifest_problems(folder)
 
 
 def check_weights(folder: Path, config: dict, model_type: str) -> list[str]:
