@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 
 from tunesmith.errors import UserError
-from tunesmith.runtime import cgroup_cpu_quota, cpu_budget, load_warning, other_load, thread_policy
+from tunesmith.runtime import (
+    busy_cpus,
+    cgroup_cpu_quota,
+    cpu_budget,
+    cpu_times,
+    load_warning,
+    other_load,
+    thread_policy,
+)
 
 
 def _cgroup(tmp_path: Path, v2: str | None = None, v1: tuple[str, str] | None = None) -> Path:
@@ -65,12 +73,16 @@ def test_load_warning(tmp_path: Path) -> None:
     assert load_warning(2, 2, busy=0.1) is None
     assert load_warning(1, 2, busy=1.5) is None  # one thread cannot be oversubscribed by us
     assert load_warning(8, 16, busy=12.0) is not None
-    loadavg = tmp_path / "loadavg"
-    loadavg.write_text("1.90 1.20 0.80 3/211 4242\n")  # two others runnable now, load 1.9
-    assert other_load(loadavg) == 1.9
-    loadavg.write_text("1.90 1.20 0.80 1/211 4242\n")  # a past burst: nothing else runs now
-    assert other_load(loadavg) == 0.0
-    assert other_load(tmp_path / "missing") is None
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 0 100 800 0 0 0 0 0 0\ncpu0 50 0 50 400 0 0 0 0 0 0\ncpu1 50 0 50 400 0 0 0 0 0 0\n")
+    before = cpu_times(stat)
+    assert before == (200.0, 1000.0, 2)
+    stat.write_text("cpu  150 0 150 900 0 0 0 0 0 0\ncpu0 75 0 75 450 0 0 0 0 0 0\ncpu1 75 0 75 450 0 0 0 0 0 0\n")
+    after = cpu_times(stat)  # 100 of 200 jiffies busy on 2 CPUs: one CPU busy
+    assert busy_cpus(before, after, own_cpu_s=0.0, seconds=0.1) == 1.0
+    assert busy_cpus(before, after, own_cpu_s=0.05, seconds=0.1) == 0.5  # half of it was us
+    assert cpu_times(tmp_path / "missing") is None and other_load(0.01, tmp_path / "missing") is None
+    assert other_load(0.05) is not None  # the real /proc/stat
 
 
 def _tunesmith(*argv: str, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:

@@ -117,5 +117,5 @@ def _thread_report(requested: int | None = None) -> dict:
         "wait_policy": policy.wait_policy,
         "reasons": list(policy.reasons),
         "usable_cpus": cpu_budget().cpus,
-        "load_warning": load_warning(policy.threads, cpu_budget().cpus),
+        "load_warning": load_warning(policy.threads, cpu_budget().cpus, policy.busy),
     }

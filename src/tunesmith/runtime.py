@@ -48,6 +48,7 @@ class ThreadPolicy:
     wait_policy: str
     reasons: tuple[str, ...]
     load_warning: str | None = None
+    busy: float | None = None  # CPUs other processes kept busy when the policy was chosen (None: not measured)
 
     def describe(self) -> str:
         return f"{self.threads} torch thread(s), OpenMP wait policy {self.wait_policy} ({'; '.join(self.reasons)})"
@@ -125,6 +126,11 @@ def thread_policy(
     if not wait:
         busy = other_load() if busy is None else busy
         wait = PASSIVE if busy is not None and busy >= 0.5 else DEFAULT_WAIT
+    policy = _choose_threads(requested, env, budget, wait)
+    return dataclasses.replace(policy, busy=busy)
+
+
+def _choose_threads(requested: int | None, env: dict[str, str], budget: CpuBudget, wait: str) -> ThreadPolicy:
     if requested is not None:
         if requested < 1:
             from tunesmith.errors import UserError
@@ -142,15 +148,43 @@ def thread_policy(
     return ThreadPolicy(budget.cpus, wait, budget.reasons)
 
 
-def other_load(loadavg: Path = Path("/proc/loadavg")) -> float | None:
-    """CPUs other processes keep busy: the smaller of the 1-minute load average and the processes runnable
-    right now (less this one), so neither a past burst (our own previous command) nor a passing spike
-    alone counts. None where the kernel does not say."""
+def cpu_times(stat: Path = Path("/proc/stat")) -> tuple[float, float, int] | None:
+    """(busy jiffies, total jiffies, CPUs) of the whole machine from ``/proc/stat``; None where unreadable."""
     try:
-        fields = loadavg.read_text().split()
-        return max(0.0, min(float(fields[0]), float(fields[3].split("/")[0]) - 1))
+        lines = stat.read_text().splitlines()
+        values = [float(v) for v in lines[0].split()[1:]]
+        cpus = sum(1 for line in lines if line.startswith("cpu") and line[3:4].isdigit())
     except (OSError, ValueError, IndexError):
         return None
+    idle = values[3] + (values[4] if len(values) > 4 else 0.0)  # idle + iowait
+    total = sum(values[:8])  # guest time is already inside user
+    return total - idle, total, max(cpus, 1)
+
+
+def busy_cpus(
+    before: tuple[float, float, int], after: tuple[float, float, int], own_cpu_s: float, seconds: float
+) -> float:
+    """CPUs other processes kept busy between two :func:`cpu_times` samples ``seconds`` apart, less this
+    process's own ``own_cpu_s`` CPU seconds."""
+    busy, total = after[0] - before[0], after[1] - before[1]
+    if total <= 0 or seconds <= 0:
+        return 0.0
+    return max(0.0, busy / total * after[2] - own_cpu_s / seconds)
+
+
+def other_load(window: float = 0.1, stat: Path = Path("/proc/stat")) -> float | None:
+    """CPUs other processes keep busy now, measured over ``window`` seconds (a load average would also
+    count our own previous command); None where the kernel does not say."""
+    import time
+
+    before, own_before, start = cpu_times(stat), sum(os.times()[:2]), time.perf_counter()
+    if before is None:
+        return None
+    time.sleep(window)
+    after = cpu_times(stat)
+    if after is None:
+        return None
+    return busy_cpus(before, after, sum(os.times()[:2]) - own_before, time.perf_counter() - start)
 
 
 def load_warning(threads: int, cpus: int, busy: float | None = None) -> str | None:
@@ -180,7 +214,7 @@ def apply_thread_policy(requested: int | None = None) -> ThreadPolicy:
 
     if torch.get_num_threads() != policy.threads:
         torch.set_num_threads(policy.threads)
-    warning = load_warning(policy.threads, cpu_budget().cpus)
+    warning = load_warning(policy.threads, cpu_budget().cpus, policy.busy)
     return dataclasses.replace(policy, load_warning=warning)
 
 
