@@ -33,3 +33,18 @@ def number(kind: type[int] | type[float], **bounds: float) -> Callable[[str], in
 
 
 SEED = number(int, ge=0, le=2**62)
+
+
+def add_lm_loading_arguments(p) -> None:
+    """``--checkpoint``, ``--codec``, ``--device`` and ``--precision``: how `generate` and `serve` load an LM."""
+    from tunesmith.inference.precision import PRECISIONS
+
+    p.add_argument("--checkpoint", default="best", help="which checkpoint of a run: best | last | epoch_NNNN")
+    p.add_argument("--codec", default=None, help="codec run or model dir (default: the one the LM was trained with)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="LM weights and arithmetic: auto (bf16 on GPUs that support it, fp32 on CPU) | bf16 | fp16 | fp32",
+    )

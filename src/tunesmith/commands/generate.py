@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tunesmith.inference.precision import PRECISIONS
+from tunesmith.commands.argtypes import add_lm_loading_arguments
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -53,15 +53,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="items generated together (same settings)")
     p.add_argument("--format", choices=("wav", "flac"), default="wav")
     p.add_argument("--prompt-audio", type=Path, help="audio file every item continues (its start is kept)")
-    p.add_argument("--codec", help="codec run or model dir (default: the one the LM was trained with)")
-    p.add_argument("--checkpoint", default="best", help="which checkpoint of a run: best | last | epoch_NNNN")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default="auto",
-        help="LM weights and arithmetic: auto (bf16 on GPUs that support it, fp32 on CPU) | bf16 | fp16 | fp32",
-    )
+    add_lm_loading_arguments(p)
     p.add_argument("--json", action="store_true", help="print a JSON summary at the end")
     p.set_defaults(func=run)
 

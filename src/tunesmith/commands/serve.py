@@ -8,8 +8,8 @@ import os
 import socket
 import time
 
+from tunesmith.commands.argtypes import add_lm_loading_arguments
 from tunesmith.errors import UserError
-from tunesmith.inference.precision import PRECISIONS
 from tunesmith.serve.app import API_KEY_ENV, build_app
 from tunesmith.serve.auth import check_api_key
 from tunesmith.serve.queue import Limits, generation_thread
@@ -61,15 +61,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="serve /docs (Swagger UI: its scripts come from a CDN) and /openapi.json, behind the key; off by default",
     )
-    p.add_argument("--checkpoint", default="best", help="which checkpoint of a run: best | last | epoch_NNNN")
-    p.add_argument("--codec", default=None, help="codec run or model dir (default: the one the LM was trained with)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default="auto",
-        help="LM weights and arithmetic: auto (bf16 on GPUs that support it, fp32 on CPU) | bf16 | fp16 | fp32",
-    )
+    add_lm_loading_arguments(p)
     p.add_argument("--max-batch", type=int, default=Limits.max_batch, help="requests generated together")
     p.add_argument("--max-queue", type=int, default=Limits.max_queue, help="waiting requests before 503")
     p.add_argument("--batch-wait-ms", type=float, default=Limits.batch_wait_ms, help="wait for companions (ms)")
