@@ -23,6 +23,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("inference",),
     ("review",),
     ("serve",),
+    ("launch",),
     ("commands",),
     ("cli", "__main__", "demo"),
 )
