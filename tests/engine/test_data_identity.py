@@ -101,3 +101,21 @@ def test_audio_fingerprint_names_the_changed_manifest(tmp_path) -> None:
     with pytest.raises(DataChangedError, match=r"egs/train/data\.jsonl: \d+ → \d+ rows"):
         check_data_identity(run, after, resuming=True)
     check_data_identity(run, before, resuming=True)  # the same data: fine
+
+
+def test_a_moved_copy_of_the_same_data_resumes(tmp_path) -> None:
+    """Content, not the folder's path, is the data's identity: a copied dataset is the same data."""
+    import shutil
+
+    prepare_dataset(
+        [], tmp_path / "d", source="synthetic", sample_rate=8000, segment=1.0, min_segment=0.5,
+        num_tracks=4, valid_fraction=0.3, progress=False,
+    )  # fmt: skip
+    shutil.copytree(tmp_path / "d", tmp_path / "moved")
+    here, there = audio_fingerprint(tmp_path / "d"), audio_fingerprint(tmp_path / "moved")
+    assert here["source"] != there["source"] and changes(here, there) == []
+    run = tmp_path / "run"
+    run.mkdir()
+    check_data_identity(run, here, resuming=False)
+    check_data_identity(run, there, resuming=True)  # no DataChangedError
+    assert json.loads((run / DATA_FILE).read_text())["fingerprint"]["source"] == there["source"]

@@ -44,12 +44,12 @@ def record(run_dir: Path, fingerprint: dict, previous: dict | None = None) -> No
 
 
 def changes(old: dict, new: dict) -> list[str]:
-    """What differs between two fingerprints, one line per file or key (empty: the same data)."""
+    """What differs between two fingerprints, one line per file or key (empty: the same data).
+
+    Only content counts: the same files in a moved or copied folder are the same data."""
     lines = []
     if old.get("kind") != new.get("kind"):
         return [f"kind of data: {old.get('kind')} → {new.get('kind')}"]
-    if old.get("source") != new.get("source"):
-        lines.append(f"data folder: {old.get('source')} → {new.get('source')}")
     old_files, new_files = old.get("files") or {}, new.get("files") or {}
     for name in sorted(set(old_files) | set(new_files)):
         a, b = old_files.get(name), new_files.get(name)
@@ -99,6 +99,8 @@ def check_data_identity(
     recorded = read_recorded(run_dir)
     problems: list[str] = []
     if resuming and recorded is not None:
+        if recorded.get("source") != fingerprint.get("source"):
+            log.info("data folder moved: %s → %s", recorded.get("source"), fingerprint.get("source"))
         diff = changes(recorded, fingerprint)
         if diff:
             problems.append(f"the data changed since run {run_dir} trained on it:\n    " + "\n    ".join(diff))
