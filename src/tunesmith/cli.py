@@ -18,6 +18,7 @@ LOG_TIME_FORMAT = "%H:%M:%S"
 # subcommand module → each defines add_parser(subparsers) and a run(args) set as func.
 COMMAND_MODULES: tuple[str, ...] = (
     "tunesmith.commands.doctor",
+    "tunesmith.commands.download",
     "tunesmith.commands.prepare",
     "tunesmith.commands.check",
     "tunesmith.commands.train",

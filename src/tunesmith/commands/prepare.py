@@ -21,8 +21,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--source",
         default="auto",
-        choices=("auto", "folder", "fma", "jamendo", "ljspeech", "synthetic"),
-        help="kind of SOURCE (default: detected per path)",
+        choices=("auto", "folder", "fma", "jamendo", "ljspeech", "synthetic", "hf-dataset"),
+        help="kind of SOURCE (default: detected per path); hf-dataset: a Hugging Face dataset saved with "
+        "save_to_disk or as parquet files",
     )
     p.add_argument(
         "--sample-rate",
@@ -58,9 +59,51 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--silence-db", type=number(float, le=0), default=-60.0, help="drop segments quieter than this RMS (dBFS)"
     )
+    _add_subset_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)
+
+
+def _add_subset_arguments(p: argparse.ArgumentParser) -> None:
+    """--max-tracks, --include/--exclude (every source) and the hf-dataset column flags."""
+    p.add_argument(
+        "--max-tracks",
+        type=number(int, ge=1),
+        default=None,
+        metavar="N",
+        help="a deterministic subset of N tracks: the same N for the same --seed, chosen by hash of the track id "
+        "(adding files does not reshuffle it)",
+    )
+    p.add_argument(
+        "--include",
+        action="append",
+        default=None,
+        metavar="FILTER",
+        help="keep only tracks matching: a glob on the path relative to SOURCE (fma_small/000/*), or KEY=PATTERN "
+        "on metadata (genre=Rock, moods=*calm*); repeatable",
+    )
+    p.add_argument(
+        "--exclude", action="append", default=None, metavar="FILTER", help="drop tracks matching (as --include)"
+    )
+    p.add_argument("--audio-column", default=None, help="hf-dataset: the audio column (default: found)")
+    p.add_argument(
+        "--text-column", default=None, help="hf-dataset: the caption column (default text|caption|description|prompt)"
+    )
+    p.add_argument(
+        "--columns",
+        action="append",
+        default=None,
+        metavar="FIELD=COLUMN",
+        help="hf-dataset: music fields from columns, e.g. genre=style,moods=mood_tags; repeatable",
+    )
+
+
+def _subset_options(args: argparse.Namespace) -> dict:
+    from tunesmith.data.hf_dataset import parse_column_map
+
+    hf = {"audio_column": args.audio_column, "text_column": args.text_column, "columns": parse_column_map(args.columns)}
+    return {"max_tracks": args.max_tracks, "include": args.include, "exclude": args.exclude, "hf_options": hf}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -82,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
         track_duration=args.track_duration,
         progress=not args.no_progress,
         silence_db=args.silence_db,
+        **_subset_options(args),
     )
     if args.json:
         print(json.dumps(summary, indent=1, ensure_ascii=False))

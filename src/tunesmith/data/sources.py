@@ -12,6 +12,8 @@ Kinds:
     jamendo    MTG-Jamendo ``autotagging*.tsv`` (genre---, instrument---, mood/theme--- tags).
     ljspeech   ``metadata.csv`` (``id|text|normalized_text``) and ``wavs/<id>.wav``.
     synthetic  the built-in generator (:mod:`tunesmith.data.synthetic`).
+    hf-dataset a Hugging Face ``datasets`` dataset on disk (save_to_disk or parquet files):
+               :mod:`tunesmith.data.hf_dataset`.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ AUDIO_EXTENSIONS = frozenset(
     {".wav", ".wave", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".mp4", ".aac", ".aif", ".aiff", ".aifc"}
     | {".wma", ".webm", ".mka", ".au", ".snd", ".caf", ".w64", ".rf64"}
 )
-KINDS: tuple[str, ...] = ("folder", "fma", "jamendo", "ljspeech", "synthetic")
+KINDS: tuple[str, ...] = ("folder", "fma", "jamendo", "ljspeech", "synthetic", "hf-dataset")
 
 
 @dataclass
@@ -49,10 +51,19 @@ class Track:
     synth: dict[str, Any] | None = None
     whole: bool = False  # a transcribed utterance: never cut into segments
     split_hint: float | None = None  # a number in [0, 1) that replaces the id hash for the split
+    # audio stored inside a dataset file (hf-dataset): {"file", "format", "column", "batch", "row", "suffix"}
+    blob: dict[str, Any] | None = None
 
     def fingerprint(self) -> str:
         """Changes when the input (file size/mtime, metadata, synth params) changes."""
         parts: list[Any] = [self.meta, self.synth, self.whole]
+        if self.blob is not None:  # the dataset file holding the bytes stands for the audio file
+            parts.append(self.blob)
+            try:
+                st = os.stat(self.blob["file"])
+                parts += [st.st_size, st.st_mtime_ns]
+            except OSError:
+                parts.append("missing")
         if self.audio:
             try:
                 st = os.stat(self.audio)
@@ -189,6 +200,10 @@ def detect_kind(path: Path) -> str:
         return "jamendo"
     if (path / "metadata.csv").is_file() and (path / "wavs").is_dir():
         return "ljspeech"
+    from tunesmith.data.hf_dataset import is_hf_dataset
+
+    if is_hf_dataset(path):
+        return "hf-dataset"
     return "folder"
 
 
@@ -565,8 +580,10 @@ def scan_synthetic(num_tracks: int, track_duration: float, seed: int, valid_frac
     return result
 
 
-def scan_source(path: Path, kind: str, exclude: Path | None = None) -> ScanResult:
-    """Dispatch to the scanner of ``kind`` (``auto`` detects it)."""
+def scan_source(
+    path: Path, kind: str, exclude: Path | None = None, options: dict[str, Any] | None = None
+) -> ScanResult:
+    """Dispatch to the scanner of ``kind`` (``auto`` detects it); ``options``: the hf-dataset columns."""
     if not path.exists():
         raise UserError(f"{path}: no such file or folder")
     if kind == "auto":
@@ -579,4 +596,8 @@ def scan_source(path: Path, kind: str, exclude: Path | None = None) -> ScanResul
         return scan_jamendo(path)
     if kind == "ljspeech":
         return scan_ljspeech(path)
+    if kind == "hf-dataset":
+        from tunesmith.data.hf_dataset import scan_hf_dataset
+
+        return scan_hf_dataset(path, options)
     raise UserError(f"unknown --source {kind!r}; choose one of auto, {', '.join(KINDS)}")

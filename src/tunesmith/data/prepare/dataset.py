@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from tunesmith.data.prepare.blob import process_any_track
 from tunesmith.data.prepare.outputs import write_outputs
 from tunesmith.data.prepare.pool import run_tracks
 from tunesmith.data.prepare.progress import progress_enabled
@@ -16,6 +17,7 @@ from tunesmith.data.prepare.resume import TrackLog
 from tunesmith.data.prepare.settings import SILENCE_DB, STATE_DIR, check_settings
 from tunesmith.data.prepare.split import assign_splits
 from tunesmith.data.sources import KINDS, Rejection, ScanResult, Track, detect_kind, scan_source, scan_synthetic
+from tunesmith.data.subset import choose_subset, filter_tracks, parse_filters
 from tunesmith.errors import UserError
 from tunesmith.fileio import atomic_write_text
 from tunesmith.runtime import EpochProgress
@@ -24,7 +26,12 @@ log = logging.getLogger("tunesmith.data.prepare")
 
 
 def _scan_all(
-    sources: list[Path], source: str, out: Path, settings: dict[str, Any], num_tracks: int | None
+    sources: list[Path],
+    source: str,
+    out: Path,
+    settings: dict[str, Any],
+    num_tracks: int | None,
+    hf_options: dict[str, Any] | None = None,
 ) -> tuple[list[Track], list[Rejection], int, Counter[str]]:
     tracks: list[Track] = []
     rejected: list[Rejection] = []
@@ -45,7 +52,7 @@ def _scan_all(
     else:
         for path in sources:
             kind = detect_kind(path) if source == "auto" and path.exists() else source
-            results.append((kind, scan_source(path, kind, exclude=out.resolve())))
+            results.append((kind, scan_source(path, kind, exclude=out.resolve(), options=hf_options)))
     seen: set[str] = set()
     for kind, result in results:
         for track in result.tracks:
@@ -76,6 +83,10 @@ def prepare_dataset(
     track_duration: float | None = None,
     progress: bool = True,
     silence_db: float = SILENCE_DB,
+    max_tracks: int | None = None,
+    include: list[str] | None = None,
+    exclude: list[str] | None = None,
+    hf_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Prepare ``sources`` into the dataset folder ``out``; returns the summary (also ``out/dataset.json``).
 
@@ -85,6 +96,9 @@ def prepare_dataset(
     least ``min_segment`` s, capped at ``segment``, is kept); segments below ``silence_db`` dBFS RMS are dropped.
     The summary holds the settings, counts, hours per split, caption coverage and, under "run",
     what this call did (processed, rejected, seconds).
+    ``include``/``exclude`` (path globs or KEY=PATTERN metadata filters) and ``max_tracks`` (a deterministic
+    subset by hash of seed and track id) choose part of the sources: :mod:`tunesmith.data.subset`.
+    ``hf_options`` (audio_column, text_column, columns) are for hf-dataset sources.
     """
     started = time.perf_counter()
     if source not in ("auto", *KINDS):
@@ -126,11 +140,24 @@ def prepare_dataset(
     source_paths = [Path(s).expanduser().absolute() for s in sources]
     new_dataset = check_settings(out, settings)
     log.info("scanning %s", ", ".join(str(p) for p in source_paths) or f"{num_tracks} synthetic tracks")
-    tracks, scan_rejected, rows_without_audio, kinds = _scan_all(source_paths, source, out, settings, num_tracks)
+    track_filter = parse_filters(include, exclude)
+    tracks, scan_rejected, rows_without_audio, kinds = _scan_all(
+        source_paths, source, out, settings, num_tracks, hf_options
+    )
+    scanned = len(tracks)
+    tracks = filter_tracks(tracks, source_paths, track_filter)
     if new_dataset:  # only once the sources were found and read: a typo leaves no half-made DIR behind
         atomic_write_text(out / STATE_DIR / "settings.json", json.dumps(settings, indent=1, sort_keys=True) + "\n")
 
     state = TrackLog(out / STATE_DIR / "tracks.jsonl")
+    filtered = len(tracks)
+    prepared = {tid for tid, r in state.records.items() if r.get("status") == "done"}
+    tracks = choose_subset(tracks, max_tracks, settings["seed"], keep=prepared)
+    kinds = Counter(t.kind for t in tracks)
+    if filtered < scanned or len(tracks) < filtered:
+        log.info("%d of %d tracks chosen (--include/--exclude kept %d)", len(tracks), scanned, filtered)
+    if max_tracks is not None and len(prepared) > max_tracks:
+        log.warning("%s already holds %d tracks, more than --max-tracks %d", out, len(prepared), max_tracks)
     pending = [t for t in tracks if not state.is_current(t)]
     recorded = {tid: str(r.get("split")) for tid, r in state.records.items()}
     splits = assign_splits(tracks, settings["seed"], settings["valid_fraction"], recorded)
@@ -155,7 +182,7 @@ def prepare_dataset(
         bar.update(totals)
 
     try:
-        run_tracks(pending, settings, out, workers, on_record)
+        run_tracks(pending, settings, out, workers, on_record, process_any_track)
     finally:
         bar.close()
         state.close()
@@ -165,6 +192,7 @@ def prepare_dataset(
         "processed": run_counts["done"],
         "rejected": run_counts["rejected"],
         "skipped_already_done": len(tracks) - len(pending),
+        "not_chosen": scanned - len(tracks),  # left out by --include/--exclude/--max-tracks
         "seconds": round(time.perf_counter() - started, 3),
     }
     segments = summary["counts"]["segments"]
