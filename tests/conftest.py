@@ -19,3 +19,12 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def quick_demo(tmp_path_factory):
+    """The quick demo (a real prepare → train → encode → generate → review chain) run once per session under
+    umask 022; see tests/support/pipeline.py. Treat its folder as read-only: several tests read it."""
+    from support.pipeline import run_quick_demo
+
+    return run_quick_demo(tmp_path_factory.mktemp("quick_demo") / "demo")

@@ -114,14 +114,15 @@ def _demo(out: Path) -> tuple[subprocess.CompletedProcess, float]:
         text=True,
         env=env,
         timeout=600,
+        umask=0o022,  # as the first run's: the folder is shared with tests that check file permissions
     )
     return proc, time.perf_counter() - start
 
 
 @pytest.mark.slow
-def test_quick_demo_runs_the_whole_chain_and_resumes(tmp_path):
-    out = tmp_path / "demo"
-    first, first_seconds = _demo(out)
+def test_quick_demo_runs_the_whole_chain_and_resumes(quick_demo):
+    out = quick_demo.out  # the first run: tests/conftest.py's session fixture (umask 022), shared with other tests
+    first, first_seconds = quick_demo.proc, quick_demo.seconds
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert [s["name"] for s in summary["stages"]] == [
@@ -141,7 +142,8 @@ def test_quick_demo_runs_the_whole_chain_and_resumes(tmp_path):
     assert len(list((out / "generated").glob("*.wav"))) == QUICK.num_prompts
     for page in summary["pages"].values():
         text = Path(page).read_text()
-        assert "<audio" in text and "<svg" in text
+        # charts, or (the quick codec run measures each metric once) the table of single measurements
+        assert "<audio" in text and ("<svg" in text or "Measured once so far" in text)
     for words in ("Open these", summary["pages"]["lm"], "tunesmith prepare ~/Music", "codec SI-SNR", "LM valid CE"):
         assert words in first.stdout
     made = {p: p.stat().st_mtime_ns for p in out.rglob("*.wav")}

@@ -7,6 +7,7 @@ which sits below ``artifacts``. (``artifacts.checkpoint`` re-exports the names i
   a temp file beside the target (``.<name>.tmp.<pid>.<random><suffix>``), optionally fsynced, then
   ``os.replace``: readers see the old content or the new, never a part. The file is created with mode
   0666 less the umask (0644 under umask 022), like any ``open(path, "w")``.
+- :func:`give_umask_mode`: the same permissions for a file a library wrote owner-only (safetensors).
 - :func:`link_or_copy`: a hard link, or a copy where linking fails (another filesystem); atomic too.
 - :func:`swap_folder`: build a folder in a temp sibling, fsync it, rename it into place; the old
   folder waits as ``<name>.prev`` until the new one is in place (:func:`replace_folder`).
@@ -76,6 +77,26 @@ def atomic_path(path: str | Path, *, fsync: bool = True) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def current_umask() -> int:
+    """The process's umask, read from ``/proc/self/status`` where Linux says it (without changing it), else
+    by setting it and putting it back at once."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def give_umask_mode(path: str | Path, mode: int = 0o666) -> None:
+    """Set ``path``'s permissions to ``mode`` less the umask (0644 under umask 022): what ``open(path, "w")``
+    would have given. For files a library writes owner-only (safetensors 0.8 saves through a 0600 temp file)."""
+    os.chmod(path, mode & ~current_umask())
 
 
 def atomic_write_bytes(path: str | Path, data: bytes, *, fsync: bool = True) -> None:

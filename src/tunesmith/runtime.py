@@ -201,6 +201,121 @@ def load_warning(threads: int, cpus: int, busy: float | None = None) -> str | No
     return None
 
 
+def own_cpu_seconds(proc: Path = Path("/proc")) -> float:
+    """User + system CPU seconds of this process, its finished children and its live children (DataLoader
+    workers, listed in ``/proc/self/task/*/children`` where the kernel has it), so their work is not
+    mistaken for other people's."""
+    times = os.times()
+    total = times.user + times.system + times.children_user + times.children_system
+    try:
+        tick = float(os.sysconf("SC_CLK_TCK"))
+        children = {
+            pid for task in (proc / "self" / "task").iterdir() for pid in (task / "children").read_text().split()
+        }
+    except (OSError, ValueError, AttributeError):
+        return total
+    for pid in children:
+        try:
+            fields = (proc / pid / "stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime (fields 14 and 15 of stat)
+        except (OSError, ValueError, IndexError):
+            continue  # it ended in between: its time is in children_user/children_system now
+    return total
+
+
+LOAD_CHECK_S = 30.0  # a LoadMonitor reads /proc/stat at most this often
+LOAD_WARN_REPEAT_S = 600.0  # and repeats its warning at most this often
+
+
+def busy_machine_warning(others: float, threads: int, cpus: int, machine_cpus: int, seconds: float) -> str | None:
+    """The warning for a machine that got busy after start: ``others`` CPUs used by other processes (of the
+    machine's ``machine_cpus``) over the last ``seconds``, leaving fewer than ``threads`` for this process
+    (which may use ``cpus``); None while the threads still fit or there is only one."""
+    free = max(0.0, min(float(cpus), machine_cpus - others))
+    if threads <= 1 or free >= threads - 0.5:
+        return None
+    fit = max(1, math.floor(max(free, 1.0)))
+    spinning = os.environ.get("OMP_WAIT_POLICY", "").upper() != PASSIVE
+    return (
+        f"the machine got busy: other processes used about {others:.1f} of its {machine_cpus} CPU(s) over the last "
+        f"{format_duration(seconds)}, leaving about {free:.1f} for this run's {threads} torch threads, so every op "
+        f"waits for CPUs. If that lasts, stop it (Ctrl-C writes a checkpoint) and run the same command again as "
+        f"`tunesmith --threads {fit} ...` (or with TUNESMITH_THREADS={fit}): it resumes where it stopped"
+        + (", and the restart also switches OpenMP to its passive wait policy" if spinning else "")
+    )
+
+
+class LoadMonitor:
+    """Notices when other processes take the CPUs after start (the thread policy measured them only then).
+
+    :meth:`poll` is called from progress updates: it does nothing until ``every_s`` seconds have passed since
+    its last reading, then reads ``/proc/stat`` once (no sleeping: the window is the time between two
+    readings) and this process's CPU time, and logs :func:`busy_machine_warning` at most once every
+    ``repeat_s`` seconds. ``read``, ``own`` and ``clock`` are injectable for tests; ``threads`` defaults to
+    torch's intra-op threads, ``cpus`` to :func:`cpu_budget`. Only local rank 0 of a host warns.
+    """
+
+    def __init__(
+        self,
+        *,
+        threads: int | None = None,
+        cpus: int | None = None,
+        every_s: float = LOAD_CHECK_S,
+        repeat_s: float = LOAD_WARN_REPEAT_S,
+        read: Any = cpu_times,
+        own: Any = own_cpu_seconds,
+        clock: Any = time.monotonic,
+    ) -> None:
+        self.threads, self.cpus = threads, cpus
+        self.every_s, self.repeat_s = every_s, repeat_s
+        self._read, self._own, self._clock = read, own, clock
+        self._last: tuple[float, tuple[float, float, int], float] | None = None
+        self._last_poll: float | None = None
+        self._warned_at: float | None = None
+        self.others: float | None = None  # CPUs other processes used over the last window
+        self.enabled = os.environ.get("LOCAL_RANK", "0") in ("", "0")
+
+    def poll(self) -> str | None:
+        """The warning logged now, if any (at most one reading per ``every_s``; cheap otherwise)."""
+        now = self._clock()
+        if not self.enabled or (self._last_poll is not None and now - self._last_poll < self.every_s):
+            return None
+        self._last_poll = now
+        sample, own = self._read(), self._own()
+        previous = self._last
+        self._last = None if sample is None else (now, sample, own)
+        if previous is None or sample is None:
+            return None
+        seconds = now - previous[0]
+        self.others = busy_cpus(previous[1], sample, own - previous[2], seconds)
+        threads = self.threads or _torch_threads()
+        if self.cpus is None:
+            self.cpus = cpu_budget().cpus
+        message = busy_machine_warning(self.others, threads, self.cpus, sample[2], seconds)
+        if message is None or (self._warned_at is not None and now - self._warned_at < self.repeat_s):
+            return None
+        self._warned_at = now
+        log.warning("%s", message)
+        return message
+
+
+def _torch_threads() -> int:
+    torch = sys.modules.get("torch")
+    return int(torch.get_num_threads()) if torch is not None else 1
+
+
+_LOAD_MONITOR: LoadMonitor | None = None
+
+
+def load_monitor() -> LoadMonitor:
+    """The process's :class:`LoadMonitor`, which every :class:`EpochProgress` polls (one per process, so its
+    window and its rate limit span epochs and commands)."""
+    global _LOAD_MONITOR
+    if _LOAD_MONITOR is None:
+        _LOAD_MONITOR = LoadMonitor()
+    return _LOAD_MONITOR
+
+
 def apply_thread_policy(requested: int | None = None) -> ThreadPolicy:
     """Set the OpenMP wait policy (before torch loads OpenMP) and torch's intra-op threads; return the choice.
 
@@ -277,6 +392,8 @@ class EpochProgress:
     ``start``: units already done before this process took the epoch over (a resume); ``after``: units
     the run still has after this epoch, for the run's ETA. Plain lines come every ``log_every`` units and
     at least every ``interval_s`` seconds, each with the elapsed time and the ETAs of the epoch and the run.
+    Each update polls ``monitor`` (default: the process's :func:`load_monitor`), which warns when other
+    processes took the CPUs since start.
     """
 
     def __init__(
@@ -289,6 +406,7 @@ class EpochProgress:
         start: int = 0,
         after: int = 0,
         interval_s: float = 5.0,
+        monitor: LoadMonitor | None = None,
     ):
         self.total = total
         self.log_every = max(1, log_every)
@@ -298,6 +416,7 @@ class EpochProgress:
         self.after = max(0, after)
         self.interval_s = interval_s
         self.started = self.last_line = time.monotonic()
+        self.monitor = monitor if monitor is not None else load_monitor()
         if enabled:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -314,6 +433,7 @@ class EpochProgress:
 
     def update(self, metrics: dict[str, Any]) -> None:
         self.count += 1
+        self.monitor.poll()  # a machine that got busy since start: one rate-limited warning
         text = format_metrics(metrics)
         if self.bar is not None:
             self.bar.update(self.task, advance=1, metrics=text)

@@ -206,7 +206,7 @@ def test_index_page_links_every_sample_relatively(lm_run):
     result = review_run(lm_run)
     page = _parse(result.index)
     text = result.index.read_text()
-    assert len(page.audio) == 8 and len(page.images) == 8
+    assert len(page.audio) == 4 and len(page.images) == 4  # 2 prompts × 2 distinct checkpoints (best, last join)
     for src in page.audio + page.images:
         assert not src.startswith(("/", "http:", "https:", "file:")) and (result.index.parent / unquote(src)).is_file()
     assert "http" not in text and "<script" not in text  # offline and script-free
@@ -274,7 +274,7 @@ def test_codec_review_puts_originals_beside_reconstructions(codec_run):
     assert result.task == "codec" and result.checkpoints == ["epoch_0001", "best", "last"]
     assert (result.stats.generated, result.stats.reused) == (4, 2)  # best = epoch 1: its files are shared
     page = _parse(result.index)
-    assert len(page.audio) == 2 * 4  # 2 clips × (original + 3 checkpoints)
+    assert len(page.audio) == 2 * 3  # 2 clips × (original + epoch 1 (best) + epoch 2 (last))
     text = result.index.read_text()
     assert "original" in text and "SI-SNR" in text and " dB" in text
     report = json.loads((codec_run / "samples" / "review" / "last" / "report.json").read_text())

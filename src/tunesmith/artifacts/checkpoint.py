@@ -34,6 +34,7 @@ from tunesmith.fileio import (  # live in tunesmith.fileio
     UnsafePathError,
     atomic_write_json,
     contained_path,
+    give_umask_mode,
     link_or_copy,
     sha256_file,
     swap_folder,
@@ -74,6 +75,7 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[st
     if aliases:
         meta["tunesmith.aliases"] = json.dumps(aliases)
     save_file(unique, str(path), metadata=meta)
+    give_umask_mode(path)  # safetensors writes owner-only (0600) files
 
 
 def load_tensors(path: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:

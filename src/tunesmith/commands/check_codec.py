@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from tunesmith.eval.codec import SISNR_CONVENTION
+from tunesmith.eval.codec import CHECK_MAX_SECONDS, CHECK_NUM_SAMPLES, SISNR_CONVENTION
 
 
 def add_parser(kinds: argparse._SubParsersAction) -> None:
@@ -23,8 +23,19 @@ def add_parser(kinds: argparse._SubParsersAction) -> None:
     p.add_argument("codec", help="codec run folder, checkpoint folder or model directory")
     p.add_argument("--data", type=Path, default=None, help="prepared dataset (default: the one the run trained on)")
     p.add_argument("--split", default="valid", choices=("valid", "train"), help="which split to draw clips from")
-    p.add_argument("--num-samples", type=int, default=10, help="clips to check (spread over the split)")
-    p.add_argument("--max-seconds", type=float, default=10.0, help="cut clips to this length")
+    p.add_argument(
+        "--num-samples",
+        type=int,
+        default=CHECK_NUM_SAMPLES,
+        help=f"clips to check, spread over the split (default {CHECK_NUM_SAMPLES}; training's evaluate stage and "
+        "`tunesmith review` use the run's check.num_samples)",
+    )
+    p.add_argument(
+        "--max-seconds",
+        type=float,
+        default=CHECK_MAX_SECONDS,
+        help=f"cut clips to this length (default {CHECK_MAX_SECONDS:g}; training: check.max_seconds)",
+    )
     p.add_argument("--bandwidth", type=float, default=None, help="kbps (default: all codebooks)")
     p.add_argument("--out", type=Path, default=None, help="folder for wav pairs and report (default: RUN/check/...)")
     p.add_argument("--device", default="cpu")
@@ -46,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
     )
     if args.json:
-        print(json.dumps({**report.to_dict(), "out": str(out)}, indent=2))
+        print(json.dumps({**report.to_dict(), "out": str(out), "clip_set": _clip_set(report)}, indent=2))
         return 0
     _print_table(report, out)
     return 0
@@ -77,6 +88,17 @@ def _print_table(report: Any, out: Path) -> None:
                 "the quantizer has collapsed there, so those tokens carry little for an LM to learn; train longer "
                 "or check model.dead_code_threshold[/yellow]"
             )
+    console.print(
+        f"Measured on {_clip_set(report)} (--num-samples, --max-seconds). Training's evaluate stage and `tunesmith "
+        "review` measure the run's own clips (check.num_samples, check.max_seconds): their numbers, code perplexity "
+        "above all, differ unless the clips are the same."
+    )
     console.print(f"{SISNR_CONVENTION}. Wav pairs and report: {out}")
     if not all(math.isfinite(getattr(c, k)) for c in report.clips for k in METRICS):
         console.print("[yellow]some metrics are not finite (silent clips?)[/yellow]")
+
+
+def _clip_set(report: Any) -> str:
+    from tunesmith.eval.codec import clip_set_text
+
+    return clip_set_text([c.name for c in report.clips], [c.seconds for c in report.clips])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 
 SISNR_CONVENTION = "SI-SNR in dB, higher is better (AudioCraft logs its negation as 'sisnr')"
 METRICS: tuple[str, ...] = ("sisnr", "mel", "l1", "mse")
+CHECK_NUM_SAMPLES, CHECK_MAX_SECONDS = 10, 10.0  # `tunesmith check codec`'s clips by default (training: check.*)
 
 
 @dataclass
@@ -182,12 +184,25 @@ def check_codec(codec: Any, clips: list[Clip], out_dir: str | Path | None = None
     return report
 
 
+def clip_set_text(names: list[str], seconds: list[float]) -> str:
+    """What a check measured on, e.g. ``"4 valid clips, 13.2 s in all (the longest 4.0 s)"``: code perplexity and
+    the means depend on it, so every figure names it. The split is read from the clip names (``valid00012_x``)."""
+    splits = sorted({m.group(1) for n in names if (m := re.match(r"^([A-Za-z]+)\d{5}_", n))})
+    kind = f"{'/'.join(splits)} " if splits else ""
+    total, longest = sum(seconds), max(seconds, default=0.0)
+    return (
+        f"{len(names)} {kind}clip{'s' if len(names) != 1 else ''}, {total:.1f} s in all (the longest {longest:.1f} s)"
+    )
+
+
 def report_markdown(report: CheckReport) -> str:
     bw = f"{report.bandwidth_kbps:g} kbps" if report.bandwidth_kbps is not None else "?"
     lines = [
         f"# Codec check ({report.sample_rate} Hz, {bw}, {report.n_q} codebooks)",
         "",
         f"{report.convention}. mel: mean |log10 mel| difference (lower is better).",
+        "",
+        f"Measured on {clip_set_text([c.name for c in report.clips], [c.seconds for c in report.clips])}.",
         "",
         "| clip | seconds | SI-SNR (dB) | mel | L1 | MSE | original | reconstructed |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -232,8 +247,8 @@ def check_codec_path(
     *,
     data: str | Path | None = None,
     split: str = "valid",
-    num_samples: int = 10,
-    max_seconds: float = 10.0,
+    num_samples: int = CHECK_NUM_SAMPLES,
+    max_seconds: float = CHECK_MAX_SECONDS,
     bandwidth: float | None = None,
     out: str | Path | None = None,
     device: str = "cpu",

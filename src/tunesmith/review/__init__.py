@@ -13,23 +13,33 @@ records the sha256 of the weights it was made with (``source.json``); when ``las
 ``best``) has new weights its stale samples are replaced, and checkpoints with identical weights (``best``
 and the numbered checkpoint it was copied from) share files instead of generating twice.
 
-Modules: ``images`` (mel spectrogram → PNG), ``charts`` (history.jsonl → SVG), ``checkpoints`` (listing,
-selecting, per-checkpoint sample folders), ``run_config`` (a run's task and config), ``grid`` (the sample
-grid), ``lm_samples`` and ``codec_samples`` (what each kind of run is reviewed on), ``page`` (the HTML),
-and ``runner`` (``review_run``). The subcommand is ``tunesmith.commands.review``.
+Modules: ``images`` (mel spectrogram → PNG), ``charts`` (history.jsonl → SVG charts, single measurements as
+numbers), ``checkpoints`` (listing, selecting, per-checkpoint sample folders), ``run_config`` (a run's task and
+config), ``grid`` (the sample grid, one column per distinct checkpoint), ``lm_samples`` and ``codec_samples``
+(what each kind of run is reviewed on), ``baseline`` (an LM's unigram cross-entropy), ``notes`` (hidden
+checkpoints, clip sets, baselines in words), ``page`` (the HTML), and ``runner`` (``review_run``).
+The subcommand is ``tunesmith.commands.review``.
 """
 
 from __future__ import annotations
 
+from tunesmith.review.baseline import UnigramBaseline, code_counts, lm_unigram_baseline, unigram_cross_entropy
 from tunesmith.review.charts import (
     MAX_CHARTS,
     PALETTE,
+    Baseline,
     Chart,
+    Figures,
+    Number,
     Series,
+    format_step,
+    format_value,
     history_charts,
+    history_figures,
     nice_ticks,
     read_history,
     svg_chart,
+    tick_labels,
 )
 from tunesmith.review.checkpoints import (
     REVIEW_DIR,
@@ -41,7 +51,7 @@ from tunesmith.review.checkpoints import (
     select_checkpoints,
 )
 from tunesmith.review.codec_samples import codec_clips, codec_grid, reconstruct_codec_samples
-from tunesmith.review.grid import Cell, Grid
+from tunesmith.review.grid import Cell, Grid, column_label, distinct_checkpoints
 from tunesmith.review.images import MEL_SUFFIX, colorize, ensure_mel_png, mel_image, png_bytes, write_mel_png
 from tunesmith.review.lm_samples import (
     DEFAULT_NUM_PROMPTS,
@@ -52,7 +62,7 @@ from tunesmith.review.lm_samples import (
     lm_grid,
     review_prompts,
 )
-from tunesmith.review.page import render_page
+from tunesmith.review.page import PageNotes, render_page
 from tunesmith.review.run_config import resolve_relative, run_task
 from tunesmith.review.runner import INDEX, ReviewResult, review_run
 
@@ -63,6 +73,11 @@ __all__ = [
     "MEL_SUFFIX",
     "PALETTE",
     "PROMPTS_FILE",
+    "Baseline",
+    "Figures",
+    "Number",
+    "PageNotes",
+    "UnigramBaseline",
     "REVIEW_DIR",
     "SOURCE_FILE",
     "Cell",
@@ -72,14 +87,21 @@ __all__ = [
     "ReviewResult",
     "ReviewStats",
     "Series",
+    "code_counts",
     "codec_clips",
+    "column_label",
     "codec_grid",
     "colorize",
     "default_prompt_lines",
+    "distinct_checkpoints",
+    "format_step",
+    "format_value",
     "ensure_mel_png",
     "generate_lm_samples",
     "generation_defaults",
     "history_charts",
+    "history_figures",
+    "lm_unigram_baseline",
     "list_checkpoints",
     "lm_grid",
     "mel_image",
@@ -95,5 +117,7 @@ __all__ = [
     "run_task",
     "select_checkpoints",
     "svg_chart",
+    "tick_labels",
+    "unigram_cross_entropy",
     "write_mel_png",
 ]

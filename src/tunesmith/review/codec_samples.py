@@ -18,7 +18,7 @@ from tunesmith.review.checkpoints import (
     prepare_output,
     twin_file,
 )
-from tunesmith.review.grid import Cell, Grid, cell_for, step_note
+from tunesmith.review.grid import Cell, Grid, cell_for, column_label, distinct_checkpoints, step_note
 from tunesmith.review.images import ensure_mel_png
 from tunesmith.review.run_config import config_section, resolve_relative
 
@@ -101,9 +101,11 @@ def _codec_report(folder: Path) -> list[dict]:
 
 
 def codec_grid(run_dir: Path, refs: list[CheckpointRef]) -> Grid:
+    """Clips × (original, then distinct checkpoints: ``best``/``last`` join the numbered one with their weights)."""
     samples = run_dir / "samples"
     base = samples / REVIEW_DIR
     reports = {ref.name: {c["name"]: c for c in _codec_report(base / ref.name)} for ref in refs}
+    groups = distinct_checkpoints(refs)
     names: list[str] = []
     for ref in refs:
         names.extend(n for n in reports[ref.name] if n not in names)
@@ -114,14 +116,26 @@ def codec_grid(run_dir: Path, refs: list[CheckpointRef]) -> Grid:
         titles.append(name)
         details.append(f"{float(clip.get('seconds', 0)):.2f} s")
         row = [cell_for(samples, base / first.name / str(clip.get("original") or ""), "original")]
-        for ref in refs:
-            c = reports[ref.name].get(name)
-            if c is None:
+        for group in groups:
+            ref = next((r for r in group if name in reports[r.name]), None)
+            if ref is None:
                 row.append(Cell(note="not reconstructed yet"))
                 continue
+            c = reports[ref.name][name]
             note = f"SI-SNR {float(c['sisnr']):.2f} dB · mel {float(c['mel']):.3f}"
             row.append(cell_for(samples, base / ref.name / str(c.get("reconstructed") or ""), note))
         cells.append(row)
-    return Grid(
-        titles, details, ["original"] + [r.label for r in refs], ["dataset clip"] + [step_note(r) for r in refs], cells
-    )
+    columns = ["original"] + [column_label(g) for g in groups]
+    return Grid(titles, details, columns, ["dataset clip"] + [step_note(g[0]) for g in groups], cells)
+
+
+def clip_summary(run_dir: Path, refs: list[CheckpointRef]) -> tuple[int, float, float] | None:
+    """(clips, seconds in all, longest clip in seconds) of the clips the review reconstructed, from the
+    first checkpoint's ``report.json``; None before any was made."""
+    base = run_dir / "samples" / REVIEW_DIR
+    for ref in refs:
+        clips = _codec_report(base / ref.name)
+        if clips:
+            seconds = [float(c.get("seconds") or 0.0) for c in clips]
+            return len(clips), sum(seconds), max(seconds)
+    return None

@@ -19,7 +19,7 @@ from tunesmith.review.checkpoints import (
     prepare_output,
     twin_file,
 )
-from tunesmith.review.grid import Grid, cell_for, step_note
+from tunesmith.review.grid import Grid, column_label, distinct_checkpoints, group_cell, step_note
 from tunesmith.review.images import ensure_mel_png
 from tunesmith.review.run_config import config_section, resolve_relative
 
@@ -154,7 +154,10 @@ def generate_lm_samples(
 
 
 def lm_grid(run_dir: Path, refs: list[CheckpointRef], jobs: list[Any]) -> Grid:
+    """Prompts × distinct checkpoints (``best``/``last`` join the numbered checkpoint with their weights)."""
     samples = run_dir / "samples"
+    base = samples / REVIEW_DIR
+    groups = distinct_checkpoints(refs)
     titles, details, cells = [], [], []
     for job in jobs:
         item = job.item
@@ -165,5 +168,5 @@ def lm_grid(run_dir: Path, refs: list[CheckpointRef], jobs: list[Any]) -> Grid:
             + (f" · top-p {item.top_p:g}" if item.top_p else "")
             + (f" · {extra}" if extra else "")
         )
-        cells.append([cell_for(samples, samples / REVIEW_DIR / ref.name / f"{job.id}.wav") for ref in refs])
-    return Grid(titles, details, [r.label for r in refs], [step_note(r) for r in refs], cells)
+        cells.append([group_cell(samples, [base / r.name for r in g], f"{job.id}.wav") for g in groups])
+    return Grid(titles, details, [column_label(g) for g in groups], [step_note(g[0]) for g in groups], cells)

@@ -4,14 +4,27 @@ relative links only, no script) with the run summary, its config delta, the curv
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 from importlib import resources
 from pathlib import Path
 
-from tunesmith.review.charts import Chart, svg_chart
+from tunesmith.review.charts import Chart, Figures, Number, format_step, format_value, svg_chart
 from tunesmith.review.checkpoints import REVIEW_DIR
 from tunesmith.review.grid import Cell, Grid
+
+
+@dataclasses.dataclass
+class PageNotes:
+    """Sentences the page shows beside its figures: under "Curves" (what they were measured on, baselines),
+    above the samples (hidden or deleted checkpoints, the clips), and what each stage's single measurements
+    were measured on (``{"evaluate": "4 valid clips ≤ 4 s"}``). Empty strings are left out."""
+
+    curves: list[str] = dataclasses.field(default_factory=list)
+    checkpoints: list[str] = dataclasses.field(default_factory=list)
+    samples: list[str] = dataclasses.field(default_factory=list)
+    numbers_measured_on: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def _css() -> str:
@@ -23,8 +36,42 @@ def _kv_table(rows: list[tuple[str, str]]) -> str:
     return f'<table class="kv">{body}</table>'
 
 
-def render_page(run_dir: Path, task: str, grid: Grid, charts: list[Chart]) -> str:
-    """The review page (HTML text) for ``run_dir``: summary, config delta, curves, sample grid."""
+def _paragraphs(texts: list[str], css_class: str) -> str:
+    return "".join(f'<p class="{css_class}">{html.escape(t)}</p>' for t in texts if t)
+
+
+def _numbers_table(numbers: list[Number], measured_on: dict[str, str]) -> str:
+    """Metrics measured once so far: metric, stage, step, value (and what it was measured on)."""
+    if not numbers:
+        return ""
+    with_source = any(measured_on.get(n.stage) for n in numbers)
+    head = "<th>metric</th><th>stage</th><th>step</th><th>value</th>" + ("<th>measured on</th>" if with_source else "")
+    rows = []
+    for n in numbers:
+        source = f"<td>{html.escape(measured_on.get(n.stage, ''))}</td>" if with_source else ""
+        rows.append(
+            f"<tr><td><code>{html.escape(n.metric)}</code></td><td>{html.escape(n.stage)}</td>"
+            f'<td class="num">{format_step(n.step)}</td><td class="num">{format_value(n.value)}</td>{source}</tr>'
+        )
+    return (
+        '<h3>Measured once so far</h3><div class="table-wrap"><table class="numbers">'
+        f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
+    )
+
+
+def _chart_figure(chart: Chart) -> str:
+    note = f'<p class="chart-note muted">{html.escape(chart.note)}</p>' if chart.note else ""
+    return f'<figure class="chart"><figcaption>{html.escape(chart.title)}</figcaption>{svg_chart(chart)}{note}</figure>'
+
+
+def render_page(
+    run_dir: Path, task: str, grid: Grid, figures: Figures | list[Chart], notes: PageNotes | None = None
+) -> str:
+    """The review page (HTML text) for ``run_dir``: summary, config delta, curves (charts, single measurements
+    as numbers, notes on what they were measured on), the notes on checkpoints and the sample grid."""
+    if not isinstance(figures, Figures):
+        figures = Figures(list(figures), [], [])
+    notes = notes or PageNotes()
     from tunesmith import __version__
     from tunesmith.artifacts.runs import RUN_FILE, STATUS_FILE, read_json
 
@@ -59,16 +106,15 @@ def render_page(run_dir: Path, task: str, grid: Grid, charts: list[Chart]) -> st
         if delta
         else '<p class="muted">none: the preset as shipped</p>'
     )
-    charts_html = (
-        '<div class="charts">'
-        + "".join(
-            f'<figure class="chart"><figcaption>{html.escape(c.title)}</figcaption>{svg_chart(c)}</figure>'
-            for c in charts
-        )
-        + "</div>"
-        if charts
-        else '<p class="muted">no history yet</p>'
-    )
+    charts_html = _paragraphs(notes.curves, "note")
+    if figures.charts:
+        charts_html += '<div class="charts">' + "".join(_chart_figure(c) for c in figures.charts) + "</div>"
+    charts_html += _numbers_table(figures.numbers, notes.numbers_measured_on)
+    if figures.omitted:
+        omitted = html.escape(", ".join(figures.omitted))
+        charts_html += f'<p class="muted">not charted (more than {len(figures.charts)} charts): {omitted}</p>'
+    if not (figures.charts or figures.numbers):
+        charts_html += '<p class="muted">no history yet</p>'
     head = "".join(
         f"<th>{html.escape(label)}<div class='muted'>{html.escape(detail)}</div></th>"
         for label, detail in zip(grid.columns, grid.column_details, strict=True)
@@ -112,6 +158,7 @@ def render_page(run_dir: Path, task: str, grid: Grid, charts: list[Chart]) -> st
 <h2>Curves</h2>
 {charts_html}
 <h2>Samples</h2>
+{_paragraphs(notes.checkpoints, "note checkpoints")}{_paragraphs(notes.samples, "note")}
 {grid_html}
 <footer>Made by tunesmith {html.escape(__version__)}. Update with
 <code>tunesmith review {html.escape(str(run_dir))}</code>; files are under <code>samples/{REVIEW_DIR}/</code>.</footer>

@@ -10,9 +10,10 @@ import math
 from pathlib import Path
 
 from tunesmith.errors import UserError
-from tunesmith.review.charts import history_charts, read_history
+from tunesmith.review.baseline import lm_unigram_baseline
+from tunesmith.review.charts import history_figures, read_history
 from tunesmith.review.checkpoints import ReviewStats, list_checkpoints, select_checkpoints
-from tunesmith.review.codec_samples import codec_grid, reconstruct_codec_samples
+from tunesmith.review.codec_samples import clip_summary, codec_grid, reconstruct_codec_samples
 from tunesmith.review.lm_samples import (
     DEFAULT_NUM_PROMPTS,
     generate_lm_samples,
@@ -20,7 +21,15 @@ from tunesmith.review.lm_samples import (
     lm_grid,
     review_prompts,
 )
-from tunesmith.review.page import render_page
+from tunesmith.review.notes import (
+    add_clip_notes,
+    add_unigram_baseline,
+    codec_clip_notes,
+    hidden_checkpoints_note,
+    pruned_checkpoints_note,
+    unigram_note,
+)
+from tunesmith.review.page import PageNotes, render_page
 from tunesmith.review.run_config import run_task
 
 log = logging.getLogger("tunesmith.review")
@@ -59,7 +68,8 @@ def review_run(
         raise UserError(f"--num-prompts={num_prompts}: must be at least 1")
     if duration is not None and not (duration > 0 and math.isfinite(duration)):
         raise UserError(f"--duration={duration}: must be a positive number of seconds")
-    refs = select_checkpoints(list_checkpoints(run_dir), epochs)
+    all_refs = list_checkpoints(run_dir)
+    refs = select_checkpoints(all_refs, epochs)
     stats = ReviewStats()
     problems: list[str] = []
     if task == "lm":
@@ -76,8 +86,33 @@ def review_run(
         if not index_only:
             reconstruct_codec_samples(run_dir, refs, config, data, num_prompts, device, stats)
         grid = codec_grid(run_dir, refs)
-    charts = history_charts(read_history(run_dir / "history.jsonl"))
+    history = read_history(run_dir / "history.jsonl")
+    figures = history_figures(history)
+    notes = PageNotes(checkpoints=[hidden_checkpoints_note(all_refs, refs, run_dir)])
+    notes.checkpoints.append(pruned_checkpoints_note(all_refs, config, _trained_epochs(run_dir, history)))
+    if task == "lm":
+        codebooks = len({key for record in history for key in record if key.startswith("ce_q")}) or None
+        baseline = lm_unigram_baseline(run_dir, config, codebooks)
+        if baseline is not None:
+            add_unigram_baseline(figures, baseline)
+            notes.curves.append(unigram_note(baseline))
+    else:
+        curves, short, samples = codec_clip_notes(config, clip_summary(run_dir, refs), num_prompts)
+        add_clip_notes(figures, short)
+        notes.curves.append(curves)
+        notes.numbers_measured_on = {"evaluate": short, "valid": "the valid split: mean over fixed crops"}
+        notes.samples.append(samples)
     index = run_dir / "samples" / INDEX
     index.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(index, render_page(run_dir, task, grid, charts))
+    atomic_write_text(index, render_page(run_dir, task, grid, figures, notes))
     return ReviewResult(index, task, [r.name for r in refs], stats, problems)
+
+
+def _trained_epochs(run_dir: Path, history: list[dict]) -> int:
+    """Epochs the run finished: status.json's epoch, else the last epoch in its history."""
+    from tunesmith.artifacts.runs import STATUS_FILE, read_json
+
+    status = read_json(run_dir / STATUS_FILE) or {}
+    if isinstance(status.get("epoch"), int):
+        return int(status["epoch"])
+    return max((int(r["epoch"]) for r in history if isinstance(r.get("epoch"), int)), default=0)

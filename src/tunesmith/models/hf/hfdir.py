@@ -159,6 +159,8 @@ def save_safetensors(path: Path, tensors: dict[str, Tensor]) -> None:
     """A safetensors file that transformers accepts (metadata ``format: pt``); tied tensors are stored as copies."""
     from safetensors.torch import save_file
 
+    from tunesmith.fileio import give_umask_mode
+
     out: dict[str, Tensor] = {}
     seen: set[int] = set()
     for name, tensor in tensors.items():
@@ -167,3 +169,4 @@ def save_safetensors(path: Path, tensors: dict[str, Tensor]) -> None:
         out[name] = tensor.clone() if ptr in seen and tensor.numel() else tensor
         seen.add(ptr)
     save_file(out, str(path), {"format": "pt"})
+    give_umask_mode(path)  # safetensors writes owner-only (0600) files
