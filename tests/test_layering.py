@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "tunesmith"
 # Lowest first. A module may import its own room and any room earlier in this list, never a later one.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", "__init__", "configs", "review_assets"),
-    ("config", "runtime", "fileio", "environment"),
+    ("config", "runtime", "fileio", "environment", "team"),
     ("audio",),
     ("artifacts",),
     ("models",),

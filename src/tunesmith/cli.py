@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tunesmith.commands.encode",
     "tunesmith.commands.runs",
     "tunesmith.commands.generate",
+    "tunesmith.commands.eval",
     "tunesmith.commands.review",
     "tunesmith.commands.serve",
     "tunesmith.commands.import_hf",
@@ -34,6 +35,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tunesmith.commands.verify",
     "tunesmith.commands.prepare_midi",
     "tunesmith.commands.generate_midi",
+    "tunesmith.commands.grid",
 )
 
 
@@ -82,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     previous_threads = _torch_threads()
     try:
+        from tunesmith.team import resolve_cli_paths
+
+        resolve_cli_paths(args)  # //reference/... in path arguments (tunesmith.team)
         policy = apply_thread_policy(args.threads)
         log.info("threads: %s", policy.describe())
         if policy.load_warning:

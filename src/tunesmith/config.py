@@ -25,6 +25,8 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
+from tunesmith.team import resolve_roots
+
 log = logging.getLogger("tunesmith.config")
 
 # The crop length of audio tasks, in seconds: one name for every task (codec, lm) and the curriculum.
@@ -179,6 +181,8 @@ class TrainConfig:
     valid_max_batches: int = ranged(0, ge=0)  # 0 = the whole valid split, always the same batches
     evaluate_every: int = ranged(0, ge=0)  # epochs; 0 = only at the end
     generate_every: int = ranged(0, ge=0)  # epochs; 0 = only at the end
+    best_metric: str = ""  # the "best" checkpoint by this valid or evaluate metric ("" = the task's, e.g. loss)
+    best_mode: Literal["auto", "min", "max"] = "auto"  # auto: the metric's known direction (fad: min, clap: max)
     num_workers: int = ranged(0, ge=0)
     max_steps: int = ranged(0, ge=0)  # stop after this many updates in total (0 = epochs decide)
     ema: EmaConfig = dataclasses.field(default_factory=EmaConfig)
@@ -196,9 +200,13 @@ NON_MATH_KEYS: tuple[str, ...] = (
     "train.checkpoint.save_best",
     "train.evaluate_every",
     "train.generate_every",
+    "train.best_metric",
+    "train.best_mode",
     "train.device",
     "dataset.num_workers",
     "generate",
+    "evaluate",  # lm: generation metrics of the evaluate stage
+    "task_eval",  # midi: free-running evaluation settings
 )
 
 
@@ -406,7 +414,7 @@ def from_dict(cls: type, data: dict, prefix: str = "", *, _ranges: dict[str, Ran
             kwargs[name] = from_dict(tp, value, key + ".", _ranges=extra_ranges)
         else:
             check_range(key, value, ranges.get(name) or extra_ranges.get(key))
-            kwargs[name] = value
+            kwargs[name] = resolve_roots(value)  # //reference/... → the team config's folder (tunesmith.team)
     return cls(**kwargs)
 
 
@@ -623,8 +631,32 @@ def resolve(task: str, cls: type, preset: str, overrides: dict[str, Any] | list[
     base = to_dict(cls())
     defaults = merge_into(base, load_preset_file(task, preset, renames), cls)
     overrides = rename_dotted(overrides or {}, renames, "override")
-    data = merge_into(defaults, dotted_to_nested(overrides), cls)
+    data = merge_into(defaults, dotted_to_nested(mapping_entries(overrides, defaults, cls)), cls)
     return Resolved(task, preset, from_dict(cls, data), data, defaults, renames)
+
+
+def mapping_entries(overrides: dict[str, Any], defaults: dict, cls: type) -> dict[str, Any]:
+    """Dotted overrides into a mapping field set one entry and keep the others: ``eval_splits.x=...`` →
+    ``eval_splits={...preset's entries..., x: ...}``; ``eval_splits={...}`` still replaces the mapping."""
+    out = dict(overrides)
+    for key, value in overrides.items():
+        parts, tp, node = key.split("."), cls, defaults
+        for i, part in enumerate(parts[:-1]):
+            field_tp = _fields(tp).get(part) if dataclasses.is_dataclass(tp) else None
+            if field_tp is None:
+                break
+            if dataclasses.is_dataclass(field_tp):
+                tp, node = field_tp, (node.get(part) if isinstance(node, dict) else None) or {}
+                continue
+            if get_origin(field_tp) is dict:
+                prefix = ".".join(parts[: i + 1])
+                current = out.get(prefix)
+                if not isinstance(current, dict):
+                    current = dict(node.get(part) or {}) if isinstance(node, dict) else {}
+                out[prefix] = {**current, ".".join(parts[i + 1 :]): value}
+                del out[key]
+            break
+    return out
 
 
 def canonical_json(obj: Any) -> str:

@@ -41,7 +41,10 @@ HISTORY_FILE = "history.jsonl"
 
 
 def default_runs_dir() -> Path:
-    return Path(os.environ.get("TUNESMITH_RUNS", "runs"))
+    """``$TUNESMITH_RUNS``, else the team config's ``runs_dir`` (tunesmith.team), else ./runs."""
+    from tunesmith.team import configured_runs_dir
+
+    return Path(os.environ.get("TUNESMITH_RUNS") or configured_runs_dir() or "runs")
 
 
 def math_delta(resolved: Resolved) -> dict[str, Any]:

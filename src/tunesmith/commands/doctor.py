@@ -14,8 +14,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tunesmith.environment import PROGRAMS, collect
+    from tunesmith.team import report as team_report
+    from tunesmith.team import report_lines
 
     report = collect(getattr(args, "threads", None))
+    report["team_config"] = team_report()  # the active team/cluster config and where its folders point
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -50,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
     print("programs:")
     for name, path in report["programs"].items():
         print(f"  [{'ok ' if path else '-- '}] {name}: {path or 'not found'} — {PROGRAMS[name]}")
+    for line in report_lines(report["team_config"]):
+        print(line)
     for note in report.get("notes", []):
         print(f"note: {note}")
     return 0

@@ -18,6 +18,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     info.add_argument("run")
     info.add_argument("--json", action="store_true")
     info.add_argument("--runs-dir", type=Path, default=None, help="where run folders live (default ./runs)")
+    info.add_argument("--tail", action="store_true", help="print the end of train.log and follow it while the run runs")
+    compare = sub.add_parser("compare", help="runs side by side: config delta, metrics, overlaid loss curves (HTML)")
+    compare.add_argument("runs", nargs="+", help="two or more runs (signature, task/sig or run folder)")
+    compare.add_argument("--html", type=Path, default=None, help="page to write (default: compare_<sigs>.html here)")
+    compare.add_argument("--runs-dir", type=Path, default=None, help="where run folders live (default ./runs)")
     p.set_defaults(func=run)
 
 
@@ -31,9 +36,54 @@ def _fmt_delta(delta: dict) -> str:
     return " ".join(f"{k}={v}" for k, v in delta.items()) or "(preset defaults)"
 
 
+SKIP_KEYS = ("epoch", "step", "time")  # history.jsonl bookkeeping, not metrics
+
+
+def _evaluate_lines(run_dir: Path, task: str | None) -> list[str]:
+    """One line per eval split from the run's last evaluate record (history.jsonl)."""
+    last: dict = {}
+    try:
+        with (run_dir / "history.jsonl").open(encoding="utf-8") as f:
+            for line in f:
+                if '"evaluate"' in line:
+                    record = json.loads(line)
+                    last = record if record.get("stage") == "evaluate" else last
+    except (OSError, ValueError):
+        return []
+    metrics = {k: v for k, v in last.items() if "/" in k and isinstance(v, (int, float))}
+    if task == "midi":
+        from tunesmith.tasks.midi_metrics import split_summary_lines
+
+        tasks = sorted({k.split("/")[1] for k in metrics if k.count("/") == 2})
+        return [f"epoch {last.get('epoch')} {line}" for line in split_summary_lines(metrics, tasks)]
+    splits: dict[str, list[str]] = {}
+    for key, value in metrics.items():
+        split, name = key.split("/", 1)
+        splits.setdefault(split, []).append(f"{name}={value:.4g}")
+    lines = [f"epoch {last.get('epoch')} {split}: " + " ".join(items) for split, items in splits.items()]
+    flat = {k: v for k, v in last.items() if k not in SKIP_KEYS and "/" not in k and isinstance(v, (int, float))}
+    if flat:  # an audio LM's generation metrics (fad, clap, kld, chroma, wer, ...)
+        lines.append(f"epoch {last.get('epoch')}: " + " ".join(f"{k}={v:.4g}" for k, v in flat.items()))
+    return lines
+
+
 def run(args: argparse.Namespace) -> int:
     from tunesmith.artifacts.runs import find_run, list_runs, run_info
 
+    if args.runs_command == "compare":
+        from tunesmith.launch.compare import compare_html, compare_text, load_runs
+
+        runs = load_runs(args.runs, args.runs_dir)
+        print(compare_text(runs))
+        out = args.html or Path("compare_" + "_".join(r.signature for r in runs)[:120] + ".html")
+        out.write_text(compare_html(runs), encoding="utf-8")
+        print(f"curves: {out}")
+        return 0
+    if args.runs_command == "info" and args.tail:
+        from tunesmith.launch.state import follow_log
+
+        follow_log(find_run(args.run, args.runs_dir))
+        return 0
     if args.runs_command == "info":
         info = run_info(find_run(args.run, args.runs_dir))
         if args.json:
@@ -46,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"checkpoint {info['last_checkpoint'] or '-'}")
         print(f"wall time  {info['wall_time_s']:.0f} s")
         print("delta      " + _fmt_delta(info["delta"]))
+        for line in _evaluate_lines(Path(info["dir"]), info["task"]):  # the last evaluate stage, per split
+            print("evaluate   " + line)
         return 0
     rows = [r for r in list_runs(getattr(args, "runs_dir", None)) if getattr(args, "task", None) in (None, r["task"])]
     if getattr(args, "json", False):

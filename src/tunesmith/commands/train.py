@@ -35,6 +35,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--json", action="store_true", help="print a machine-readable summary at the end")
     p.add_argument("--list-presets", action="store_true", help="list the presets of TASK (or of every task) and exit")
+    p.add_argument(
+        "--from",
+        dest="from_run",
+        metavar="SIG",
+        default=None,
+        help="start a new run from run SIG's stored config plus the key=value changes given (no TASK PRESET)",
+    )
     p.set_defaults(func=run)
 
 
@@ -64,6 +71,11 @@ def run(args: argparse.Namespace) -> int:
     if args.list_presets:
         print(list_presets_text(args.task))
         return 0
+    if args.from_run:  # `train --from SIG key=value ...`: argparse put the first changes in task/preset
+        from tunesmith.launch.rerun import overrides_from_run
+
+        changes = [a for a in (args.task, args.preset, *args.overrides) if a]
+        args.task, args.preset, args.overrides = overrides_from_run(args.from_run, changes, args.runs_dir)
     if not args.task or not args.preset:
         raise UserError("train needs TASK and PRESET, e.g. `tunesmith train midi tiny data=DIR` (see --list-presets)")
     if args.print_config:

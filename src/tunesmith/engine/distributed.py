@@ -29,8 +29,44 @@ class DistInfo:
         return self.world_size > 1
 
 
+def first_host(nodelist: str) -> str:
+    """The first host of a Slurm node list: ``gpu[07-09,12],cpu01`` → ``gpu07``."""
+    prefix, _, ranges = nodelist.split(",", 1)[0].partition("[")
+    if not ranges:
+        return prefix
+    return prefix + ranges.split(",", 1)[0].split("-", 1)[0].rstrip("]")
+
+
+def torchrun_env_from_slurm(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """torchrun's variables for a task that ``srun`` started (one process per task, no torchrun):
+    RANK ← SLURM_PROCID, WORLD_SIZE ← SLURM_STEP_NUM_TASKS, LOCAL_RANK ← SLURM_LOCALID, MASTER_ADDR ← the
+    step's first node, MASTER_PORT ← 20000 + job id mod 20000 (the same on every task). Empty when
+    torchrun already set them or the step has a single task."""
+    env = os.environ if environ is None else environ
+    world = int(env.get("SLURM_STEP_NUM_TASKS") or "1")
+    if "RANK" in env or "SLURM_PROCID" not in env or world <= 1:
+        return {}
+    per_node = (env.get("SLURM_STEP_TASKS_PER_NODE") or env.get("SLURM_NTASKS_PER_NODE") or "1").split("(")[0]
+    nodes = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST") or "localhost"
+    return {
+        "RANK": env["SLURM_PROCID"],
+        "WORLD_SIZE": str(world),
+        "LOCAL_RANK": env.get("SLURM_LOCALID", "0"),
+        "LOCAL_WORLD_SIZE": per_node.split(",")[0],
+        "MASTER_ADDR": env.get("MASTER_ADDR") or first_host(nodes),
+        "MASTER_PORT": env.get("MASTER_PORT") or str(20000 + int(env.get("SLURM_JOB_ID") or "0") % 20000),
+    }
+
+
+def adopt_slurm_env() -> None:
+    """Under ``srun`` without torchrun: set torchrun's variables from Slurm's (see torchrun_env_from_slurm)."""
+    os.environ.update(torchrun_env_from_slurm())
+
+
 def init_distributed(device: torch.device) -> DistInfo:
-    """Join the process group that torchrun describes in the environment (no-op when alone)."""
+    """Join the process group that torchrun (or srun, see adopt_slurm_env) describes in the environment
+    (no-op when alone)."""
+    adopt_slurm_env()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return DistInfo()

@@ -58,7 +58,7 @@ from tunesmith.engine.state import (
     module_state,
 )
 from tunesmith.engine.task import Task
-from tunesmith.engine.tracking import EpochMeter, Tracker, device_peak_flops
+from tunesmith.engine.tracking import EpochMeter, Tracker, device_peak_flops, run_log
 from tunesmith.engine.update import (
     COUNT_SUFFIX,
     BackwardTarget,
@@ -148,6 +148,7 @@ class Solver(Task):
         if resolved is not None:
             self.resolved, self.cfg = resolved, resolved.config
         self._check_data_identity()
+        self._choose_best_metric()
         self.model = self.build_model().to(self.device)
         self.extras = {name: m.to(self.device) for name, m in self.extra_modules().items()}
         init_from = self.init_weights_from()
@@ -194,6 +195,20 @@ class Solver(Task):
             force=self.run.force,
             write=self.dist.is_main,
         )
+
+    def _choose_best_metric(self) -> None:
+        """``train.best_metric`` (any valid or evaluate metric) over the task's; ``train.best_mode=auto`` takes the
+        metric's known direction (tunesmith.eval.suite.metric_direction), the task's for its own metric."""
+        from tunesmith.eval.suite import metric_direction
+
+        t = self.cfg.train
+        name = getattr(t, "best_metric", "") or self.best_metric
+        mode = getattr(t, "best_mode", "auto")
+        if mode == "auto":
+            mode = self.best_mode if name == self.best_metric else metric_direction(name) or ""
+        if mode not in ("min", "max"):
+            raise UserError(f"train.best_metric={name}: its direction is not known; set train.best_mode=min or max")
+        self.best_metric, self.best_mode = name, mode
 
     def _register_state(self) -> None:
         """Everything a checkpoint holds, in state.pt's order; weights first (their own files)."""
@@ -672,6 +687,8 @@ class Solver(Task):
     def is_better(self, value: float) -> bool:
         if "value" not in self.best or not math.isfinite(self.best["value"]):
             return math.isfinite(value)
+        if self.best.get("metric", self.best_metric) != self.best_metric:  # train.best_metric changed on resume
+            return math.isfinite(value)
         return value < self.best["value"] if self.best_mode == "min" else value > self.best["value"]
 
     def _stage_due(self, every: int, last: bool) -> bool:
@@ -680,7 +697,7 @@ class Solver(Task):
     def fit(self) -> dict:
         """Run (or resume) training to the end; returns the final status. SIGINT, SIGTERM and SIGUSR1 stop it
         gracefully at an update boundary (engine.signals): checkpoint, status "interrupted", TrainingStopped."""
-        with self._stop:
+        with self._stop, run_log(self.run.dir, self.dist.rank):  # train.log / worker_K.log
             return self._fit()
 
     def _fit(self) -> dict:
@@ -692,6 +709,8 @@ class Solver(Task):
         if self.dist.is_main:
             self.run.write_status(state="running", epoch=self.epoch, step=self.step)
         try:
+            if t.epochs == 0:  # evaluate-only: the valid and evaluate stages on the starting weights
+                self._evaluate_start()
             while self.epoch < t.epochs and self.step < self.total_updates():
                 if self._stop.agreed(self.device, self.dist.enabled):  # during set-up, valid or a checkpoint
                     self._stop_run(write=False)
@@ -703,17 +722,16 @@ class Solver(Task):
                 last = self.epoch >= t.epochs or self.step >= self.total_updates()
                 train_metrics.update(self.guard.end_epoch(self.epoch))
                 record = {"epoch": self.epoch, "step": self.step, "train": train_metrics}
-                improved = False
                 if self._stage_due(t.valid_every, last):
-                    valid = self.valid_epoch()
-                    record["valid"] = valid
-                    if self.best_metric in valid and self.is_better(valid[self.best_metric]):
-                        improved = True
-                        self.best = {"metric": self.best_metric, "value": valid[self.best_metric], "epoch": self.epoch}
+                    record["valid"] = self.valid_epoch()
                 if self._stage_due(t.evaluate_every, last):
                     evaluated = self._on_main_model(self.evaluate)
                     if evaluated:
                         record["evaluate"] = evaluated
+                scores = {**record.get("evaluate", {}), **record.get("valid", {})}  # best: any valid/evaluate metric
+                improved = self.best_metric in scores and self.is_better(scores[self.best_metric])
+                if improved:
+                    self.best = {"metric": self.best_metric, "value": scores[self.best_metric], "epoch": self.epoch}
                 if self._stage_due(t.generate_every, last) and self.dist.is_main:
                     self._on_main_model(self.generate)
                 self.epoch_history.append(record)
@@ -790,6 +808,18 @@ class Solver(Task):
             )
         barrier()
         raise TrainingStopped(name, self.step, str(folder) if folder else None)
+
+    def _evaluate_start(self) -> None:
+        """``train.epochs=0``: valid and evaluate on the weights as built (init_from), logged at epoch 0."""
+        record: dict[str, Any] = {"epoch": self.epoch, "step": self.step, "train": {}, "valid": self.valid_epoch()}
+        evaluated = self._on_main_model(self.evaluate)
+        if evaluated:
+            record["evaluate"] = evaluated
+        if self.tracker and self.dist.is_main:
+            for stage in ("valid", "evaluate"):
+                if record.get(stage):
+                    self.tracker.write(stage, self.step, self.epoch, record[stage])
+            self._log_epoch(record)
 
     def _on_main_model(self, fn):
         model = self.model

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +154,42 @@ class Tracker:
             self.tb.close()
         if self.wandb is not None:
             self.wandb.finish()
+
+
+RUN_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def run_log_name(rank: int) -> str:
+    """The run folder's plain-text log: ``train.log`` for rank 0, ``worker_K.log`` for rank K."""
+    return "train.log" if rank == 0 else f"worker_{rank}.log"
+
+
+@contextlib.contextmanager
+def run_log(run_dir: Path, rank: int) -> Iterator[Path | None]:
+    """Append every ``tunesmith`` log record (INFO and up) to the run's text log while the block runs.
+
+    Yields the log's path, or None when the file cannot be opened (a read-only run folder: the run's
+    own checks report that)."""
+    logger = logging.getLogger("tunesmith")
+    path = Path(run_dir) / run_log_name(rank)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path, encoding="utf-8")
+    except OSError:
+        yield None
+        return
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter(RUN_LOG_FORMAT, "%Y-%m-%d %H:%M:%S"))
+    previous = logger.level
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    try:
+        yield path
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+        handler.close()
 
 
 def _plain(value: Any) -> Any:

@@ -33,9 +33,11 @@ def build_solver(task: str, preset: str, overrides: list[str], *, runs_dir=None,
 
     from tunesmith.artifacts.runs import open_run
     from tunesmith.config import resolve
+    from tunesmith.engine.distributed import adopt_slurm_env
 
     cls = solver_class(task)
     resolved = resolve(task, cls.config_class, preset, overrides)
+    adopt_slurm_env()  # a task of `srun` without torchrun: RANK and friends from Slurm's variables
     is_main = int(os.environ.get("RANK", "0")) == 0
     if fresh and not is_main:
         import time
