@@ -10,9 +10,10 @@ import json
 from importlib import resources
 from pathlib import Path
 
-from tunesmith.review.charts import Chart, Figures, Number, format_step, format_value, svg_chart
+from tunesmith.review.charts import Chart, Figures, Number, format_step, format_value, read_history, svg_chart
 from tunesmith.review.checkpoints import REVIEW_DIR
 from tunesmith.review.grid import Cell, Grid
+from tunesmith.review.metrics_table import evaluate_table_html
 
 
 @dataclasses.dataclass
@@ -110,6 +111,7 @@ def render_page(
     if figures.charts:
         charts_html += '<div class="charts">' + "".join(_chart_figure(c) for c in figures.charts) + "</div>"
     charts_html += _numbers_table(figures.numbers, notes.numbers_measured_on)
+    charts_html += evaluate_table_html(read_history(run_dir / "history.jsonl"))  # FAD, CLAP, ... per checkpoint
     if figures.omitted:
         omitted = html.escape(", ".join(figures.omitted))
         charts_html += f'<p class="muted">not charted (more than {len(figures.charts)} charts): {omitted}</p>'
