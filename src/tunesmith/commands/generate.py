@@ -53,6 +53,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="items generated together (same settings)")
     p.add_argument("--format", choices=("wav", "flac"), default="wav")
     p.add_argument("--prompt-audio", type=Path, help="audio file every item continues (its start is kept)")
+    p.add_argument(
+        "--melody",
+        type=Path,
+        help="melody-conditioned models (e.g. MusicGen-melody): audio whose chroma every item follows, "
+        "unless its prompts-file line gives its own melody",
+    )
     add_lm_loading_arguments(p)
     p.add_argument("--json", action="store_true", help="print a JSON summary at the end")
     p.set_defaults(func=run)
@@ -85,6 +91,12 @@ def run(args: argparse.Namespace) -> int:
     flags = f"; flags: {', '.join(sorted(given))}" if given else ""
     print(f"settings: {describe(defaults)} (from {origin}{flags})", file=sys.stderr)
     jobs, problems = read_prompts(args.prompt, args.prompts, defaults, limits)
+    if args.melody is not None:
+        from tunesmith.inference.prompts import with_melody
+
+        if not args.melody.is_file():
+            raise UserError(f"--melody {args.melody}: no such audio file")
+        jobs = with_melody(jobs, args.melody)
     for problem in problems:  # in line order
         print(f"tunesmith: skipped {problem}", file=sys.stderr)
     options = BatchOptions(

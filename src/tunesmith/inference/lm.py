@@ -140,6 +140,7 @@ class Generator:
         from tunesmith.inference.precision import dtype_of, resolve_precision
         from tunesmith.inference.sources import resolve_model_source
         from tunesmith.models.codec import load_codec
+        from tunesmith.models.codec.stereo import as_channels
         from tunesmith.models.lm.loading import build_from, read_lm_checkpoint
 
         chosen = resolve_precision(precision, device)
@@ -162,7 +163,7 @@ class Generator:
                     "pass it with --codec RUN_OR_MODEL"
                 )
         bandwidth = run_cfg.get("codec_bandwidth") or None
-        codec_model = load_codec(codec_path, bandwidth=bandwidth, device=device)
+        codec_model = as_channels(load_codec(codec_path, bandwidth=bandwidth, device=device), model.cfg.channels)
         return cls(model, codec_model, config=run_cfg, name=str(path), precision=chosen)
 
     def generate(
@@ -229,9 +230,12 @@ class Generator:
             wav = wav[None] if wav.dim() == 2 else wav.view(1, 1, -1)
             prompt_codes = self.codec.encode(wav)[:, : self.model.num_codebooks, :num_frames]
         start = time.perf_counter()
+        from tunesmith.inference.melody import resolve_melodies
+
+        conditions = resolve_melodies([it.condition(self.text_field) for it in items], self.model.cfg.conditioner)
         codes = generate_codes(
             self.model,
-            [it.condition(self.text_field) for it in items],
+            conditions,
             num_frames,
             cfg_coef=first.cfg,
             temperature=first.temperature,

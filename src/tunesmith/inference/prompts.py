@@ -81,6 +81,20 @@ def read_prompts(
     return jobs, [f"{source}:{number}: {message}" for source, number, message in sorted(problems)]
 
 
+def with_melody(jobs: list[Job], melody: Path) -> list[Job]:
+    """Jobs whose items follow ``melody`` (a wav path, made absolute) unless their line names one; ids
+    recomputed, so that a changed melody regenerates."""
+    path = str(Path(melody).expanduser().resolve())
+    out = []
+    for index, job in enumerate(jobs):
+        conditions = {"melody": path, **job.item.conditions}
+        item = GenerationItem(**{**job.item.__dict__, "conditions": conditions})
+        prefix = job.id.split("-", 1)[0]
+        index = int(prefix) if prefix.isdigit() else index
+        out.append(Job(_job_id(index, item), job.line, job.source, item, job.fields))
+    return out
+
+
 def attribute_warnings(jobs: list[Job], known: dict[str, list[str]]) -> list[str]:
     """``file:line`` warnings about attributes the model does not use (ignored) or values it never saw
     (generated as unknown); the items still run, as prompts files often carry extra metadata."""

@@ -5,7 +5,8 @@ Used by ``tunesmith generate`` (``--prompt`` and prompts-file lines, surface ``"
 The surfaces differ only where stated here: HTTP adds ``format`` and the server's upper limits
 (``le_limit`` names an attribute of ``tunesmith.serve.queue.Limits``), and its ``seed`` defaults to
 ``None`` (a random seed); prompts files also take ``text`` (= prompt), a ``conditions`` object and the
-free-form conditions in :data:`FILE_CONDITIONS`.
+free-form conditions in :data:`FILE_CONDITIONS`. ``melody`` (melody-conditioned models) is a wav path in
+prompts files and base64 file bytes over HTTP (decoded by the server, never a path there).
 
 Both surfaces report a bad field with the same :class:`FieldError` message; ``str(RequestError)`` is the
 prompts-file form (``duration=-2.0: Input should be greater than 0``), :func:`http_errors` the 422 form.
@@ -19,6 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 MAX_SEED = 2**63 - 1
+MAX_MELODY_CHARS = 16_000_000  # a base64 melody upload: ≈ 12 MB of audio (MusicGen reads 30 s of it)
 FILE, HTTP = "file", "http"
 LABELS = "labels"  # a string or a list of strings (genre, instrument)
 
@@ -54,6 +56,15 @@ FIELDS: tuple[Field, ...] = (
     Field("bpm", float, None, "attribute-conditioned models: tempo", gt=0, le=1000, attribute=True),
     Field("key", str, None, 'attribute-conditioned models: e.g. "a minor"', max_length=40, attribute=True),
     Field("instrument", LABELS, None, "attribute-conditioned models: instrument(s)", attribute=True),
+    Field(
+        "melody",
+        str,
+        None,
+        "melody-conditioned models: audio whose chroma the music follows (prompts files: a wav path; "
+        "HTTP: the file's bytes, base64)",
+        max_length=MAX_MELODY_CHARS,
+        attribute=True,
+    ),
 )
 BY_NAME = {f.name: f for f in FIELDS}
 SETTINGS = tuple(f.name for f in FIELDS if not f.attribute and FILE in f.surfaces)  # GenerationItem's settings

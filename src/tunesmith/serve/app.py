@@ -4,9 +4,10 @@ Endpoints (all but /health need the API key when one is set):
     GET  /              a small offline web page: prompt, settings, the model's attributes, a player,
                         a download link and the queue state (see :mod:`tunesmith.serve.page`)
     POST /v1/generate   JSON {prompt, duration, cfg, temperature, top_k, top_p, seed, format: wav|flac,
-                        genre, bpm, key, instrument} → the audio (16-bit), with X-Seed, X-Audio-Seconds,
+                        genre, bpm, key, instrument, melody} → the audio (16-bit), with X-Seed, X-Audio-Seconds,
                         X-Batch-Size, ... headers. The attributes are for models trained with them: a
                         value the model never saw (or an attribute it does not use) is a 422 that names it.
+                        ``melody`` (melody-conditioned models): the base64 bytes of an uploaded wav/flac.
     GET  /v1/model      name, sample rate, conditioning (attributes and their known values), defaults, limits
     GET  /v1/status     model name, uptime, precision and the queue counters
     GET  /health        liveness only: {"status": "ok"} (no API key needed, nothing about the model)
@@ -83,6 +84,34 @@ def validation_errors(errors: list[dict]) -> tuple[str, list[dict]]:
     return http_errors(found)
 
 
+def take_melody(conditions: dict, melody_model: bool) -> tuple[bytes | None, dict | None]:
+    """Take a request's ``melody`` (base64 of an audio file, optionally a ``data:`` URL) out of ``conditions``:
+    (its bytes, None), (None, the 422 problem ``{field, message, type}``), or (None, None) when absent. Never a
+    path: the server reads no files a client names. The audio is only probed here (no torch off the
+    generation thread)."""
+    import base64
+    import binascii
+
+    import soundfile as sf
+
+    value = conditions.pop("melody", None)
+    if value is None:
+        return None, None
+    if not melody_model:
+        return None, {"field": "melody", "type": "melody_unused", "message": "this model is not melody-conditioned"}
+    encoded = value.split(",", 1)[1] if value.startswith("data:") else value
+    try:
+        data = base64.b64decode(encoded, validate=True)
+        info = sf.info(io.BytesIO(data))
+    except (binascii.Error, ValueError):
+        return None, {"field": "melody", "type": "melody_base64", "message": "expected base64 of an audio file"}
+    except (RuntimeError, TypeError):  # soundfile's LibsndfileError is a RuntimeError
+        return None, {"field": "melody", "type": "melody_audio", "message": "not a readable audio file (wav or flac)"}
+    if info.frames == 0:
+        return None, {"field": "melody", "type": "melody_audio", "message": "the audio file holds no samples"}
+    return data, None
+
+
 def read_body(body: bytes, content_type: str | None) -> Any:
     """The JSON of a request body; RequestError (field ``body``) when it is missing, not JSON or not JSON at all."""
     if not body:
@@ -122,6 +151,8 @@ def build_app(
 
     defaults = model_defaults(generator, limits)
     known_attributes = attribute_values(generator.model)
+    model_cfg = getattr(generator.model, "cfg", None)
+    melody_model = bool(getattr(getattr(model_cfg, "conditioner", None), "chroma", False))
     queue = BatchQueue(generator, limits, executor)
     generator.max_batch = limits.max_batch
     started = time.time()
@@ -195,6 +226,7 @@ def build_app(
                 "text": generator.model.conditioner is not None and cond.text != "none",
                 "text_field": cond.text_field,
                 "attributes": list(cond.attributes),
+                "melody": bool(cond.chroma),
                 "attribute_values": known_attributes,
             },
             "defaults": defaults,
@@ -230,6 +262,10 @@ def build_app(
             message, details = http_errors(err.errors)
             return JSONResponse({"error": message, "detail": details}, status_code=422)
         fmt = values.pop("format")
+        melody, melody_problem = take_melody(values["conditions"], melody_model)
+        if melody_problem is not None:
+            return JSONResponse({"error": f"melody: {melody_problem['message']}", "detail": [melody_problem]},
+                                status_code=422)  # fmt: skip
         problems = attribute_problems(values["conditions"], known_attributes)
         for problem in problems:
             if problem["type"] == "attribute_value":
@@ -237,6 +273,8 @@ def build_app(
         if problems:
             message = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
             return JSONResponse({"error": message, "detail": problems}, status_code=422)
+        if melody is not None:
+            values["conditions"]["melody"] = melody
         seed = values["seed"] if values["seed"] is not None else secrets.randbelow(2**31)
         item = GenerationItem(**{**values, "seed": seed})
         try:

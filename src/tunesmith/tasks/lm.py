@@ -28,6 +28,7 @@ from tunesmith.models.hf.finetune import FinetuneConfig
 from tunesmith.models.lm.conditioners import build_vocabularies
 from tunesmith.models.lm.model import LMConfig, LMModel
 from tunesmith.runtime import progress_enabled
+from tunesmith.tasks.lm_evaluate import EvaluateStage, LMEvaluateConfig, evaluate_problems
 
 log = logging.getLogger("tunesmith.lm")
 
@@ -66,6 +67,7 @@ class LMTaskConfig:
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     generate: LMGenerateConfig = dataclasses.field(default_factory=LMGenerateConfig)
+    evaluate: LMEvaluateConfig = dataclasses.field(default_factory=LMEvaluateConfig)  # generation metrics
     finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)  # full or LoRA (models/hf)
 
     value_ranges: ClassVar[dict[str, Range]] = {  # the model section is defined in models.lm
@@ -119,7 +121,10 @@ class LMSolver(Solver):
         from tunesmith.models.codec import load_codec
 
         bandwidth = cfg.codec_bandwidth or None
-        self.codec = load_codec(cfg.codec, bandwidth=bandwidth, device=self.device)
+        from tunesmith.models.codec.stereo import as_channels
+
+        # model.channels=2: a mono codec runs per channel, codebooks interleaved (stereo MusicGen's layout)
+        self.codec = as_channels(load_codec(cfg.codec, bandwidth=bandwidth, device=self.device), cfg.model.channels)
         m = cfg.model
         k = m.num_codebooks or int(self.codec.n_q)
         if m.card and m.card != int(self.codec.bins):
@@ -218,10 +223,28 @@ class LMSolver(Solver):
 
     def build_datasets(self) -> dict[str, Dataset]:
         k, cond = self.lm_config.num_codebooks, self.lm_config.conditioner
-        out: dict[str, Dataset] = {"train": TokenCrops(self.splits["train"], self.num_frames, k, cond, training=True)}
+        chroma = self._chroma_tracks() if cond.chroma else {}
+
+        def crops(split: str, training: bool) -> TokenCrops:
+            track = chroma.get(split)
+            return TokenCrops(self.splits[split], self.num_frames, k, cond, training, track, self.frame_rate)
+
+        out: dict[str, Dataset] = {"train": crops("train", True)}
         if "valid" in self.splits and len(self.splits["valid"]):
-            out["valid"] = TokenCrops(self.splits["valid"], self.num_frames, k, cond, training=False)
+            out["valid"] = crops("valid", False)
         return out
+
+    def _chroma_tracks(self) -> dict[str, Any]:
+        """Melody LMs: each split's chroma, computed once next to its tokens (main rank first)."""
+        from tunesmith.data.token_cache.chroma import ensure_chroma
+        from tunesmith.engine.distributed import main_rank_first
+        from tunesmith.models.lm.conditioners import chroma_settings
+
+        settings = chroma_settings(self.lm_config.conditioner)
+        return main_rank_first(
+            self.dist.is_main,
+            lambda: {name: ensure_chroma(shards, self.cfg.data, settings) for name, shards in self.splits.items()},
+        )
 
     def collate(self, items: list) -> dict[str, Any]:
         return collate_crops(items)
@@ -262,7 +285,7 @@ class LMSolver(Solver):
             problems.append(f"dataset.segment_seconds={d.segment_seconds}: must be positive")
         if self.cfg.generate.num_samples and self.cfg.generate.duration <= 0:
             problems.append(f"generate.duration={self.cfg.generate.duration}: must be positive")
-        return problems
+        return problems + evaluate_problems(self.cfg.evaluate)
 
     def derived_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
         """Perplexity overall (``ppl``) and per codebook (``ppl_qK``) from the mean cross-entropies."""
@@ -271,6 +294,14 @@ class LMSolver(Solver):
             name = "ppl" if key == "loss" else "ppl_q" + key[4:]
             metrics[name] = math.exp(min(value, 50.0)) if math.isfinite(value) else float("nan")
         return metrics
+
+    def evaluate(self, model: nn.Module, epoch: int) -> dict[str, float]:
+        """The evaluate stage's generation metrics on a fixed subset (tasks.lm_evaluate); {} when none are set."""
+        if not self.cfg.evaluate.metrics:
+            return {}
+        if not hasattr(self, "_evaluate_stage"):
+            self._evaluate_stage = EvaluateStage(self)
+        return self._evaluate_stage(model, epoch)
 
     # ------------------------------------------------------------------ samples
 

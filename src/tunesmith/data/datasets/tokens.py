@@ -2,7 +2,9 @@
 
 ``TokenCrops(shards, num_frames, num_codebooks, cond_cfg, training)[(index, seed)]`` is
 ``{"codes": Long[K, n], "condition": dict}`` with ``n <= num_frames`` frames (a short segment comes
-whole); :func:`collate_crops` pads a batch to ``Long[B, K, F]`` with the lengths ``Long[B]``.
+whole); :func:`collate_crops` pads a batch to ``Long[B, K, F]`` with the lengths ``Long[B]``. With a
+``chroma`` track (melody-conditioned LMs, :mod:`tunesmith.data.token_cache.chroma`) the condition also
+holds ``chroma``: the one-hot chroma float [n_chroma_frames, bins] under the crop (before CFG dropout).
 """
 
 from __future__ import annotations
@@ -50,9 +52,17 @@ class TokenCrops(Dataset):
     """Keyed by (index, seed): a crop of ``num_frames`` frames (Long[K, n]) and its condition."""
 
     def __init__(
-        self, shards: Any, num_frames: int, num_codebooks: int, cond_cfg: ConditionerConfig, training: bool
+        self,
+        shards: Any,
+        num_frames: int,
+        num_codebooks: int,
+        cond_cfg: ConditionerConfig,
+        training: bool,
+        chroma: Any = None,
+        frame_rate: float = 0.0,
     ) -> None:
         self.shards = shards
+        self.chroma, self.frame_rate = chroma, frame_rate
         self.num_frames = num_frames
         self.num_codebooks = num_codebooks
         self.cond_cfg = cond_cfg
@@ -70,13 +80,17 @@ class TokenCrops(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
         index, seed = key
         gen = torch.Generator().manual_seed(int(seed))
-        codes, _ = self.shards.crop(index, self.num_frames, gen)  # [K, n]; a short segment comes whole
+        codes, start = self.shards.crop(index, self.num_frames, gen)  # [K, n]; a short segment comes whole
         codes = np.asarray(codes[: self.num_codebooks])
         if codes.shape[0] < self.num_codebooks:
             raise UserError(
                 f"token cache item {index} has {codes.shape[0]} codebooks, the LM needs {self.num_codebooks}"
             )
-        condition = drop_conditions(self.condition(index), self.cond_cfg, gen, training=self.training)
+        condition = self.condition(index)
+        if self.chroma is not None:
+            chroma = self.chroma.window(index, start, codes.shape[1], self.frame_rate)
+            condition = {**condition, "chroma": chroma}
+        condition = drop_conditions(condition, self.cond_cfg, gen, training=self.training)
         return {"codes": torch.from_numpy(codes.astype(np.int64)), "condition": condition}
 
 

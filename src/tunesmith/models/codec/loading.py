@@ -29,7 +29,7 @@ CodecPredicate = Callable[[Path], bool]
 CodecLoader = Callable[[Path, "float | None", str], Codec]
 
 _LOADERS: list[tuple[CodecPredicate, CodecLoader]] = []
-HF_MODEL_TYPES: tuple[str, ...] = ("encodec", "musicgen")
+HF_MODEL_TYPES: tuple[str, ...] = ("encodec", "musicgen", "musicgen_melody")
 PLUGIN_MODULES: tuple[str, ...] = ("tunesmith.models.hf",)
 _plugins_imported = False
 

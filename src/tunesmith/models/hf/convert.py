@@ -22,6 +22,12 @@ layer ``i``, codebook ``k``) and where they go:
 
 transformers builds ``enc_to_dec_proj`` only when the T5 width differs from the decoder's; with equal
 widths the projection is the identity, which tunesmith keeps frozen so the model stays exportable.
+
+Stereo (decoder ``audio_channels=2``): the same tensors over 2·K interleaved codebooks; ``LMConfig.channels=2``
+gives the pattern both codebooks of a level at one delay. MusicGen-melody (``model_type: musicgen_melody``):
+no ``encoder_attn*`` tensors (the conditions are a prefix, ``conditioner.fuse=prefix``, ``chroma=true``), and
+
+    audio_enc_to_dec_proj.{weight,bias}           conditioner.chroma.proj.* (identity when num_chroma = D)
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ log = logging.getLogger(__name__)
 DECODER = "decoder.model.decoder."
 HEADS = "decoder.lm_heads."
 PROJ = "enc_to_dec_proj."
+CHROMA_PROJ = "audio_enc_to_dec_proj."  # MusicGen-melody: chroma bins → decoder width (absent when equal)
+MELODY = "musicgen_melody"
 TEXT = "text_encoder."
 AUDIO = "audio_encoder."
 
@@ -54,6 +62,7 @@ ARCHITECTURE_KEYS = (
     "card",
     "num_codebooks",
     "pattern",
+    "channels",
     "transformer.dim",
     "transformer.num_layers",
     "transformer.num_heads",
@@ -74,6 +83,12 @@ ARCHITECTURE_KEYS = (
     "conditioner.t5_path",
     "conditioner.attributes",
     "conditioner.fuse",
+    "conditioner.chroma",
+    "conditioner.chroma_bins",
+    "conditioner.chroma_length",
+    "conditioner.chroma_sample_rate",
+    "conditioner.chroma_n_fft",
+    "conditioner.chroma_hop",
 )
 
 # the tunesmith parameters a MusicGen does not have: they keep their imported values (frozen)
@@ -96,18 +111,32 @@ def text_width(config: dict) -> int:
     return _int(text, "d_model" if "d_model" in text else "hidden_size", "config.json text_encoder")
 
 
+def is_melody(config: dict) -> bool:
+    """Whether a config.json is a MusicGen-melody's (chroma prefix, no cross-attention)."""
+    return config.get("model_type") == MELODY
+
+
+def has_chroma_projection(config: dict) -> bool:
+    """Whether transformers builds ``audio_enc_to_dec_proj`` (MusicGen-melody with num_chroma ≠ width)."""
+    return is_melody(config) and int(config.get("num_chroma", 12)) != config["decoder"]["hidden_size"]
+
+
 def has_projection(config: dict) -> bool:
     """Whether transformers builds ``enc_to_dec_proj`` for this MusicGen config."""
     decoder = config["decoder"]
     return text_width(config) != decoder["hidden_size"] and decoder.get("cross_attention_hidden_size") is None
 
 
-def lm_config_from_hf(config: dict, t5_path: str = "", base: LMConfig | None = None) -> LMConfig:
-    """The tunesmith LM config of a MusicGen ``config.json`` (a dict, already verified).
+def lm_config_from_hf(
+    config: dict, t5_path: str = "", base: LMConfig | None = None, chroma_analysis: dict | None = None
+) -> LMConfig:
+    """The tunesmith LM config of a MusicGen or MusicGen-melody ``config.json`` (a dict, already verified).
 
     Architecture keys come from ``config``; training settings (dropout, CFG dropout, text field and
-    length) from ``base`` (tunesmith's defaults when None).
+    length) from ``base`` (tunesmith's defaults when None). ``chroma_analysis``: a melody processor's
+    ``preprocessor_config.json`` (sampling_rate, n_fft, hop_length), else MusicGen-melody's defaults.
     """
+    melody = is_melody(config)
     base = base or LMConfig()
     decoder = config["decoder"]
     where = "config.json decoder"
@@ -124,7 +153,7 @@ def lm_config_from_hf(config: dict, t5_path: str = "", base: LMConfig | None = N
         max_seq_len=int(decoder.get("max_position_embeddings") or base.transformer.max_seq_len),
         position_offset=0,
         max_period=10000.0,
-        cross_attention=True,
+        cross_attention=not melody,
         cross_dim=0,
         norm="layernorm",
         norm_eps=1e-5,
@@ -133,12 +162,25 @@ def lm_config_from_hf(config: dict, t5_path: str = "", base: LMConfig | None = N
         activation=ACTIVATIONS[activation],
         final_norm=True,
     )
-    conditioner = dataclasses.replace(base.conditioner, text="t5", t5_path=t5_path, attributes=[], fuse="cross")
+    conditioner = dataclasses.replace(
+        base.conditioner, text="t5", t5_path=t5_path, attributes=[], fuse="prefix" if melody else "cross", chroma=melody
+    )
+    if melody:
+        analysis = chroma_analysis or {}
+        conditioner = dataclasses.replace(
+            conditioner,
+            chroma_bins=_int(config, "num_chroma", "config.json"),
+            chroma_length=_int(config, "chroma_length", "config.json"),
+            chroma_sample_rate=int(analysis.get("sampling_rate") or 32000),
+            chroma_n_fft=int(analysis.get("n_fft") or 16384),
+            chroma_hop=int(analysis.get("hop_length") or 4096),
+        )
     return dataclasses.replace(
         base,
         card=_int(decoder, "vocab_size", where),
         num_codebooks=_int(decoder, "num_codebooks", where),
         pattern="delay",
+        channels=int(decoder.get("audio_channels") or 1),
         transformer=transformer,
         conditioner=conditioner,
     )
@@ -158,10 +200,12 @@ def exportable_problems(cfg: LMConfig) -> list[str]:
         ("model.transformer.norm_bias", t.norm_bias, True),
         ("model.transformer.final_norm", t.final_norm, True),
         ("model.conditioner.text", c.text, "t5"),
-        ("model.conditioner.fuse", c.fuse, "cross"),
+        ("model.conditioner.fuse", c.fuse, "prefix" if c.chroma else "cross"),
         ("model.conditioner.attributes", list(c.attributes), []),
     ]
     problems = [f"{key}={value!r}: a MusicGen needs {need!r}" for key, value, need in wanted if value != need]
+    if cfg.channels not in (1, 2):
+        problems.append(f"model.channels={cfg.channels}: a MusicGen is mono (1) or stereo (2)")
     if t.activation not in HF_ACTIVATIONS:
         need = sorted(HF_ACTIVATIONS)
         problems.append(f"model.transformer.activation={t.activation!r}: a MusicGen needs one of {need}")
@@ -186,11 +230,11 @@ def hf_decoder_config(cfg: LMConfig, *, text_hidden: int) -> dict[str, Any]:
         "layerdrop": 0.0,
         "scale_embedding": False,
         "tie_word_embeddings": False,
-        "audio_channels": 1,
+        "audio_channels": cfg.channels,
         "pad_token_id": cfg.card,
         "bos_token_id": cfg.card,
         "decoder_start_token_id": cfg.card,
-        "cross_attention_hidden_size": None,
+        **({} if cfg.conditioner.chroma else {"cross_attention_hidden_size": None}),
     }
 
 
@@ -205,12 +249,14 @@ def decoder_tensor_shapes(config: dict) -> dict[str, list[int]]:
     for q in range(k):
         shapes[f"{DECODER}embed_tokens.{q}.weight"] = [card + 1, dim]
         shapes[f"{HEADS}{q}.weight"] = [card, dim]
+    melody = is_melody(config)
     for i in range(d["num_hidden_layers"]):
         layer = f"{DECODER}layers.{i}."
-        for attn in ("self_attn", "encoder_attn"):
+        for attn in ("self_attn",) if melody else ("self_attn", "encoder_attn"):
             for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
                 shapes[f"{layer}{attn}.{proj}.weight"] = [dim, dim]
-        for norm in ("self_attn_layer_norm", "encoder_attn_layer_norm", "final_layer_norm"):
+        norms = ("self_attn_layer_norm", "final_layer_norm")
+        for norm in norms if melody else ("self_attn_layer_norm", "encoder_attn_layer_norm", "final_layer_norm"):
             shapes[f"{layer}{norm}.weight"] = [dim]
             shapes[f"{layer}{norm}.bias"] = [dim]
         shapes[f"{layer}fc1.weight"] = [ffn, dim]
@@ -220,6 +266,9 @@ def decoder_tensor_shapes(config: dict) -> dict[str, list[int]]:
     if has_projection(config):
         shapes[f"{PROJ}weight"] = [dim, text_width(config)]
         shapes[f"{PROJ}bias"] = [dim]
+    if has_chroma_projection(config):
+        shapes[f"{CHROMA_PROJ}weight"] = [dim, int(config.get("num_chroma", 12))]
+        shapes[f"{CHROMA_PROJ}bias"] = [dim]
     return shapes
 
 
@@ -247,21 +296,19 @@ def lm_state_from_hf(tensors: dict[str, Tensor], config: dict) -> dict[str, Tens
         "transformer.norm.weight": get(f"{DECODER}layer_norm.weight"),
         "transformer.norm.bias": get(f"{DECODER}layer_norm.bias"),
     }
+    melody = is_melody(config)
     for i in range(d["num_hidden_layers"]):
         src, dst = f"{DECODER}layers.{i}.", f"transformer.layers.{i}."
         sa, ca = f"{src}self_attn.", f"{src}encoder_attn."
         out[f"{dst}self_attn.qkv.weight"] = torch.cat([get(f"{sa}{p}_proj.weight") for p in "qkv"])
         out[f"{dst}self_attn.out.weight"] = get(f"{sa}out_proj.weight")
-        out[f"{dst}cross_attn.q.weight"] = get(f"{ca}q_proj.weight")
-        out[f"{dst}cross_attn.kv.weight"] = torch.cat([get(f"{ca}{p}_proj.weight") for p in "kv"])
-        out[f"{dst}cross_attn.out.weight"] = get(f"{ca}out_proj.weight")
+        if not melody:
+            out[f"{dst}cross_attn.q.weight"] = get(f"{ca}q_proj.weight")
+            out[f"{dst}cross_attn.kv.weight"] = torch.cat([get(f"{ca}{p}_proj.weight") for p in "kv"])
+            out[f"{dst}cross_attn.out.weight"] = get(f"{ca}out_proj.weight")
         out[f"{dst}ffn.fc1.weight"] = get(f"{src}fc1.weight")
         out[f"{dst}ffn.fc2.weight"] = get(f"{src}fc2.weight")
-        for hf_norm, norm in (
-            ("self_attn_layer_norm", "norm_self"),
-            ("encoder_attn_layer_norm", "norm_cross"),
-            ("final_layer_norm", "norm_ffn"),
-        ):
+        for hf_norm, norm in _layer_norms(melody):
             out[f"{dst}{norm}.weight"] = get(f"{src}{hf_norm}.weight")
             out[f"{dst}{norm}.bias"] = get(f"{src}{hf_norm}.bias")
     dtype = out["embed.weight"].dtype
@@ -271,8 +318,20 @@ def lm_state_from_hf(tensors: dict[str, Tensor], config: dict) -> dict[str, Tens
     else:
         out["conditioner.text.proj.weight"] = torch.eye(dim, dtype=dtype)
         out["conditioner.text.proj.bias"] = torch.zeros(dim, dtype=dtype)
+    if has_chroma_projection(config):
+        out["conditioner.chroma.proj.weight"] = get(f"{CHROMA_PROJ}weight")
+        out["conditioner.chroma.proj.bias"] = get(f"{CHROMA_PROJ}bias")
+    elif melody:
+        out["conditioner.chroma.proj.weight"] = torch.eye(dim, dtype=dtype)
+        out["conditioner.chroma.proj.bias"] = torch.zeros(dim, dtype=dtype)
     out["conditioner.null"] = torch.zeros(dim, dtype=dtype)
     return out
+
+
+def _layer_norms(melody: bool) -> tuple[tuple[str, str], ...]:
+    """(transformers, tunesmith) names of a decoder layer's norms (a melody decoder has no cross-attention)."""
+    cross = () if melody else (("encoder_attn_layer_norm", "norm_cross"),)
+    return (("self_attn_layer_norm", "norm_self"), *cross, ("final_layer_norm", "norm_ffn"))
 
 
 def hf_state_from_lm(state: dict[str, Tensor], cfg: LMConfig, *, text_hidden: int) -> dict[str, Tensor]:
@@ -289,6 +348,7 @@ def hf_state_from_lm(state: dict[str, Tensor], cfg: LMConfig, *, text_hidden: in
             raise UserError(f"the LM weights have no tensor {name!r}; is this a tunesmith LM with text=t5?")
         return state[name]
 
+    melody = cfg.conditioner.chroma
     out: dict[str, Tensor] = {}
     embed = get("embed.weight")
     heads = get("heads")
@@ -300,17 +360,14 @@ def hf_state_from_lm(state: dict[str, Tensor], cfg: LMConfig, *, text_hidden: in
         for name, value in zip("qkv", get(f"{src}self_attn.qkv.weight").chunk(3), strict=True):
             out[f"{dst}self_attn.{name}_proj.weight"] = value
         out[f"{dst}self_attn.out_proj.weight"] = get(f"{src}self_attn.out.weight")
-        out[f"{dst}encoder_attn.q_proj.weight"] = get(f"{src}cross_attn.q.weight")
-        for name, value in zip("kv", get(f"{src}cross_attn.kv.weight").chunk(2), strict=True):
-            out[f"{dst}encoder_attn.{name}_proj.weight"] = value
-        out[f"{dst}encoder_attn.out_proj.weight"] = get(f"{src}cross_attn.out.weight")
+        if not melody:
+            out[f"{dst}encoder_attn.q_proj.weight"] = get(f"{src}cross_attn.q.weight")
+            for name, value in zip("kv", get(f"{src}cross_attn.kv.weight").chunk(2), strict=True):
+                out[f"{dst}encoder_attn.{name}_proj.weight"] = value
+            out[f"{dst}encoder_attn.out_proj.weight"] = get(f"{src}cross_attn.out.weight")
         out[f"{dst}fc1.weight"] = get(f"{src}ffn.fc1.weight")
         out[f"{dst}fc2.weight"] = get(f"{src}ffn.fc2.weight")
-        for hf_norm, norm in (
-            ("self_attn_layer_norm", "norm_self"),
-            ("encoder_attn_layer_norm", "norm_cross"),
-            ("final_layer_norm", "norm_ffn"),
-        ):
+        for hf_norm, norm in _layer_norms(melody):
             out[f"{dst}{hf_norm}.weight"] = get(f"{src}{norm}.weight")
             out[f"{dst}{hf_norm}.bias"] = get(f"{src}{norm}.bias")
     out[f"{DECODER}layer_norm.weight"] = get("transformer.norm.weight")
@@ -325,8 +382,17 @@ def hf_state_from_lm(state: dict[str, Tensor], cfg: LMConfig, *, text_hidden: in
                 "the text projection was trained, but a MusicGen whose T5 width equals the decoder width "
                 f"({dim}) has no projection to hold it; it cannot be exported faithfully"
             )
+    if melody:
+        weight, bias = get("conditioner.chroma.proj.weight"), get("conditioner.chroma.proj.bias")
+        if cfg.conditioner.chroma_bins != dim:
+            out[f"{CHROMA_PROJ}weight"], out[f"{CHROMA_PROJ}bias"] = weight, bias
+        elif not (torch.equal(weight.float(), torch.eye(dim)) and not bool(bias.float().any())):
+            raise UserError(
+                "the chroma projection was trained, but a MusicGen-melody whose chroma bins equal the decoder width "
+                f"({dim}) has none to hold it; it cannot be exported faithfully"
+            )
     null = state.get("conditioner.null")
-    if null is not None and float(null.float().abs().max()) > 0:
+    if null is not None and not melody and float(null.float().abs().max()) > 0:
         log.warning(
             "the LM's learned null condition (max |value| %.3g) has no MusicGen counterpart: transformers uses "
             "zero text states for unconditional rows, so classifier-free guidance will differ",

@@ -23,7 +23,7 @@ from tunesmith.models.hf import convert
 from tunesmith.models.hf.hfdir import CONFIG, PREPROCESSOR, load_prefixed, save_safetensors
 from tunesmith.models.hf.verify import require_hf_dir
 
-MODEL_TYPES = ("encodec", "musicgen")
+MODEL_TYPES = ("encodec", "musicgen", "musicgen_melody")
 
 
 class HFEncodecCodec(nn.Module):
@@ -184,20 +184,32 @@ def build_encodec(audio_config: dict, state: dict[str, Tensor], where: str) -> n
 
 def default_bandwidth(config: dict) -> float | None:
     """A MusicGen's codec bandwidth: the one giving the decoder's codebooks; None for a plain EnCodec (all)."""
-    if config.get("model_type") != "musicgen":
+    if config.get("model_type") not in ("musicgen", "musicgen_melody"):
         return None
-    audio, k = config["audio_encoder"], config["decoder"]["num_codebooks"]
+    decoder = config["decoder"]
+    audio, k = config["audio_encoder"], decoder["num_codebooks"] // int(decoder.get("audio_channels") or 1)
     return next(float(b) for b in audio["target_bandwidths"] if convert.encodec_num_quantizers(audio, float(b)) == k)
 
 
-def load_hf_codec(path: str | Path, bandwidth: float | None = None, device: str = "cpu") -> HFEncodecCodec:
-    """An EnCodec from a transformers ``encodec`` directory or a ``musicgen`` directory's audio encoder.
+def load_hf_codec(path: str | Path, bandwidth: float | None = None, device: str = "cpu") -> Any:
+    """An EnCodec from a transformers ``encodec`` directory or a MusicGen directory's audio encoder.
 
-    ``bandwidth`` kbps (None: a MusicGen's own, else all codebooks); the directory is verified first.
+    ``bandwidth`` kbps (None: a MusicGen's own, else all codebooks); the directory is verified first. A
+    stereo MusicGen's (decoder ``audio_channels=2``) comes as an
+    :class:`~tunesmith.models.codec.stereo.InterleavedStereoCodec` over its mono EnCodec.
     """
+    from tunesmith.models.codec.stereo import as_channels
+
     path = Path(path)
     config = require_hf_dir(path)
-    if config["model_type"] == "musicgen":
+    if config["model_type"] in ("musicgen", "musicgen_melody"):
+        codec = _load_hf_codec(path, config, bandwidth, device)
+        return as_channels(codec, int(config["decoder"].get("audio_channels") or 1))
+    return _load_hf_codec(path, config, bandwidth, device)
+
+
+def _load_hf_codec(path: Path, config: dict, bandwidth: float | None, device: str) -> HFEncodecCodec:
+    if config["model_type"] in ("musicgen", "musicgen_melody"):
         audio = config["audio_encoder"]
         state = load_prefixed(path, convert.AUDIO)
     else:
@@ -218,7 +230,7 @@ def write_encodec_dir(source: str | Path, out: str | Path) -> Path:
             if item.is_file() and item.name != "manifest.json":
                 shutil.copy2(item, out / item.name)
         return out
-    return load_hf_codec(source).save(out)
+    return _load_hf_codec(source, config, None, "cpu").save(out)  # the mono EnCodec, also of a stereo MusicGen
 
 
 def is_hf_codec_dir(path: Path) -> bool:

@@ -11,7 +11,12 @@ The result loads with ``transformers.MusicgenForConditionalGeneration.from_pretr
     manifest.json               sha256 and size of every file (checked by `tunesmith verify DIR`)
 
 LoRA runs are merged first. The LM must be MusicGen-shaped (delay pattern, sinusoidal positions,
-LayerNorm, bias-free linears, T5 cross-attention) and its codec a transformers EnCodec.
+LayerNorm, bias-free linears, T5 cross-attention) and its codec a transformers EnCodec. A stereo LM
+(``model.channels=2``) is written with decoder ``audio_channels=2`` over its mono EnCodec and a
+``feature_size=2`` feature extractor; a melody LM (``model.conditioner.chroma``) as a
+``MusicgenMelodyForConditionalGeneration`` (``model_type: musicgen_melody``) with a MusicgenMelodyFeatureExtractor
+preprocessor config (loading that processor in transformers needs torchaudio). The tokenizer_config.json is written
+without the padding keys transformers' processor would pass on to the audio feature extractor.
 """
 
 from __future__ import annotations
@@ -75,6 +80,7 @@ def load_export_codec(run_cfg: dict, folder: Path) -> HFEncodecCodec:
 
     path = find_codec(run_cfg, folder)
     codec = load_codec(path, bandwidth=run_cfg.get("codec_bandwidth") or None)
+    codec = getattr(codec, "mono", codec)  # a stereo MusicGen stores its mono EnCodec
     if not isinstance(codec, HFEncodecCodec):
         raise UserError(
             f"{path}: a transformers MusicGen needs a transformers EnCodec as its audio encoder; this LM was trained "
@@ -88,6 +94,55 @@ def _t5_dir(lm_cfg: LMConfig, folder: Path) -> Path:
     if not t5 or not Path(t5).is_dir():
         raise UserError(f"{folder}: the T5 directory of this LM is gone (model.conditioner.t5_path={t5!r})")
     return Path(t5)
+
+
+# tokenizer_config.json keys that transformers' ProcessorMixin passes on to the audio feature extractor too,
+# which EncodecFeatureExtractor.__call__ does not take ("got an unexpected keyword argument 'pad_to_multiple_of'")
+LEAKING_TOKENIZER_KEYS = ("pad_to_multiple_of", "return_attention_mask")
+
+
+def copy_tokenizer_files(t5_dir: Path, out: Path) -> None:
+    """The T5 tokenizer files into ``out``; tokenizer_config.json without :data:`LEAKING_TOKENIZER_KEYS`, so
+    that the exported processor, reloaded with ``from_pretrained``, accepts audio prompts."""
+    for name in TOKENIZER_FILES:
+        if not (t5_dir / name).is_file():
+            continue
+        if name != "tokenizer_config.json":
+            shutil.copy2(t5_dir / name, out / name)
+            continue
+        config = read_json_object(t5_dir / name)
+        dropped = [key for key in LEAKING_TOKENIZER_KEYS if key in config]
+        for key in dropped:
+            config.pop(key)
+        if dropped:
+            log.info("tokenizer_config.json: dropped %s (they would reach the audio feature extractor)", dropped)
+        (out / name).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def processor_config(lm_cfg: LMConfig, codec: HFEncodecCodec) -> dict[str, Any]:
+    """``preprocessor_config.json``: EnCodec's feature extractor (``feature_size`` = channels: a stereo one takes
+    [2, T]), or for a melody model MusicgenMelodyFeatureExtractor with the LM's chroma analysis."""
+    c = lm_cfg.conditioner
+    if not c.chroma:
+        return {
+            **feature_extractor_config(codec.model.config.to_dict()),
+            "feature_size": lm_cfg.channels,
+            "processor_class": "MusicgenProcessor",
+        }
+    return {
+        "feature_extractor_type": "MusicgenMelodyFeatureExtractor",
+        "feature_size": c.chroma_bins,
+        "num_chroma": c.chroma_bins,
+        "sampling_rate": c.chroma_sample_rate,
+        "n_fft": c.chroma_n_fft,
+        "hop_length": c.chroma_hop,
+        "chunk_length": 30,
+        "padding_side": "right",
+        "padding_value": 0.0,
+        "return_attention_mask": False,
+        "stem_indices": [3, 2],
+        "processor_class": "MusicgenMelodyProcessor",
+    }
 
 
 def generation_config(run_cfg: dict, lm_cfg: LMConfig, frame_rate: float) -> dict[str, Any]:
@@ -111,7 +166,13 @@ def musicgen_tensors(
     lm_cfg: LMConfig, state: dict[str, Tensor], t5_dir: Path, codec: HFEncodecCodec
 ) -> tuple[dict, dict[str, Tensor]]:
     """(config.json dict, state dict) of the MusicGen made of this LM, its T5 and its EnCodec."""
-    from transformers import MusicgenConfig, MusicgenDecoderConfig, T5Config
+    from transformers import (
+        MusicgenConfig,
+        MusicgenDecoderConfig,
+        MusicgenMelodyConfig,
+        MusicgenMelodyDecoderConfig,
+        T5Config,
+    )
 
     problems = convert.exportable_problems(lm_cfg)
     if problems:
@@ -120,17 +181,30 @@ def musicgen_tensors(
     if t5_raw.get("model_type") != "t5":
         raise UserError(f"{t5_dir}/config.json: model_type {t5_raw.get('model_type')!r}, expected 't5'")
     t5_config = T5Config(**{k: v for k, v in t5_raw.items() if k not in ("model_type", "architectures")})
-    if codec.bins != lm_cfg.card or codec.n_q < lm_cfg.num_codebooks:
+    if lm_cfg.channels == 2 and codec.channels != 1:
+        raise UserError(f"a MusicGen's EnCodec is mono (stereo runs it per channel); this one has {codec.channels}")
+    per_channel = lm_cfg.num_codebooks // lm_cfg.channels
+    if codec.bins != lm_cfg.card or codec.n_q < per_channel:
         raise UserError(
             f"the codec ({codec.n_q} codebooks × {codec.bins}) does not match the LM "
-            f"({lm_cfg.num_codebooks} × {lm_cfg.card})"
+            f"({per_channel} codebooks per channel × {lm_cfg.card})"
         )
     text_hidden = t5_config.d_model
-    decoder = MusicgenDecoderConfig(**convert.hf_decoder_config(lm_cfg, text_hidden=text_hidden))
-    config = MusicgenConfig(
-        text_encoder=t5_config.to_dict(), audio_encoder=codec.model.config.to_dict(), decoder=decoder.to_dict()
-    ).to_dict()
-    config["architectures"] = ["MusicgenForConditionalGeneration"]
+    subs = {"text_encoder": t5_config.to_dict(), "audio_encoder": codec.model.config.to_dict()}
+    decoder_kwargs = convert.hf_decoder_config(lm_cfg, text_hidden=text_hidden)
+    if lm_cfg.conditioner.chroma:
+        decoder = MusicgenMelodyDecoderConfig(**decoder_kwargs)
+        config = MusicgenMelodyConfig(
+            **subs,
+            decoder=decoder.to_dict(),
+            num_chroma=lm_cfg.conditioner.chroma_bins,
+            chroma_length=lm_cfg.conditioner.chroma_length,
+        ).to_dict()
+        config["architectures"] = ["MusicgenMelodyForConditionalGeneration"]
+    else:
+        decoder = MusicgenDecoderConfig(**decoder_kwargs)
+        config = MusicgenConfig(**subs, decoder=decoder.to_dict()).to_dict()
+        config["architectures"] = ["MusicgenForConditionalGeneration"]
     tensors = {convert.TEXT + k: v for k, v in load_selected(t5_dir, ("shared.", "encoder.")).items()}
     if not tensors:
         raise UserError(f"{t5_dir}: holds no T5 encoder weights (shared.*, encoder.*)")
@@ -159,12 +233,10 @@ def export_hf(source: str | Path, out: str | Path, *, which: str = "best", force
         save_safetensors(tmp / "model.safetensors", tensors)
         gen = generation_config(run_cfg, lm_cfg, codec.frame_rate)
         (tmp / GENERATION_CONFIG).write_text(json.dumps(gen, indent=2, sort_keys=True) + "\n")
-        processor = {**feature_extractor_config(codec.model.config.to_dict()), "processor_class": "MusicgenProcessor"}
+        processor = processor_config(lm_cfg, codec)
         (tmp / PREPROCESSOR).write_text(json.dumps(processor, indent=2) + "\n")
-        for name in TOKENIZER_FILES:
-            if (t5_dir / name).is_file():
-                shutil.copy2(t5_dir / name, tmp / name)
-        ckpt.write_manifest(tmp, {"model_type": "musicgen", "exported_from": str(folder)})
+        copy_tokenizer_files(t5_dir, tmp)
+        ckpt.write_manifest(tmp, {"model_type": config["model_type"], "exported_from": str(folder)})
         problems = verify_hf_dir(tmp)
         if problems:
             raise UserError("the exported directory does not verify:\n  - " + "\n  - ".join(problems))

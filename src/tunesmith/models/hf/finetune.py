@@ -222,12 +222,14 @@ def open_init_source(init_from: str, workdir: str | Path, cache: str | Path | No
 def frozen_for_musicgen(model: nn.Module) -> list[str]:
     """Parameters a MusicGen has no counterpart for: the null condition, and an identity text projection."""
     names = [n for n in convert.NOT_IN_MUSICGEN if n in dict(model.named_parameters())]
-    proj = getattr(getattr(getattr(model, "conditioner", None), "text", None), "proj", None)
-    if isinstance(proj, nn.Linear) and proj.in_features == proj.out_features:
-        with torch.no_grad():
-            identity = torch.equal(proj.weight.float(), torch.eye(proj.in_features)) and not bool(proj.bias.any())
-        if identity:
-            names += ["conditioner.text.proj.weight", "conditioner.text.proj.bias"]
+    for part in ("text", "chroma"):  # MusicGen-melody's chroma projection too
+        proj = getattr(getattr(getattr(model, "conditioner", None), part, None), "proj", None)
+        if isinstance(proj, nn.Linear) and proj.in_features == proj.out_features:
+            with torch.no_grad():
+                eye = torch.eye(proj.in_features)
+                identity = torch.equal(proj.weight.float(), eye) and not bool(proj.bias.any())
+            if identity:
+                names += [f"conditioner.{part}.proj.weight", f"conditioner.{part}.proj.bias"]
     return names
 
 

@@ -28,7 +28,14 @@ from tunesmith.errors import UserError
 from tunesmith.fileio import swap_folder
 from tunesmith.models.hf import convert
 from tunesmith.models.hf.encodec import default_bandwidth, write_encodec_dir
-from tunesmith.models.hf.hfdir import CONFIG, TOKENIZER_FILES, load_prefixed, load_selected, save_safetensors
+from tunesmith.models.hf.hfdir import (
+    CONFIG,
+    PREPROCESSOR,
+    TOKENIZER_FILES,
+    load_prefixed,
+    load_selected,
+    save_safetensors,
+)
 from tunesmith.models.hf.verify import require_hf_dir
 
 log = logging.getLogger(__name__)
@@ -68,6 +75,19 @@ def write_t5_dir(source: Path, config: dict, out: Path) -> Path:
     return out
 
 
+def chroma_analysis(source: Path) -> dict:
+    """A MusicGen-melody directory's chroma settings (sampling_rate, n_fft, hop_length) from its
+    ``preprocessor_config.json``; {} when it has none (MusicGen-melody's defaults apply). The file is read as
+    JSON only: transformers' MusicgenMelodyFeatureExtractor needs torchaudio, tunesmith's chroma does not."""
+    path = source / PREPROCESSOR
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or data.get("feature_extractor_type") != "MusicgenMelodyFeatureExtractor":
+        return {}
+    return {k: data[k] for k in ("sampling_rate", "n_fft", "hop_length") if isinstance(data.get(k), int)}
+
+
 def import_hf(source: str | Path, out: str | Path, *, text_max_len: int | None = None, force: bool = False) -> Path:
     """Convert a local transformers MusicGen directory into a tunesmith model directory ``out``.
 
@@ -82,10 +102,10 @@ def import_hf(source: str | Path, out: str | Path, *, text_max_len: int | None =
         write_t5_dir(source, config, tmp / T5_DIR)
         write_encodec_dir(source, tmp / CODEC_DIR)
         ckpt.write_manifest(tmp / CODEC_DIR)
-        lm_cfg = convert.lm_config_from_hf(config, t5_path=str(out / T5_DIR))
+        lm_cfg = convert.lm_config_from_hf(config, t5_path=str(out / T5_DIR), chroma_analysis=chroma_analysis(source))
         if text_max_len:
             lm_cfg.conditioner.text_max_len = text_max_len
-        tensors = load_selected(source, (convert.DECODER, convert.HEADS, convert.PROJ))
+        tensors = load_selected(source, (convert.DECODER, convert.HEADS, convert.PROJ, convert.CHROMA_PROJ))
         state = convert.lm_state_from_hf(tensors, config)
         ckpt.save_tensors(tmp / ckpt.WEIGHTS, state)
         write_lm_config(

@@ -82,9 +82,11 @@ def encode_audio(codec: Any, wav: Any, sample_rate: int | None = None) -> Tensor
 
 
 def delay_pattern_targets(
-    codes: Any, card: int, lengths: Tensor | None = None, pattern: PatternKind = "delay"
+    codes: Any, card: int, lengths: Tensor | None = None, pattern: PatternKind = "delay", channels: int = 1
 ) -> PatternTargets:
     """Codes Long [B, K, F] (frames past ``lengths[b]`` are padding) → model input and labels.
+
+    ``channels=2``: stereo codes, left/right interleaved (both codebooks of a level share its delay).
 
     Input: the pattern sequence (special token ``card`` where a codebook has no code) shifted right
     behind a start column of ``card``. Labels: the sequence itself, -100 at pattern padding and padding.
@@ -96,7 +98,7 @@ def delay_pattern_targets(
         if lengths.shape != (b,) or bool((lengths < 0).any()) or bool((lengths > f).any()):
             raise UserError(f"lengths must be [batch] in [0, {f}], got {lengths.tolist()}")
         codes = codes.masked_fill(torch.arange(f, device=codes.device) >= lengths[:, None, None], card)
-    pat = Pattern(pattern, k)
+    pat = Pattern(pattern, k, channels)
     seq = pat.build(codes, card)
     valid = pat.valid_mask(f, codes.device).expand(b, -1, -1)
     if lengths is not None:

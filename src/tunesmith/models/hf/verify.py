@@ -23,7 +23,8 @@ from tunesmith.models.hf.hfdir import (
     weight_files,
 )
 
-SUPPORTED = ("musicgen", "encodec")
+SUPPORTED = ("musicgen", "musicgen_melody", "encodec")
+MUSICGENS = ("musicgen", "musicgen_melody")
 SUB_CONFIGS = ("text_encoder", "audio_encoder", "decoder")
 SUB_MODEL_TYPES = {"text_encoder": "t5", "audio_encoder": "encodec", "decoder": "musicgen_decoder"}
 
@@ -58,8 +59,14 @@ def check_encodec_config(audio: dict, where: str, num_codebooks: int | None = No
 
 
 def check_musicgen_config(config: dict, where: str = CONFIG) -> list[str]:
-    """Problems of a MusicGen ``config.json`` (sub-configs and the fields tunesmith maps)."""
+    """Problems of a MusicGen or MusicGen-melody ``config.json`` (sub-configs and the fields tunesmith maps)."""
     problems = []
+    melody = config.get("model_type") == "musicgen_melody"
+    sub_types = {**SUB_MODEL_TYPES, "decoder": "musicgen_melody_decoder"} if melody else SUB_MODEL_TYPES
+    if melody:
+        for key in ("num_chroma", "chroma_length"):
+            if not _positive_int(config.get(key)):
+                problems.append(f"{where}: {key}={config.get(key)!r}: expected a positive integer (MusicGen-melody)")
     for name in SUB_CONFIGS:
         section = config.get(name)
         if section is None:
@@ -69,10 +76,8 @@ def check_musicgen_config(config: dict, where: str = CONFIG) -> list[str]:
             )
         elif not isinstance(section, dict):
             problems.append(f"{where}: {name} sub-config is not a JSON object")
-        elif section.get("model_type") != SUB_MODEL_TYPES[name]:
-            problems.append(
-                f"{where}: {name}.model_type={section.get('model_type')!r}, expected {SUB_MODEL_TYPES[name]!r}"
-            )
+        elif section.get("model_type") != sub_types[name]:
+            problems.append(f"{where}: {name}.model_type={section.get('model_type')!r}, expected {sub_types[name]!r}")
     if problems:
         return problems
     decoder, text, audio = config["decoder"], config["text_encoder"], config["audio_encoder"]
@@ -88,9 +93,21 @@ def check_musicgen_config(config: dict, where: str = CONFIG) -> list[str]:
             f"{where}: decoder.hidden_size={decoder['hidden_size']} is not divisible by "
             f"num_attention_heads={decoder['num_attention_heads']}"
         )
-    if decoder.get("audio_channels", 1) != 1:
-        channels = decoder["audio_channels"]
-        problems.append(f"{where}: decoder.audio_channels={channels}: stereo MusicGen is not supported")
+    channels = decoder.get("audio_channels", 1)
+    if channels not in (1, 2):
+        problems.append(f"{where}: decoder.audio_channels={channels!r}: a MusicGen is mono (1) or stereo (2)")
+        return problems
+    if channels == 2 and decoder["num_codebooks"] % 2:
+        problems.append(
+            f"{where}: decoder.num_codebooks={decoder['num_codebooks']}: a stereo MusicGen interleaves left and "
+            "right codebooks, so it needs an even number"
+        )
+        return problems
+    if channels == 2 and audio.get("audio_channels", 1) != 1:
+        problems.append(
+            f"{where}: audio_encoder.audio_channels={audio.get('audio_channels')}: a stereo MusicGen runs a mono "
+            "EnCodec on each channel"
+        )
     activation = decoder.get("activation_function", "gelu")
     if activation not in convert.ACTIVATIONS:
         supported = sorted(convert.ACTIVATIONS)
@@ -113,7 +130,8 @@ def check_musicgen_config(config: dict, where: str = CONFIG) -> list[str]:
             f"{where}: audio_encoder.codebook_size={audio.get('codebook_size')} differs from "
             f"decoder.vocab_size={decoder['vocab_size']}"
         )
-    problems.extend(check_encodec_config(audio, f"{where}: audio_encoder", decoder["num_codebooks"]))
+    per_channel = decoder["num_codebooks"] // channels
+    problems.extend(check_encodec_config(audio, f"{where}: audio_encoder", per_channel))
     return problems
 
 
@@ -143,7 +161,7 @@ def check_weights(folder: Path, config: dict, model_type: str) -> list[str]:
     if problems:
         return problems
     names = tensor_names(folder)
-    if model_type != "musicgen":
+    if model_type not in MUSICGENS:
         return [] if names else [f"{folder}: the weights hold no tensors"]
     for name, shape in convert.decoder_tensor_shapes(config).items():
         if name not in names:
@@ -192,22 +210,17 @@ def verify_hf_dir(path: str | Path) -> list[str]:
             "rewritten by hand or by an old exporter?)",
             *checksums,
         ]
-    if model_type == "musicgen_melody":
-        return [
-            f"{config_path}: model_type 'musicgen_melody' (chroma-conditioned, prefix fusion) is not supported; "
-            "use a plain MusicGen"
-        ]
     if model_type not in SUPPORTED:
         return [f"{config_path}: model_type {model_type!r} is not a MusicGen or EnCodec model", *checksums]
     problems = list(checksums)
-    if model_type == "musicgen":
+    if model_type in MUSICGENS:
         config_problems = check_musicgen_config(config, str(config_path))
     else:
         config_problems = check_encodec_config(config, str(config_path))
     problems.extend(config_problems)
     if not config_problems and not any("safetensors" in p for p in problems):
         problems.extend(check_weights(folder, config, model_type))
-    if model_type == "musicgen":
+    if model_type in MUSICGENS:
         problems.extend(check_tokenizer(folder))
     return problems
 
@@ -218,6 +231,8 @@ def require_hf_dir(path: str | Path, model_type: str | None = None) -> dict:
     if problems:
         raise UserError(f"{path}: cannot load this Hugging Face directory:\n  - " + "\n  - ".join(problems))
     config = json.loads((Path(path) / CONFIG).read_text(encoding="utf-8"))
+    if model_type == "musicgen" and config["model_type"] in MUSICGENS:  # the family
+        return config
     if model_type is not None and config["model_type"] != model_type:
         raise UserError(f"{path}: is a {config['model_type']!r} directory, expected {model_type!r}")
     return config

@@ -30,6 +30,7 @@ from tunesmith.models.lm.text_tokenizer import PAD, UNK, TextTokenizer, vocab_fr
 from tunesmith.models.transformer import sinusoidal_embedding
 
 ATTRIBUTES = ("genre", "bpm", "key", "instrument")
+CHROMA = "chroma"  # condition field: float [frames, chroma_bins] (tunesmith.audio.chroma.chroma_features)
 
 
 @dataclass
@@ -52,15 +53,27 @@ class ConditionerConfig:
     fuse: Literal["cross", "prefix"] = "cross"  # prefix: the condition sequence, at its full fixed length, leads
     cfg_dropout: float = 0.3  # per sample: all conditions dropped (→ null) with this probability
     attribute_dropout: float = 0.0  # per sample and attribute, among samples that keep their conditions
+    # melody (MusicGen-melody): a one-hot chroma [frames, chroma_bins] in the condition's "chroma" field
+    chroma: bool = False  # needs fuse=prefix; the prefix is MusicGen-melody's (see Conditioner)
+    chroma_bins: int = 12
+    chroma_length: int = 235  # prefix frames: a shorter chroma is tiled, a longer one cut (MusicGen: 235 ≈ 30 s)
+    chroma_dropout: float = 0.2  # per sample, among samples that keep their conditions: melody dropped (→ null)
+    chroma_sample_rate: int = 32000  # chroma analysis (tunesmith.audio.chroma): audio resampled to this rate,
+    chroma_n_fft: int = 16384  # STFT size and
+    chroma_hop: int = 4096  # hop, in samples (MusicGen-melody's: 7.8 chroma frames per second)
 
     def __post_init__(self) -> None:
         bad = [a for a in self.attributes if a not in ATTRIBUTES]
         if bad:
             raise ConfigError(f"model.conditioner.attributes: unknown {bad}; choose from {list(ATTRIBUTES)}")
+        if self.chroma and self.fuse != "prefix":
+            raise ConfigError("model.conditioner.chroma=true needs model.conditioner.fuse=prefix (MusicGen-melody)")
+        if self.chroma and (self.chroma_bins < 1 or self.chroma_length < 1):
+            raise ConfigError("model.conditioner.chroma_bins and chroma_length must be positive")
 
     @property
     def enabled(self) -> bool:
-        return self.text != "none" or bool(self.attributes)
+        return self.text != "none" or bool(self.attributes) or self.chroma
 
 
 @dataclass
@@ -125,14 +138,23 @@ def drop_conditions(condition: dict, cfg: ConditionerConfig, generator: torch.Ge
     """Per-sample CFG dropout (→ {}) and attribute dropout, drawn from ``generator``."""
     if not training:
         return condition
-    draws = torch.rand(1 + len(cfg.attributes), generator=generator).tolist()
+    draws = torch.rand(1 + len(cfg.attributes) + int(cfg.chroma), generator=generator).tolist()
     if draws[0] < cfg.cfg_dropout:
         return {}
     kept = dict(condition)
-    for name, draw in zip(cfg.attributes, draws[1:], strict=True):
+    for name, draw in zip(cfg.attributes, draws[1 : 1 + len(cfg.attributes)], strict=True):
         if draw < cfg.attribute_dropout:
             kept.pop(name, None)
+    if cfg.chroma and draws[-1] < cfg.chroma_dropout:
+        kept.pop(CHROMA, None)
     return kept
+
+
+def chroma_settings(cfg: ConditionerConfig) -> Any:
+    """The :class:`~tunesmith.audio.chroma.ChromaSettings` of a melody conditioner's analysis."""
+    from tunesmith.audio.chroma import ChromaSettings
+
+    return ChromaSettings(cfg.chroma_sample_rate, cfg.chroma_n_fft, cfg.chroma_hop, cfg.chroma_bins)
 
 
 def vocabularies_from_state(state: dict[str, Tensor], cfg: ConditionerConfig, prefix: str) -> dict[str, Any]:
@@ -312,8 +334,44 @@ class AttributeEmbedding(nn.Module):
         return self.embed(ids), ids != PAD
 
 
+class ChromaConditioner(nn.Module):
+    """Melody chroma → the MusicGen-melody prefix: conditions → [B, chroma_length, D].
+
+    Each condition's ``chroma`` float [frames, bins] (absent = the null melody: bin 0 one-hot, as transformers
+    and AudioCraft use for unconditional rows) is tiled to ``chroma_length`` frames, cut there, and projected
+    by ``proj`` (bins → D, with bias).
+    """
+
+    def __init__(self, cfg: ConditionerConfig, dim: int) -> None:
+        super().__init__()
+        self.bins, self.length = cfg.chroma_bins, cfg.chroma_length
+        self.proj = nn.Linear(cfg.chroma_bins, dim)
+
+    def frames(self, condition: dict) -> Tensor:
+        """A condition's chroma as float [chroma_length, bins] (tiled and cut)."""
+        value = condition.get(CHROMA)
+        if value is None:
+            chroma = torch.zeros(1, self.bins)
+            chroma[:, 0] = 1.0
+        else:
+            chroma = torch.as_tensor(value, dtype=torch.float32)
+            if chroma.dim() != 2 or chroma.shape[1] != self.bins or chroma.shape[0] == 0:
+                raise UserError(f"a melody chroma must be [frames, {self.bins}], got {list(chroma.shape)}")
+        repeats = -(-self.length // chroma.shape[0])
+        return chroma.repeat(repeats, 1)[: self.length]
+
+    def forward(self, conditions: list[dict]) -> Tensor:
+        chroma = torch.stack([self.frames(c) for c in conditions]).to(self.proj.weight)
+        return self.proj(chroma)
+
+
 class Conditioner(nn.Module):
-    """Conditions (list of dicts) → :class:`ConditionTensors` [B, 1 + S, D] (slot 0 = null)."""
+    """Conditions (list of dicts) → :class:`ConditionTensors` [B, 1 + S, D] (slot 0 = null).
+
+    With ``chroma`` (MusicGen-melody) the sequence is instead transformers' ``MusicgenMelody`` prefix, all of it
+    attended: [chroma (chroma_length), text states × text mask (padded to the batch's longest text), attributes
+    × mask]; a null row has the null melody and zero text states (no null slot).
+    """
 
     def __init__(self, cfg: ConditionerConfig, dim: int, vocabs: dict[str, Any]) -> None:
         super().__init__()
@@ -332,10 +390,13 @@ class Conditioner(nn.Module):
                 for name in cfg.attributes
             }
         )
+        self.chroma = ChromaConditioner(cfg, dim) if cfg.chroma else None
 
     def forward(self, conditions: list[dict], fixed_length: bool = False) -> ConditionTensors:
         """``fixed_length``: pad every part to its maximum (text_max_len, attribute_max_tokens), so the
         sequence length never depends on the batch (needed when conditions are a prefix)."""
+        if self.chroma is not None:
+            return self._melody_prefix(conditions)
         b = len(conditions)
         embs = [self.null.expand(b, 1, -1)]
         masks = []
@@ -353,3 +414,15 @@ class Conditioner(nn.Module):
         x = torch.cat([e.to(self.null.dtype) for e in embs], dim=1)
         x = torch.where(mask[..., None], x, self.null)  # masked slots hold the null embedding (prefix fusion)
         return ConditionTensors(x, mask)
+
+    def _melody_prefix(self, conditions: list[dict]) -> ConditionTensors:
+        """MusicGen-melody's prefix [B, chroma_length + L_text + L_attr, D], every slot attended."""
+        parts = [self.chroma(conditions)] if self.chroma is not None else []
+        if self.text is not None:
+            e, m = self.text([text_of(c, self.cfg.text_field) for c in conditions], False)
+            parts.append(e * m[..., None].to(e.dtype))
+        for module in self.attributes.values():
+            e, m = module(conditions, False)
+            parts.append(e * m[..., None].to(e.dtype))
+        x = torch.cat([p.to(self.null.dtype) for p in parts], dim=1)
+        return ConditionTensors(x, torch.ones(x.shape[:2], dtype=torch.bool, device=x.device))

@@ -93,12 +93,15 @@ def generate_codes(
     cache = model.transformer.make_cache(rows, prefix + steps)
 
     inputs = pattern.model_input(seq, special)  # column s is the input that predicts step s
+    # the heads as one contiguous [D, K·card] matrix: a few rows times it is ~5× faster on CPU than
+    # against the transposed [K·card, D] view (the heads are the largest matrix a decoding step reads)
+    heads_t = model.heads.detach().reshape(-1, model.heads.shape[-1]).t().contiguous()
 
     def step_logits(cols: Tensor, conditions_in: ConditionTensors | None) -> Tensor:
         """Input columns [B, K, n] → mixed logits of the last column [B, K, card]."""
         x = torch.cat([cols, cols]) if use_cfg else cols
-        h = model.hidden(x, conditions_in, cache)[:, -1:]
-        logits = model.project(h)[:, 0].float()  # [rows, K, card]
+        h = model.hidden(x, conditions_in, cache)[:, -1]  # [rows, D]
+        logits = (h @ heads_t).view(h.shape[0], k, model.card).float()  # [rows, K, card]
         if use_cfg:
             cond, uncond = logits.chunk(2)
             logits = uncond + cfg_coef * (cond - uncond)

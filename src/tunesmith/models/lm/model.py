@@ -38,6 +38,7 @@ class LMConfig:
     card: int = 0  # codebook size (the codec's bins)
     num_codebooks: int = 0  # codebooks modelled (the codec's n_q at the chosen bandwidth)
     pattern: Literal["delay", "parallel"] = "delay"
+    channels: int = 1  # audio channels interleaved in the codebooks (2: stereo, even = left, odd = right)
     transformer: TransformerConfig = dataclasses.field(
         default_factory=lambda: TransformerConfig(dim=256, num_layers=4, num_heads=4, positional="sinusoidal")
     )
@@ -56,7 +57,7 @@ class LMModel(nn.Module):
         self.card = cfg.card
         self.num_codebooks = cfg.num_codebooks
         self.special = cfg.card
-        self.pattern = Pattern(cfg.pattern, cfg.num_codebooks)
+        self.pattern = Pattern(cfg.pattern, cfg.num_codebooks, cfg.channels)
         cond = cfg.conditioner
         self.fuse = cond.fuse if cond.enabled else "none"
         tcfg = dataclasses.replace(cfg.transformer, cross_attention=self.fuse == "cross", cross_dim=0)

@@ -2,9 +2,12 @@
 
 A pattern is a delay per codebook: codebook k's frame f sits at step ``f + delays[k]``. ``delay``
 (MusicGen's default) uses delays 0, 1, ..., K-1 so codebook k is predicted after codebook k-1 of the
-same frame; ``parallel`` uses 0 for all. Steps with no code of a codebook hold the special token
-(``card``). The model input is the sequence shifted right by one step behind a column of special
-tokens (the start), so the logits at step s predict the sequence at step s.
+same frame; ``parallel`` uses 0 for all. With ``channels=2`` (stereo MusicGen) the K codebooks interleave
+the channels (even = left, odd = right, K/2 per channel) and both codebooks of a level share its delay:
+0, 0, 1, 1, ..., K/2-1, K/2-1 (transformers' ``build_delay_pattern_mask`` with ``audio_channels=2``).
+Steps with no code of a codebook hold the special token (``card``). The model input is the sequence shifted
+right by one step behind a column of special tokens (the start), so the logits at step s predict the sequence at
+step s.
 """
 
 from __future__ import annotations
@@ -20,15 +23,18 @@ PatternKind = Literal["delay", "parallel"]
 class Pattern:
     """A delay pattern over ``num_codebooks`` codebooks."""
 
-    def __init__(self, kind: PatternKind, num_codebooks: int) -> None:
+    def __init__(self, kind: PatternKind, num_codebooks: int, channels: int = 1) -> None:
+        if channels < 1 or num_codebooks % channels:
+            raise ValueError(f"{num_codebooks} codebooks cannot be interleaved over {channels} channels")
         if kind == "delay":
-            self.delays = list(range(num_codebooks))
+            self.delays = [k // channels for k in range(num_codebooks)]
         elif kind == "parallel":
             self.delays = [0] * num_codebooks
         else:
             raise ValueError(f"pattern {kind!r}: expected 'delay' or 'parallel'")
         self.kind = kind
         self.num_codebooks = num_codebooks
+        self.channels = channels
         self.max_delay = max(self.delays)
 
     def num_steps(self, num_frames: int) -> int:
