@@ -149,3 +149,43 @@ def test_cli(tmp_path, capsys) -> None:
     assert summary["pieces"] == 6 and summary["rejected"] == 2
     assert main(["prepare-midi", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")]) == 2
     assert "no such folder" in capsys.readouterr().err
+
+
+def test_duplicates_durations_and_filter_are_reported(tmp_path, caplog) -> None:
+    import csv
+    import logging
+
+    make_fake_maestro(tmp_path / "src", pieces_per_composer=2, seconds=3.0, corrupt=False)
+    csv_path = tmp_path / "src" / "maestro-v3.0.0.csv"
+    with csv_path.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    rows[1]["duration"] = str(float(rows[1]["duration"]) + 30.0)  # the CSV is wrong by 30 s
+    duplicate = dict(rows[0], canonical_title="Again")
+    with csv_path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows([*rows, duplicate])
+    with caplog.at_level(logging.WARNING, logger="tunesmith.prepare_midi"):
+        summary = prepare_midi(tmp_path / "src", tmp_path / "out")
+    assert summary["pieces"] == 6 and summary["duration_mismatches"] == 1
+    assert "duplicate of line 2" in caplog.text and "s in the CSV, 3.2 s in the file" in caplog.text
+    assert rows[1]["midi_filename"] in caplog.text
+    store = MidiNotesStore(tmp_path / "out")
+    assert [p["title"] for p in store.pieces].count("Again") == 0  # the first row is kept
+    second = store.pieces[1]
+    assert second["duration"] == pytest.approx(float(store.notes(1).end.max()), abs=1e-3)  # the file's duration
+    rejected = (tmp_path / "out" / "rejected.jsonl").read_text()
+    assert "duplicate of line 2" in rejected
+
+    chopin = prepare_midi(tmp_path / "src", tmp_path / "chopin", settings=PrepareSettings(filter="composer~chopin"))
+    assert chopin["pieces"] == 2 and chopin["filter"] == "composer~chopin"
+    assert {p["composer"] for p in MidiNotesStore(tmp_path / "chopin").pieces} == {"Frédéric Chopin"}
+    with pytest.raises(UserError, match="other settings"):  # a different filter is a different preparation
+        prepare_midi(tmp_path / "src", tmp_path / "chopin", settings=PrepareSettings(filter="composer~bach"))
+    with pytest.raises(UserError, match="matches none"):
+        prepare_midi(tmp_path / "src", tmp_path / "none", settings=PrepareSettings(filter="composer~liszt"))
+    with pytest.raises(UserError, match="unknown field"):
+        prepare_midi(tmp_path / "src", tmp_path / "bad", settings=PrepareSettings(filter="genre=jazz"))
+    args = ["prepare-midi", str(tmp_path / "src"), "--out", str(tmp_path / "cli"), "--filter", "split=train", "--json"]
+    assert main(args) == 0
+    assert MidiNotesStore(tmp_path / "cli").splits() == ["train"]

@@ -190,8 +190,8 @@ def test_denoise_and_partition_generation_keep_the_given_notes() -> None:
     denoised = fill_velocities(model, TOK, notes, cfg, SamplingConfig(seed=0), task="velocity_denoise")
     assert np.array_equal(denoised.pitch, notes.sorted().pitch) and np.array_equal(denoised.end, notes.sorted().end)
     soft = notes.take(notes.velocity <= np.median(notes.velocity))
-    both = complete_notes(model, TOK, "loud_from_soft", soft, cfg, SamplingConfig(seed=0))
-    assert len(both) >= len(soft)
+    both, repairs = complete_notes(model, TOK, "loud_from_soft", soft, cfg, SamplingConfig(seed=0))
+    assert len(both) >= len(soft) and repairs == 0
     kept = {(int(p), round(float(s), 6)) for p, s in zip(soft.pitch, soft.start, strict=True)}
     assert kept <= {(int(p), round(float(s), 6)) for p, s in zip(both.pitch, both.start, strict=True)}
     with pytest.raises(ValueError, match="partition"):

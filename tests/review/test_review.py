@@ -258,11 +258,11 @@ def test_cli_list_epochs_and_errors(lm_run, capsys, tmp_path):
     assert "epoch_0001" in listing and "last" in listing
     assert main(["review", str(lm_run), "--epochs", "9"]) == 2
     assert "no checkpoint '9'" in capsys.readouterr().err
-    midi = tmp_path / "runs" / "midi" / "m1"
-    (midi / "checkpoints").mkdir(parents=True)
-    (midi / "run.json").write_text(json.dumps({"task": "midi", "config": {}}))
-    assert main(["review", str(midi)]) == 2
-    assert "lm and codec" in capsys.readouterr().err
+    toy = tmp_path / "runs" / "toy" / "m1"
+    (toy / "checkpoints").mkdir(parents=True)
+    (toy / "run.json").write_text(json.dumps({"task": "toy", "config": {}}))
+    assert main(["review", str(toy)]) == 2
+    assert "lm, codec and midi" in capsys.readouterr().err
     assert main(["review", str(tmp_path / "nowhere"), "--runs-dir", str(tmp_path)]) == 2
 
 

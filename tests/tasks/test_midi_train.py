@@ -114,6 +114,7 @@ def test_resume_after_a_kill_reproduces_the_run(data, tmp_path, monkeypatch, pre
 def test_accumulation_normalises_by_target_count(data, tmp_path) -> None:
     common = [f"data={data}", "stage=piano_task", "piano_task.tasks=[loud_from_soft,velocity]", "train.epochs=1"]
     common += ["train.updates_per_epoch=1", "optim.warmup_steps=0", "optim.lr=0.05", "eval_splits={}"]
+    common += ["task_eval.max_records=2"]  # the free-running evaluation is not what this test is about
     big = train(tmp_path / "big", *common, "dataset.batch_size=8", "train.grad_accum=1")
     small = train(tmp_path / "small", *common, "dataset.batch_size=4", "train.grad_accum=2")
     # the loss of the update is the mean over all its target tokens, not a mean of micro-batch means
@@ -136,11 +137,25 @@ def test_accumulation_normalises_by_target_count(data, tmp_path) -> None:
     assert (Path(small["run_dir"]) / "samples" / "epoch_0001" / "00_loud_from_soft.mid").is_file()
 
 
-def test_piano_task_fine_tuning_and_generation(data, pretrained, tmp_path, capsys) -> None:
-    tuned = train(tmp_path, f"data={data}", f"init_from={pretrained['run_dir']}", preset="velocity-tiny")
+def test_piano_task_fine_tuning_and_generation(data, pretrained, tmp_path, capsys, caplog) -> None:
+    with caplog.at_level(logging.INFO, logger="tunesmith.midi"):
+        tuned = train(
+            tmp_path,
+            f"data={data}",
+            f"init_from={pretrained['run_dir']}",
+            "task_eval.max_records=2",
+            preset="velocity-tiny",
+        )
     evaluated = history(tuned["run_dir"], "evaluate")[-1]
     for split in ("valid", "bach", "chopin", "mozart"):
-        assert 0 < evaluated[f"{split}/velocity_mae"] < 127
+        assert 0 < evaluated[f"{split}/tf_velocity_mae"] < 127
+        # free-running task metrics with their baselines, per split (teacher-forced ones are tf_*)
+        assert 0 <= evaluated[f"{split}/velocity/velocity_mae"] < 127
+        assert -1 <= evaluated[f"{split}/velocity/velocity_corr"] <= 1
+        assert 0 < evaluated[f"{split}/velocity/baseline_mean_velocity_mae"] < 127
+        assert 0 <= evaluated[f"{split}/velocity_denoise/baseline_copy_velocity_mae"] < 127
+        assert evaluated[f"{split}/velocity/records"] == 2
+        assert f"{split}: loss" in caplog.text  # the console summary line of the split
         assert f"{split}/velocity/loss" in evaluated and f"{split}/velocity_denoise/loss" in evaluated
         assert set(k.split("/")[1] for k in evaluated if k.startswith(split + "/loss_")) == {
             "loss_velocity",
@@ -148,6 +163,11 @@ def test_piano_task_fine_tuning_and_generation(data, pretrained, tmp_path, capsy
         }
     state = ckpt.load_state(Path(tuned["run_dir"]) / "checkpoints" / "last")
     assert state["extra"]["piano_task"]["tasks"] == ["velocity", "velocity_denoise"]
+    capsys.readouterr()
+    assert main(["runs", "info", str(tuned["run_dir"])]) == 0  # per-split results of the last evaluation
+    info = capsys.readouterr().out
+    assert "evaluate   epoch 2 valid: loss" in info and "evaluate   epoch 2 mozart: loss" in info
+    assert "velocity: mae" in info and "vs mean" in info
 
     prompt = write_midi(synth_piece("chopin", 3.0, seed=5), tmp_path / "prompt.mid")
     out = tmp_path / "filled.mid"
@@ -164,6 +184,13 @@ def test_piano_task_fine_tuning_and_generation(data, pretrained, tmp_path, capsy
     cont = tmp_path / "cont.mid"
     args = ["generate-midi", pretrained["run_dir"], "--prompt", str(prompt), "--tokens", "40", "--out", str(cont)]
     assert main([*args, "--render"]) == 0 and cont.is_file()
+    # a run signature under --runs-dir; the continuation is grammar-constrained: 0 repairs
+    runs_dir = Path(pretrained["run_dir"]).parent.parent
+    signature = Path(pretrained["run_dir"]).name
+    capsys.readouterr()
+    args = ["generate-midi", signature, "--runs-dir", str(runs_dir), "--prompt", str(prompt), "--tokens", "41"]
+    assert main([*args, "--out", str(tmp_path / "c2.mid"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["repairs"] == 0
     assert cont.with_suffix(".wav").is_file() == (find_renderer() is not None)
     # an exported model dir (no training state) decodes on its own too
     exported = export_tunesmith(tuned["run_dir"], tmp_path / "export")
@@ -202,4 +229,4 @@ def test_remi_tokenizer_pretrains_and_fine_tunes(data, tmp_path) -> None:
     assert state["extra"]["tokenizer_desc"]["kind"] == "remi"
     tuned = train(tmp_path, f"data={data}", *short, f"init_from={base['run_dir']}", preset="velocity-tiny")
     evaluated = history(tuned["run_dir"], "evaluate")[-1]
-    assert 0 < evaluated["valid/velocity_mae"] < 127
+    assert 0 < evaluated["valid/tf_velocity_mae"] < 127

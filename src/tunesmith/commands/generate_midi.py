@@ -29,7 +29,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         choices=(CONTINUE, *TASKS),
         default=CONTINUE,
         help="continue (default); velocity: predict every prompt note's velocity; velocity_denoise: correct them; "
-        "loud_from_soft, soft_from_loud, high_from_low, low_from_high: add the other half to the prompt's notes "
+        "loud_from_soft, soft_from_loud, high_from_low, low_from_high: add the other half to the prompt's notes; "
+        "high/low/loud/soft_quartile: add that quartile; infill_span: fill a gap in the prompt "
         "(the run must be fine-tuned on that task)",
     )
     p.add_argument("--out", type=Path, default=None, help="output .mid (default: <prompt>_<task>.mid or sample.mid)")
@@ -41,6 +42,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt-seconds", type=float, default=0.0, help="use only the first N seconds of the prompt")
     p.add_argument("--render", action="store_true", help="also render a .wav with fluidsynth (when installed)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    p.add_argument(
+        "--composer",
+        default=None,
+        help="for a model trained with tokenizer.conditioning=[composer,...]: generate in this composer's style "
+        "(one of the composers it was trained with, or 'other'); default: unconditioned",
+    )
+    p.add_argument("--runs-dir", type=Path, default=None, help="where run folders live, for a run signature")
     p.add_argument("--json", action="store_true", help="print a machine-readable summary")
     p.set_defaults(func=run)
 
@@ -72,11 +80,15 @@ def run(args: argparse.Namespace) -> int:
         which=args.which,
         device=args.device,
         render=args.render,
+        runs_dir=args.runs_dir,
+        composer=args.composer,
     )
     if args.json:
         print(json.dumps(result.summary()))
     else:
-        extra = f", {result.malformed} malformed note groups repaired or dropped" if result.malformed else ""
         rendered = f"; {result.wav}" if result.wav else ""
-        print(f"wrote {result.out}: {result.notes} notes ({result.prompt_notes} from the prompt){extra}{rendered}")
+        print(
+            f"wrote {result.out}: {result.notes} notes ({result.prompt_notes} from the prompt), "
+            f"{result.malformed} malformed note groups repaired{rendered}"
+        )
     return 0

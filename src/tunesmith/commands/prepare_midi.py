@@ -35,6 +35,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--test-fraction", type=number(float, ge=0, lt=1), default=0.0, help="share of pieces in test without a CSV"
     )
+    p.add_argument(
+        "--filter",
+        default="",
+        metavar="EXPR",
+        help="prepare only the files whose metadata match, e.g. 'composer~Chopin' or 'split=train&year=2018' "
+        "(fields: composer, title, split, path, year; ~ contains, = equals, !~ / != negate, | alternatives)",
+    )
     p.add_argument("--force", action="store_true", help="prepare again even if DIR is already prepared")
     p.add_argument("--json", action="store_true", help="print the dataset summary as JSON")
     p.set_defaults(func=run)
@@ -44,7 +51,10 @@ def run(args: argparse.Namespace) -> int:
     from tunesmith.data.midi_prepare import PrepareSettings, prepare_midi
 
     settings = PrepareSettings(
-        sustain=args.sustain, valid_fraction=args.valid_fraction, test_fraction=args.test_fraction
+        sustain=args.sustain,
+        valid_fraction=args.valid_fraction,
+        test_fraction=args.test_fraction,
+        filter=args.filter,
     )
     summary = prepare_midi(args.source, args.out, settings=settings, force=args.force, progress=not args.json)
     if args.json:

@@ -45,6 +45,7 @@ MIDI_SUFFIXES = (".mid", ".midi")
 MAESTRO_COLUMNS = ("canonical_composer", "canonical_title", "split", "midi_filename", "duration")
 CSV_SPLITS = {"train": "train", "validation": "valid", "valid": "valid", "test": "test"}
 FILTER_FIELDS = ("composer", "title", "split", "path", "year")
+DURATION_TOLERANCE_S = 5.0  # a CSV duration further than this from the file's is reported (the file's is kept)
 
 
 @dataclasses.dataclass
@@ -54,6 +55,7 @@ class PrepareSettings:
     sustain: str = "apply"  # apply | events | ignore (see tunesmith.models.midi.notes.read_midi)
     valid_fraction: float = 0.1  # without a CSV: share of pieces in valid, chosen by a hash of the piece
     test_fraction: float = 0.0
+    filter: str = ""  # metadata filter (module docstring); only the matching files are prepared
 
 
 @dataclasses.dataclass
@@ -150,8 +152,15 @@ def read_maestro_csv(csv_path: Path) -> tuple[list[SourceFile], list[dict]]:
             )
         rows = list(reader)
     files, rejected = [], []
+    first_line: dict[str, int] = {}
     for line, row in enumerate(rows, start=2):
         rel = row["midi_filename"].strip().replace("\\", "/")
+        if rel in first_line:
+            reason = f"{csv_path.name} line {line}: duplicate of line {first_line[rel]} (the first row is kept)"
+            log.warning("%s: %s", rel, reason)
+            rejected.append({"path": rel, "reason": reason})
+            continue
+        first_line[rel] = line
         split = CSV_SPLITS.get(row["split"].strip().lower())
         if split is None:
             rejected.append({"path": rel, "reason": f"{csv_path.name} line {line}: unknown split {row['split']!r}"})
@@ -242,6 +251,11 @@ def _write_part(path: Path, result: Notes | str) -> None:
             )
 
 
+def _metadata(file: SourceFile) -> dict:
+    """The fields a metadata filter sees for a source file (as in pieces.jsonl)."""
+    return {"composer": file.composer, "title": file.title, "split": file.split, "path": file.rel, "year": file.year}
+
+
 def _parse(file: SourceFile, sustain: str) -> Notes | str:
     """Notes of one file (times in seconds from the file's start), or the reason it is rejected."""
     try:
@@ -272,7 +286,8 @@ def prepare_midi(
     wanted = {"source": str(source.resolve()), **dataclasses.asdict(settings)}
     if summary_path.is_file() and not force:
         summary = json.loads(summary_path.read_text())
-        done = {k: summary.get(k) for k in wanted}
+        defaults = dataclasses.asdict(PrepareSettings())  # keys added since a folder was prepared
+        done = {k: summary.get(k, defaults.get(k)) for k in wanted}
         if done == wanted:
             log.info("%s is already prepared (%d pieces); --force redoes it", out, summary.get("pieces", 0))
             return summary
@@ -295,6 +310,13 @@ def prepare_midi(
         split_rule = "hash"
     if not files:
         raise UserError(f"{source}: no MIDI files found (looked for {', '.join(MIDI_SUFFIXES)})")
+    if settings.filter:
+        keep = parse_filter(settings.filter, field_name="--filter")
+        total = len(files)
+        files = [f for f in files if keep(_metadata(f))]
+        log.info("--filter %s: %d of %d files", settings.filter, len(files), total)
+        if not files:
+            raise UserError(f"--filter {settings.filter!r} matches none of the {total} files of {source}")
 
     parts = out / ".parts"
     parts.mkdir(parents=True, exist_ok=True)
@@ -344,12 +366,15 @@ def _assemble(out: Path, files: list[SourceFile], results: list[Notes | str], re
     pieces, kept = [], []
     rejected = list(rejected)
     n_notes = n_pedals = 0
+    mismatched: list[str] = []
     for file, result in zip(files, results, strict=True):
         if isinstance(result, str):
             rejected.append({"path": file.rel, "reason": result})
             log.warning("skipped %s: %s", file.rel, result)
             continue
         duration = float(result.end.max())
+        if file.duration and abs(file.duration - duration) > DURATION_TOLERANCE_S:
+            mismatched.append(f"{file.rel} ({file.duration:.1f} s in the CSV, {duration:.1f} s in the file)")
         pieces.append(
             {
                 "id": len(pieces),
@@ -358,7 +383,7 @@ def _assemble(out: Path, files: list[SourceFile], results: list[Notes | str], re
                 "title": file.title,
                 "split": file.split,
                 "year": file.year,
-                "duration": round(file.duration or duration, 3),
+                "duration": round(duration, 3),
                 "note_start": n_notes,
                 "note_count": len(result),
                 "pedal_start": n_pedals,
@@ -370,6 +395,14 @@ def _assemble(out: Path, files: list[SourceFile], results: list[Notes | str], re
         n_pedals += len(result.pedals)
     if not pieces:
         raise UserError(f"no readable MIDI file with notes among {len(files)} (see the warnings above)")
+    if mismatched:
+        log.warning(
+            "%d file(s) last more than %.0f s longer or shorter than their CSV duration; the files' durations "
+            "are used: %s",
+            len(mismatched),
+            DURATION_TOLERANCE_S,
+            "; ".join(mismatched[:5]) + (" ..." if len(mismatched) > 5 else ""),
+        )
 
     def cat(name: str, dtype: type) -> np.ndarray:
         return np.concatenate([getattr(n, name) for n in kept]).astype(dtype)
@@ -385,7 +418,14 @@ def _assemble(out: Path, files: list[SourceFile], results: list[Notes | str], re
     splits: dict[str, int] = {}
     for p in pieces:
         splits[p["split"]] = splits.get(p["split"], 0) + 1
-    return {"pieces": len(pieces), "notes": n_notes, "pedals": n_pedals, "rejected": len(rejected), "splits": splits}
+    return {
+        "pieces": len(pieces),
+        "notes": n_notes,
+        "pedals": n_pedals,
+        "rejected": len(rejected),
+        "splits": splits,
+        "duration_mismatches": len(mismatched),
+    }
 
 
 # --------------------------------------------------------------------------- reading

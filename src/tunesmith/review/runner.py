@@ -62,8 +62,14 @@ def review_run(
 
     run_dir = Path(run_dir)
     task, config = run_task(run_dir)
+    if task == "midi":  # piano rolls and free-running metrics (review/midi.py)
+        from tunesmith.review.midi import review_midi_run
+
+        return review_midi_run(
+            run_dir, config, epochs=epochs, index_only=index_only, num_pieces=num_prompts, data=data, device=device
+        )
     if task not in ("lm", "codec"):
-        raise UserError(f"{run_dir}: review handles lm and codec runs; this is a {task!r} run")
+        raise UserError(f"{run_dir}: review handles lm, codec and midi runs; this is a {task!r} run")
     if num_prompts is not None and num_prompts < 1:
         raise UserError(f"--num-prompts={num_prompts}: must be at least 1")
     if duration is not None and not (duration > 0 and math.isfinite(duration)):

@@ -21,7 +21,6 @@ from typing import ClassVar, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -29,15 +28,18 @@ from tunesmith.config import OptimConfig, Range, TrainConfig, ranged, to_dict
 from tunesmith.engine.solver import LossOutput, Solver
 from tunesmith.engine.state import StateRegistry
 from tunesmith.errors import UserError
+from tunesmith.models.midi.augment import MidiAugmentConfig
+from tunesmith.models.midi.conditioning import Conditioner
 from tunesmith.models.midi.gpt import MidiGPT, MidiGPTConfig
+from tunesmith.models.midi.task_eval import TaskEvalConfig
 from tunesmith.models.midi.tasks import VELOCITY_TASKS, PianoTaskConfig, check_task_config
-from tunesmith.models.midi.tokenizer import (
-    TASK_NAMES,
-    TOKEN_TYPES,
-    VELOCITY,
-    MidiTokenizer,
-    MidiTokenizerConfig,
-    build_tokenizer,
+from tunesmith.models.midi.tokenizer import MidiTokenizer, MidiTokenizerConfig, build_tokenizer
+from tunesmith.tasks.midi_metrics import (
+    eval_split_ids,
+    free_running_metrics,
+    lm_loss,
+    split_summary_lines,
+    teacher_forced_metrics,
 )
 
 log = logging.getLogger("tunesmith.midi")
@@ -52,7 +54,10 @@ class MidiDatasetConfig:
 
     batch_size: int = ranged(8, ge=1)
     context_size: int = ranged(256, ge=2)  # pretrain: tokens per training window (<= model.max_seq_len)
-    eval_base_split: str = "valid"  # named eval splits select from this split unless their filter sets split=
+    augment: MidiAugmentConfig = dataclasses.field(default_factory=MidiAugmentConfig)  # training items only
+    condition_dropout: float = ranged(0.1, ge=0, le=1)  # tokenizer.conditioning: P(a prefix token → unknown)
+    eval_base_split: str = "valid"  # named eval splits select from this split unless their filter sets
+    # split= ("all": from every split)
 
 
 @dataclasses.dataclass
@@ -79,6 +84,7 @@ class MidiConfig:
     piano_task: PianoTaskConfig = dataclasses.field(default_factory=PianoTaskConfig)
     eval_splits: dict[str, str] = dataclasses.field(default_factory=dict)  # name → metadata filter
     generate: MidiGenerateConfig = dataclasses.field(default_factory=MidiGenerateConfig)
+    task_eval: TaskEvalConfig = dataclasses.field(default_factory=TaskEvalConfig)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
 
@@ -99,26 +105,14 @@ class MidiConfig:
         "piano_task.notes_per_record": Range(ge=2),
         "piano_task.noise_std": Range(ge=0),
         "piano_task.min_notes": Range(ge=1),
+        "dataset.augment.pitch_shift": Range(ge=0, le=48),
+        "dataset.augment.tempo_stretch": Range(ge=0, le=1),
+        "task_eval.max_records": Range(ge=0),
+        "task_eval.temperature": Range(ge=0),
+        "task_eval.top_k": Range(ge=0),
+        "task_eval.top_p": Range(ge=0, le=1),
+        "task_eval.onset_tolerance": Range(ge=0),
     }
-
-
-def lm_loss(
-    model: nn.Module, tokens: torch.Tensor, mask: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Summed next-token cross-entropy over the targets of ``tokens [B, T]`` where ``mask [B, T-1]``.
-
-    Returns (loss_sum, per-target losses ``[M]``, logits of the targets ``[M, V]``) and their labels are
-    ``tokens[:, 1:][mask]``. With every position a target, the head runs on all of them without a gather.
-    """
-    inputs, labels = tokens[:, :-1], tokens[:, 1:]
-    if bool(mask.all()):
-        logits = model(inputs).flatten(0, 1)
-        labels = labels.flatten()
-    else:
-        logits = model(inputs, select=mask)
-        labels = labels[mask]
-    per_target = F.cross_entropy(logits.float(), labels, reduction="none")
-    return per_target.sum(), per_target, logits
 
 
 class MidiSolver(Solver):
@@ -131,11 +125,14 @@ class MidiSolver(Solver):
     def __init__(self, resolved, run) -> None:
         super().__init__(resolved, run)
         self.tokenizer: MidiTokenizer = build_tokenizer(self.cfg.tokenizer)
+        t = self.cfg.tokenizer
+        self.conditioner = Conditioner(self.tokenizer, t.conditioning, t.composers, t.density_bins)
         if self.cfg.stage == "piano_task":
             check_task_config(self.cfg.piano_task)
         self._store = None
         self._eval_sets: dict[str, Dataset] | None = None
         self._flops: float | None = None
+        self._mean_velocity: float | None = None
         self._tokens_seen = 0  # this rank's training input tokens since the start (or since resume, rank > 0)
 
     # ------------------------------------------------------------------ data
@@ -157,13 +154,55 @@ class MidiSolver(Solver):
         return store_fingerprint(self.store.root)  # the store first: a missing folder gets its clear error
 
     def _dataset(self, piece_ids: list[int], *, train: bool) -> Dataset:
-        from tunesmith.data.datasets.midi import PianoTaskRecords, TokenWindows, token_stream
+        from tunesmith.data.datasets.midi import (
+            AugmentedWindows,
+            ConditionedWindows,
+            PianoTaskRecords,
+            TokenWindows,
+            token_stream,
+            token_stream_with_offsets,
+        )
 
+        tok, aug, d = self.tokenizer, self.cfg.dataset.augment, self.cfg.dataset
+        cond = self.conditioner if len(self.conditioner) else None
         if self.cfg.stage == "pretrain":
-            stream = token_stream(self.store, piece_ids, self.tokenizer)
-            return TokenWindows(stream, self.cfg.dataset.context_size, random_crop=train, pad_id=self.tokenizer.pad_id)
+            if train and aug.enabled:
+                counts = [len(tok.encode(self.store.notes(i))) + 2 for i in piece_ids]
+                return AugmentedWindows(
+                    self.store,
+                    piece_ids,
+                    tok,
+                    d.context_size,
+                    aug,
+                    stream_tokens=counts,
+                    conditioner=cond,
+                    condition_dropout=d.condition_dropout,
+                )
+            if cond is not None:
+                stream, offsets = token_stream_with_offsets(self.store, piece_ids, tok)
+                prefixes = [cond.piece_prefix(self.store.pieces[i]) for i in piece_ids]
+                return ConditionedWindows(
+                    stream,
+                    offsets,
+                    prefixes,
+                    cond,
+                    d.context_size,
+                    random_crop=train,
+                    pad_id=tok.pad_id,
+                    dropout=d.condition_dropout,
+                )
+            stream = token_stream(self.store, piece_ids, tok)
+            return TokenWindows(stream, d.context_size, random_crop=train, pad_id=tok.pad_id)
         return PianoTaskRecords(
-            self.store, piece_ids, self.tokenizer, self.cfg.piano_task, self.cfg.model.max_seq_len, train=train
+            self.store,
+            piece_ids,
+            tok,
+            self.cfg.piano_task,
+            self.cfg.model.max_seq_len,
+            train=train,
+            augment=aug,
+            conditioner=cond,
+            condition_dropout=d.condition_dropout,
         )
 
     def build_datasets(self) -> dict[str, Dataset]:
@@ -178,25 +217,14 @@ class MidiSolver(Solver):
 
     def eval_sets(self) -> dict[str, Dataset]:
         """ "valid" (the whole split) and each named split of ``eval_splits``; empty ones are skipped (logged)."""
-        from tunesmith.data.midi_prepare import mentions_split
-
         if self._eval_sets is None:
-            base = self.cfg.dataset.eval_base_split
             sets: dict[str, Dataset] = {}
-            if "valid" in self.datasets:
-                sets["valid"] = self.datasets["valid"]
-            for name, where in self.cfg.eval_splits.items():
-                split = None if mentions_split(where) else base
-                ids = self.store.select(split, where, name=f"eval_splits.{name}")
-                if not ids:
-                    log.warning(
-                        "eval_splits.%s (%r) matches no piece%s: skipped",
-                        name,
-                        where,
-                        f" in split {base!r}" if split else "",
-                    )
-                    continue
-                sets[name] = self._dataset(ids, train=False)
+            splits = eval_split_ids(self.store, self.cfg.eval_splits, self.cfg.dataset.eval_base_split, log=log)
+            for name, ids in splits.items():
+                if name == "valid" and "valid" in self.datasets:
+                    sets["valid"] = self.datasets["valid"]
+                else:
+                    sets[name] = self._dataset(ids, train=False)
             self._eval_sets = sets
         return self._eval_sets
 
@@ -296,71 +324,56 @@ class MidiSolver(Solver):
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, epoch: int) -> dict[str, float]:
-        """Loss, loss per token type, accuracy and (velocity tasks) velocity MAE on every eval split."""
+        """Per eval split: teacher-forced loss, loss per token type, accuracy and (velocity tasks)
+        ``tf_velocity_mae``; for piano tasks also the free-running task metrics and their baselines
+        (:mod:`tunesmith.models.midi.task_eval`). Logs one summary line per split."""
         from tunesmith.engine.distributed import all_reduce_sum
-        from tunesmith.engine.precision import input_dtype, move_batch
-        from tunesmith.engine.sampler import valid_batches
-        from tunesmith.models.midi.generation import velocity_values
 
-        types = torch.from_numpy(self.tokenizer.token_types.astype(np.int64)).to(self.device)
-        values = torch.from_numpy(velocity_values(self.tokenizer)).to(self.device).float()
-        is_velocity_token = types == VELOCITY
-        velocity_task_ids = torch.tensor([TASK_NAMES.index(t) for t in VELOCITY_TASKS], device=self.device)
-        n_types, n_tasks = len(TOKEN_TYPES), len(TASK_NAMES)
         results: dict[str, float] = {}
         for name, dataset in self.eval_sets().items():
-            # [loss, count, correct, vel_abs_err, vel_count, type loss × n_types, type count × n_types,
-            #  task loss × n_tasks, task count × n_tasks]
-            sums = torch.zeros(5 + 2 * n_types + 2 * n_tasks, dtype=torch.float64, device=self.device)
-            batches = valid_batches(len(dataset), self.batch_size, world_size=self.dist.world_size, rank=self.dist.rank)
-            for keys in batches:
-                batch = move_batch(self.collate([dataset[k] for k in keys]), self.device, input_dtype(model))
-                with self.autocast():
-                    _, per_target, logits = lm_loss(model, batch["tokens"], batch["mask"])
-                mask = batch["mask"]
-                labels = batch["tokens"][:, 1:][mask]
-                task = batch["task"][:, None].expand_as(mask)[mask]
-                label_type = types[labels]
-                per_target = per_target.double()
-                sums[0] += per_target.sum()
-                sums[1] += len(labels)
-                sums[2] += (logits.argmax(-1) == labels).sum()
-                velocity_targets = (label_type == VELOCITY) & torch.isin(task, velocity_task_ids)
-                if velocity_targets.any():
-                    restricted = logits[velocity_targets].float().masked_fill(~is_velocity_token, float("-inf"))
-                    predicted = values[restricted.argmax(-1)]
-                    sums[3] += (predicted - values[labels[velocity_targets]]).abs().sum().double()
-                    sums[4] += int(velocity_targets.sum())
-                sums[5 : 5 + n_types] += torch.zeros(n_types, dtype=torch.float64, device=self.device).index_add_(
-                    0, label_type.long(), per_target
+            results.update(
+                teacher_forced_metrics(
+                    model,
+                    self.tokenizer,
+                    dataset,
+                    name=name,
+                    stage=self.cfg.stage,
+                    batch_size=self.batch_size,
+                    device=self.device,
+                    autocast=self.autocast,
+                    world_size=self.dist.world_size,
+                    rank=self.dist.rank,
+                    reduce=all_reduce_sum,
                 )
-                sums[5 + n_types : 5 + 2 * n_types] += torch.bincount(label_type.long(), minlength=n_types).double()
-                has_task = task >= 0
-                if has_task.any():
-                    off = 5 + 2 * n_types
-                    sums[off : off + n_tasks] += torch.zeros(
-                        n_tasks, dtype=torch.float64, device=self.device
-                    ).index_add_(0, task[has_task], per_target[has_task])
-                    sums[off + n_tasks :] += torch.bincount(task[has_task], minlength=n_tasks).double()
-            sums = all_reduce_sum(sums).cpu().tolist()
-            if sums[1] == 0:
-                continue
-            results[f"{name}/loss"] = sums[0] / sums[1]
-            results[f"{name}/accuracy"] = sums[2] / sums[1]
-            results[f"{name}/targets"] = sums[1]
-            if sums[4]:
-                results[f"{name}/velocity_mae"] = sums[3] / sums[4]
-            for k, type_name in enumerate(TOKEN_TYPES):
-                count = sums[5 + n_types + k]
-                if count:
-                    results[f"{name}/loss_{type_name}"] = sums[5 + k] / count
-            if self.cfg.stage == "piano_task":
-                off = 5 + 2 * n_types
-                for k, task_name in enumerate(TASK_NAMES):
-                    count = sums[off + n_tasks + k]
-                    if count:
-                        results[f"{name}/{task_name}/loss"] = sums[off + k] / count
+            )
+            if self.cfg.stage == "piano_task" and self.cfg.task_eval.enabled:
+                results.update(
+                    free_running_metrics(
+                        model,
+                        self.tokenizer,
+                        dataset,
+                        name=name,
+                        tasks=self.cfg.piano_task.tasks,
+                        cfg=self.cfg.task_eval,
+                        mean_velocity=self.train_mean_velocity(),
+                        world_size=self.dist.world_size,
+                        rank=self.dist.rank,
+                        reduce=all_reduce_sum,
+                    )
+                )
+        if self.dist.is_main:
+            tasks = self.cfg.piano_task.tasks if self.cfg.stage == "piano_task" else []
+            for line in split_summary_lines(results, tasks):
+                log.info("evaluate epoch %d | %s", epoch, line)
         return results
+
+    def train_mean_velocity(self) -> float:
+        """Mean velocity of the training split's notes: the constant baseline of the velocity tasks."""
+        from tunesmith.data.datasets.midi import mean_velocity
+
+        if self._mean_velocity is None:
+            self._mean_velocity = mean_velocity(self.store, self.store.select("train"))
+        return self._mean_velocity
 
     # ------------------------------------------------------------------ generate
 
@@ -370,7 +383,7 @@ class MidiSolver(Solver):
         from tunesmith.models.midi.generation import SamplingConfig, complete_notes, continue_notes, fill_velocities
         from tunesmith.models.midi.notes import write_midi
         from tunesmith.models.midi.render import render_wav
-        from tunesmith.models.midi.tasks import PARTITION_TASKS
+        from tunesmith.models.midi.tasks import PARTITION_TASKS, partition_target
 
         g = self.cfg.generate
         ids = self.store.select("valid") or self.store.select("train")
@@ -380,20 +393,23 @@ class MidiSolver(Solver):
         for k, piece in enumerate(ids[: g.num_samples]):
             notes = self.store.notes(piece)
             sampling = SamplingConfig(g.temperature, g.top_k, g.top_p, seed=k)
+            prefix = self.conditioner.piece_prefix(self.store.pieces[piece]) if len(self.conditioner) else None
             npr = self.cfg.piano_task.notes_per_record
             if task in VELOCITY_TASKS:
                 part = notes.take(slice(0, 2 * npr))
-                result = fill_velocities(model, self.tokenizer, part, self.cfg.piano_task, sampling, task=task)
+                result = fill_velocities(
+                    model, self.tokenizer, part, self.cfg.piano_task, sampling, task=task, prefix=prefix
+                )
             elif task in PARTITION_TASKS:
                 # the source half of two slices, as in training; the result adds the model's other half
                 part = notes.take(slice(0, 2 * npr))
-                attribute = "velocity" if "loud" in task else "pitch"
-                upper = getattr(part, attribute) > np.median(getattr(part, attribute))
-                part = part.take(~upper if task in ("loud_from_soft", "high_from_low") else upper)
-                result = complete_notes(model, self.tokenizer, task, part, self.cfg.piano_task, sampling)
+                part = part.take(~partition_target(task, part, np.random.default_rng(k)))
+                result, _ = complete_notes(
+                    model, self.tokenizer, task, part, self.cfg.piano_task, sampling, prefix=prefix
+                )
             else:
                 part = self.tokenizer.decode(self.tokenizer.encode(notes)[: g.prompt_tokens])
-                result, _ = continue_notes(model, self.tokenizer, part, g.tokens, sampling)
+                result, _ = continue_notes(model, self.tokenizer, part, g.tokens, sampling, prefix=prefix)
             written.append(write_midi(part, out / f"{k:02d}_prompt.mid"))
             written.append(write_midi(result, out / f"{k:02d}_{task}.mid"))
         if g.render_wav:
@@ -407,6 +423,9 @@ class MidiSolver(Solver):
     def checkpoint_meta(self) -> dict:
         """In config.json of every checkpoint and exported model: enough to decode without the training state."""
         meta = {"tokenizer_desc": self.tokenizer.describe(), "stage": self.cfg.stage}
+        if len(self.conditioner):
+            t = self.cfg.tokenizer
+            meta["conditioning"] = {"fields": t.conditioning, "composers": t.composers, "density_bins": t.density_bins}
         if self.cfg.stage == "piano_task":
             meta["piano_task"] = to_dict(self.cfg.piano_task)
         return meta

@@ -23,7 +23,7 @@ from tunesmith.models.midi.tasks import (
     merge_velocities,
     source_and_target,
 )
-from tunesmith.models.midi.tokenizer import PITCH, VELOCITY, MidiTokenizer, SecondsTokenizer
+from tunesmith.models.midi.tokenizer import PITCH, VELOCITY, MidiTokenizer, SecondsTokenizer, TokenGrammar
 from tunesmith.models.sampling import check_sampling, sample_next
 
 
@@ -44,10 +44,15 @@ def generate_tokens(
     *,
     allowed: torch.Tensor | None = None,
     stop_id: int | None = None,
+    grammar: TokenGrammar | None = None,
+    max_extra: int = 8,
 ) -> torch.Tensor:
     """Continue ``prompt`` (Long ``[T]``, non-empty) by up to ``num_tokens`` tokens → the new tokens ``[N]``.
 
     ``allowed`` (Bool ``[V]``) restricts which tokens may be drawn; decoding stops after ``stop_id``.
+    With a ``grammar`` each step may only draw a token the grammar allows after the previous one (the
+    last prompt token first), and a note group still open after ``num_tokens`` is finished with up to
+    ``max_extra`` more tokens, so every group the decoder sees is complete.
     """
     check_sampling(sampling.temperature, sampling.top_k, sampling.top_p)
     if prompt.numel() == 0:
@@ -60,16 +65,31 @@ def generate_tokens(
     mask = None
     if allowed is not None:
         mask = torch.where(allowed.to(device), 0.0, float("-inf"))
+    follows = None
+    if grammar is not None:
+        follows = torch.where(torch.from_numpy(grammar.follows).to(device), 0.0, float("-inf"))
+        token_class = torch.from_numpy(grammar.token_class).to(device)
+        if mask is not None and bool(torch.isinf(follows + mask).all(-1).any()):
+            raise ValueError("the allowed tokens and the grammar leave nothing to generate after some token")
     new: list[int] = []
     cache = model.make_cache(1, max_len)
     context = history[-max_len:]
     logits = model(context[None], cache=cache)[0, -1]
-    while len(new) < num_tokens:
+    last = int(history[-1])
+    while True:
+        logits = logits.float()
         if mask is not None:
-            logits = logits.float() + mask
+            logits = logits + mask
+        if follows is not None:
+            logits = logits + follows[token_class[last]]
         token = int(sample_next(logits, sampling.temperature, sampling.top_k, sampling.top_p, generator=gen))
         new.append(token)
-        if token == stop_id or len(new) == num_tokens:
+        last = token
+        if token == stop_id:
+            break
+        if len(new) >= num_tokens and (
+            grammar is None or not grammar.is_open(token) or len(new) >= num_tokens + max_extra
+        ):
             break
         history = torch.cat([history, torch.tensor([token], device=device)])
         if cache.length >= max_len:  # slide: re-encode the recent half of the context
@@ -81,17 +101,75 @@ def generate_tokens(
 
 
 def continue_notes(
-    model: MidiGPT, tok: MidiTokenizer, prompt: Notes, num_tokens: int, sampling: SamplingConfig
+    model: MidiGPT,
+    tok: MidiTokenizer,
+    prompt: Notes,
+    num_tokens: int,
+    sampling: SamplingConfig,
+    *,
+    constrained: bool = True,
+    prefix: np.ndarray | None = None,
 ) -> tuple[Notes, int]:
-    """Notes of ``prompt`` followed by the model's continuation (``num_tokens`` new tokens at most).
-
-    Returns (notes, malformed note groups in the generated tokens).
+    """Notes of ``prompt`` followed by the model's continuation (``num_tokens`` new tokens, a few more to
+    finish the last note). ``constrained``: decode under the tokenizer's grammar (every note group well
+    formed). ``prefix``: conditioning tokens before BOS (:mod:`tunesmith.models.midi.conditioning`).
+    Returns (notes, malformed note groups the decoder had to repair or drop: 0 when constrained).
     """
-    prompt_tokens = np.concatenate([[tok.bos_id], tok.encode(prompt)]) if len(prompt) else np.asarray([tok.bos_id])
+    head = np.concatenate([_prefix(prefix), [tok.bos_id]]).astype(np.int64)
+    prompt_tokens = np.concatenate([head, tok.encode(prompt)]) if len(prompt) else head
     new = generate_tokens(
-        model, torch.from_numpy(prompt_tokens.astype(np.int64)), num_tokens, sampling, stop_id=tok.eos_id
+        model,
+        torch.from_numpy(prompt_tokens.astype(np.int64)),
+        num_tokens,
+        sampling,
+        stop_id=tok.eos_id,
+        grammar=tok.grammar() if constrained else None,
     )
     return tok.decode_with_report(np.concatenate([prompt_tokens, new.numpy()]))
+
+
+def generate_target(
+    model: MidiGPT,
+    tok: MidiTokenizer,
+    task: str,
+    prompt: np.ndarray,
+    sampling: SamplingConfig,
+    *,
+    num_velocities: int = 0,
+) -> np.ndarray:
+    """The target tokens ``[N]`` (no EOS) a model generates for a piano-task ``prompt`` (a record's head).
+
+    Velocity tasks: ``num_velocities`` velocity tokens (only velocity tokens may be drawn). Partition
+    tasks: notes under the tokenizer's grammar until EOS or the end of the context. This is the one
+    decoding of a task, used by ``generate-midi`` and by the free-running evaluation alike.
+    """
+    prompt_t = torch.from_numpy(np.asarray(prompt, np.int64))
+    if task in VELOCITY_TASKS:
+        if num_velocities <= 0:
+            return np.zeros(0, np.int64)
+        allowed = torch.from_numpy(tok.token_types == VELOCITY)
+        return generate_tokens(model, prompt_t, num_velocities, sampling, allowed=allowed).numpy()
+    budget = model.cfg.max_seq_len - len(prompt)
+    if budget < 4:
+        raise UserError(
+            f"a prompt of {len(prompt)} tokens fills the model's context ({model.cfg.max_seq_len} tokens); "
+            "lower piano_task.notes_per_record"
+        )
+    new = generate_tokens(model, prompt_t, budget, sampling, stop_id=tok.eos_id, grammar=tok.grammar(), max_extra=0)
+    new = new.numpy()
+    if len(new) and new[-1] == tok.eos_id:
+        new = new[:-1]
+    return _complete_groups(tok, new)
+
+
+def _complete_groups(tok: MidiTokenizer, tokens: np.ndarray) -> np.ndarray:
+    """``tokens`` without a trailing unfinished note group (the context ran out in the middle of one):
+    a pitch and a velocity are open classes, so dropping open tokens from the end removes the group."""
+    grammar = tok.grammar()
+    end = len(tokens)
+    while end > 0 and grammar.is_open(int(tokens[end - 1])):
+        end -= 1
+    return tokens[:end]
 
 
 def fill_velocities(
@@ -101,6 +179,7 @@ def fill_velocities(
     task_cfg: PianoTaskConfig,
     sampling: SamplingConfig,
     task: str = "velocity",
+    prefix: np.ndarray | None = None,
 ) -> Notes:
     """New velocities for ``notes`` with a velocity piano task (``velocity``: from the notes without
     velocities; ``velocity_denoise``: from the notes with their current velocities), slice by slice of
@@ -111,7 +190,6 @@ def fill_velocities(
         raise ValueError(f"{task!r} is not a velocity task ({', '.join(VELOCITY_TASKS)})")
     notes = notes.sorted()
     velocity = notes.velocity.copy()
-    allowed = torch.from_numpy(tok.token_types == VELOCITY)
     value_of = velocity_values(tok)
     npr = task_cfg.notes_per_record
     as_given = dataclasses.replace(task_cfg, noise_std=0.0)  # denoise what is there, add no noise
@@ -123,13 +201,14 @@ def fill_velocities(
         part = notes.take(index)
         source, _ = source_and_target(tok, task, part, as_given, rng)
         prompt = assemble(tok, task, source, np.zeros(0, np.int64), task_cfg.prompt_format, with_target=False)
+        head = np.concatenate([_prefix(prefix), prompt.tokens])
         n_pitch = int((tok.types_of(source) == PITCH).sum())
-        if len(prompt.tokens) + n_pitch > model.cfg.max_seq_len:
+        if len(head) + n_pitch > model.cfg.max_seq_len:
             raise UserError(
-                f"{len(part)} notes need {len(prompt.tokens) + n_pitch} tokens, more than the model's context "
+                f"{len(part)} notes need {len(head) + n_pitch} tokens, more than the model's context "
                 f"({model.cfg.max_seq_len}); lower piano_task.notes_per_record"
             )
-        predicted = generate_tokens(model, torch.from_numpy(prompt.tokens), n_pitch, sampling, allowed=allowed).numpy()
+        predicted = generate_target(model, tok, task, head, sampling, num_velocities=n_pitch)
         if isinstance(tok, SecondsTokenizer):
             velocity[index[note_order(tok, part)]] = value_of[predicted]
         else:
@@ -147,30 +226,33 @@ def complete_notes(
     notes: Notes,
     task_cfg: PianoTaskConfig,
     sampling: SamplingConfig,
-) -> Notes:
+    prefix: np.ndarray | None = None,
+) -> tuple[Notes, int]:
     """Run a partition task (``loud_from_soft``, ``soft_from_loud``, ``high_from_low``, ``low_from_high``):
-    ``notes`` are the source half; returns them together with the generated other half. The input is
-    taken in slices of ``notes_per_record // 2`` notes, the size of a source in training."""
+    ``notes`` are the source half; returns them together with the generated other half, and the number of
+    malformed note groups the decoder repaired (0: generation is grammar-constrained). The input is taken
+    in slices of ``notes_per_record // 2`` notes, the size of a source in training."""
     if task not in PARTITION_TASKS:
         raise ValueError(f"{task!r} is not a partition task ({', '.join(PARTITION_TASKS)})")
     notes = notes.sorted()
     covered = np.nonzero(tok.in_range(notes))[0]
     step = max(task_cfg.notes_per_record // 2, 1)
     parts = [notes]
+    repairs = 0
     for begin in range(0, len(covered), step):
         part = notes.take(covered[begin : begin + step])
         origin = float(part.start.min())
         source = tok.encode(part, origin)
         prompt = assemble(tok, task, source, np.zeros(0, np.int64), task_cfg.prompt_format, with_target=False)
-        budget = model.cfg.max_seq_len - len(prompt.tokens)
-        if budget < 4:
-            raise UserError(
-                f"{len(part)} source notes fill the model's context ({model.cfg.max_seq_len} tokens); "
-                "lower piano_task.notes_per_record"
-            )
-        new = generate_tokens(model, torch.from_numpy(prompt.tokens), budget, sampling, stop_id=tok.eos_id).numpy()
-        parts.append(tok.decode(new[new != tok.eos_id]).shifted(origin))
-    return _concat(parts)
+        new = generate_target(model, tok, task, np.concatenate([_prefix(prefix), prompt.tokens]), sampling)
+        decoded, malformed = tok.decode_with_report(new)
+        repairs += malformed
+        parts.append(decoded.shifted(origin))
+    return _concat(parts), repairs
+
+
+def _prefix(prefix: np.ndarray | None) -> np.ndarray:
+    return np.zeros(0, np.int64) if prefix is None else np.asarray(prefix, np.int64)
 
 
 def _concat(parts: list[Notes]) -> Notes:

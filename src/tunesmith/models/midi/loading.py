@@ -14,6 +14,7 @@ import torch
 
 from tunesmith.config import from_dict
 from tunesmith.errors import UserError
+from tunesmith.models.midi.conditioning import Conditioner
 from tunesmith.models.midi.gpt import MidiGPT, MidiGPTConfig
 from tunesmith.models.midi.tasks import PianoTaskConfig
 from tunesmith.models.midi.tokenizer import MidiTokenizer, MidiTokenizerConfig, build_tokenizer, tokenizer_from_desc
@@ -26,23 +27,27 @@ class LoadedMidiModel:
     stage: str
     piano_task: PianoTaskConfig
     folder: Path
+    conditioner: Conditioner | None = None  # the conditioning prefix the model was trained with, if any
 
 
-def resolve_checkpoint(ref: str | Path, which: str = "best") -> Path:
-    """A checkpoint folder from a path (run, checkpoint, model dir) or a run reference (``midi/SIG``, SIG prefix)."""
+def resolve_checkpoint(ref: str | Path, which: str = "best", runs_dir: str | Path | None = None) -> Path:
+    """A checkpoint folder from a path (run, checkpoint, model dir) or a run reference (``midi/SIG``, SIG
+    prefix) under ``runs_dir`` (default: the configured runs folder)."""
     from tunesmith.artifacts import checkpoint as ckpt
     from tunesmith.artifacts.runs import find_run
 
     path = Path(ref)
     if not path.exists():
-        path = find_run(str(ref))
+        path = find_run(str(ref), Path(runs_dir) if runs_dir else None)
     return ckpt.find_checkpoint(path, which=which)
 
 
-def load_midi_model(ref: str | Path, *, which: str = "best", device: str | torch.device = "cpu") -> LoadedMidiModel:
+def load_midi_model(
+    ref: str | Path, *, which: str = "best", device: str | torch.device = "cpu", runs_dir: str | Path | None = None
+) -> LoadedMidiModel:
     from tunesmith.artifacts import checkpoint as ckpt
 
-    folder = resolve_checkpoint(ref, which)
+    folder = resolve_checkpoint(ref, which, runs_dir)
     stored = ckpt.read_config(folder)
     config = stored.get("config") or {}
     task = (stored.get("meta") or {}).get("task") or stored.get("model_type", "").removeprefix("tunesmith-")
@@ -70,4 +75,10 @@ def load_midi_model(ref: str | Path, *, which: str = "best", device: str | torch
     model.to(device).eval()
     piano_task = from_dict(PianoTaskConfig, extra.get("piano_task") or config.get("piano_task") or {})
     stage = extra.get("stage") or config.get("stage", "pretrain")
-    return LoadedMidiModel(model, tokenizer, stage, piano_task, folder)
+    cond = extra.get("conditioning") or {}
+    conditioner = None
+    if cond.get("fields"):
+        conditioner = Conditioner(
+            tokenizer, cond["fields"], cond.get("composers") or [], cond.get("density_bins") or []
+        )
+    return LoadedMidiModel(model, tokenizer, stage, piano_task, folder, conditioner)

@@ -14,6 +14,13 @@ Only the target tokens and the closing EOS are trained on (``target_mask``). Tas
 - ``loud_from_soft`` / ``soft_from_loud``: notes split at the slice's median velocity (above the
   median is "loud"); source = one half, target = the other half (all their tokens).
 - ``high_from_low`` / ``low_from_high``: the same split by pitch.
+- ``high_quartile`` / ``low_quartile`` / ``loud_quartile`` / ``soft_quartile``: target = the notes above the
+  75th (below the 25th) percentile of pitch or velocity; source = the rest.
+- ``infill_span``: target = the notes whose onset lies in a span of a quarter of the slice's duration
+  (placed at random); source = the notes around it.
+
+The tasks after the first six use the tokenizer's reserved tokens as task tokens
+(:data:`~tunesmith.models.midi.tokenizer.RESERVED_TASKS`).
 """
 
 from __future__ import annotations
@@ -25,10 +32,21 @@ import numpy as np
 
 from tunesmith.errors import UserError
 from tunesmith.models.midi.notes import Notes
-from tunesmith.models.midi.tokenizer import PITCH, TASK_NAMES, VELOCITY, MidiTokenizer
+from tunesmith.models.midi.tokenizer import ALL_TASKS, PITCH, VELOCITY, MidiTokenizer
 
 VELOCITY_TASKS: tuple[str, ...] = ("velocity", "velocity_denoise")
-PARTITION_TASKS: tuple[str, ...] = ("loud_from_soft", "soft_from_loud", "high_from_low", "low_from_high")
+PARTITION_TASKS: tuple[str, ...] = (
+    "loud_from_soft",
+    "soft_from_loud",
+    "high_from_low",
+    "low_from_high",
+    "infill_span",
+    "high_quartile",
+    "low_quartile",
+    "loud_quartile",
+    "soft_quartile",
+)
+INFILL_FRACTION = 0.25  # infill_span: the masked span's share of the slice's duration
 
 
 @dataclasses.dataclass
@@ -45,10 +63,10 @@ class PianoTaskConfig:
 def check_task_config(cfg: PianoTaskConfig) -> None:
     """Raise ``UserError`` naming the key when the piano-task section is unusable."""
     if not cfg.tasks:
-        raise UserError(f"piano_task.tasks is empty; choose from {', '.join(TASK_NAMES)}")
-    unknown = [t for t in cfg.tasks if t not in TASK_NAMES]
+        raise UserError(f"piano_task.tasks is empty; choose from {', '.join(ALL_TASKS)}")
+    unknown = [t for t in cfg.tasks if t not in ALL_TASKS]
     if unknown:
-        raise UserError(f"piano_task.tasks: unknown task(s) {unknown}; choose from {', '.join(TASK_NAMES)}")
+        raise UserError(f"piano_task.tasks: unknown task(s) {unknown}; choose from {', '.join(ALL_TASKS)}")
     if cfg.notes_per_record < 2 or cfg.min_notes < 1:
         raise UserError("piano_task.notes_per_record must be >= 2 and piano_task.min_notes >= 1")
     if cfg.noise_std < 0:
@@ -82,18 +100,29 @@ def source_and_target(
             return full[~is_velocity], target
         noisy = np.clip(np.round(notes.velocity + rng.normal(0.0, cfg.noise_std, len(notes))), 1, 127)
         return tok.encode(notes.with_velocity(noisy), origin), target
-    attribute, upper_is_target = {
-        "loud_from_soft": ("velocity", True),
-        "soft_from_loud": ("velocity", False),
-        "high_from_low": ("pitch", True),
-        "low_from_high": ("pitch", False),
-    }[task]
-    values = getattr(notes, attribute).astype(np.float64)
-    upper = values > np.median(values)
-    source_notes, target_notes = (notes.take(~upper), notes.take(upper))
-    if not upper_is_target:
-        source_notes, target_notes = target_notes, source_notes
+    target = partition_target(task, notes, rng)
+    source_notes, target_notes = notes.take(~target), notes.take(target)
     return tok.encode(source_notes, origin), tok.encode(target_notes, origin)
+
+
+def partition_target(task: str, notes: Notes, rng: np.random.Generator) -> np.ndarray:
+    """Bool ``[N]``: the notes a partition task asks for (the rest is its source). Halves split at the
+    median (``loud_from_soft``: velocity above it …), quartiles at the 25th/75th percentile
+    (``high_quartile``: pitch above the 75th …), ``infill_span``: onsets inside a span of
+    :data:`INFILL_FRACTION` of the slice's duration at a position drawn from ``rng``."""
+    if task == "infill_span":
+        lo, hi = float(notes.start.min()), float(notes.start.max())
+        width = (hi - lo) * INFILL_FRACTION
+        begin = lo + float(rng.uniform(0.0, 1.0)) * (hi - lo - width)
+        return (notes.start >= begin) & (notes.start < begin + width) if width > 0 else np.zeros(len(notes), bool)
+    attribute = "velocity" if ("loud" in task or "soft" in task) else "pitch"
+    values = getattr(notes, attribute).astype(np.float64)
+    if task.endswith("_quartile"):
+        if task in ("high_quartile", "loud_quartile"):
+            return values > np.percentile(values, 75)
+        return values < np.percentile(values, 25)
+    upper = values > np.median(values)
+    return upper if task in ("loud_from_soft", "high_from_low") else ~upper
 
 
 def assemble(

@@ -41,6 +41,10 @@ TASK_NAMES: tuple[str, ...] = (
     "high_from_low",
     "low_from_high",
 )
+# Tasks added after the vocabulary was fixed take the reserved tokens in this order (task → Reserved_<k>),
+# so every tokenizer, and every model pretrained with one, already covers them.
+RESERVED_TASKS: tuple[str, ...] = ("infill_span", "high_quartile", "low_quartile", "loud_quartile", "soft_quartile")
+ALL_TASKS: tuple[str, ...] = TASK_NAMES + RESERVED_TASKS
 BASE_SPECIALS: tuple[str, ...] = ("PAD", "BOS", "EOS", "SEP")
 DESC_VERSION = 1
 
@@ -61,6 +65,9 @@ class MidiTokenizerConfig:
     reserved_tokens: int = 8  # spare special tokens for future tasks
     remi_beat_res: dict[str, int] = dataclasses.field(default_factory=lambda: {"0_4": 8, "4_12": 4})
     remi_tempo_qpm: float = 120.0  # seconds → beats for REMI (performances carry no reliable tempo)
+    conditioning: list[str] = dataclasses.field(default_factory=list)  # prefix fields: composer, density
+    composers: list[str] = dataclasses.field(default_factory=list)  # Composer_<name> tokens (others: _other)
+    density_bins: list[float] = dataclasses.field(default_factory=lambda: [2.0, 4.0, 8.0, 16.0])  # notes/s edges
 
 
 def task_token_name(task: str) -> str:
@@ -68,11 +75,16 @@ def task_token_name(task: str) -> str:
     return "Task_" + task.replace("_", "-")
 
 
-def special_token_names(reserved: int) -> list[str]:
+def special_token_names(reserved: int, cfg: MidiTokenizerConfig | None = None) -> list[str]:
+    """Specials, task tokens, reserved tokens and (with ``cfg.conditioning``) the conditioning tokens."""
+    from tunesmith.models.midi.conditioning import condition_token_names
+
+    conditioning = condition_token_names(cfg.conditioning, cfg.composers, cfg.density_bins) if cfg else []
     return [
         *BASE_SPECIALS,
         *(task_token_name(name) for name in TASK_NAMES),
         *(f"Reserved_{i}" for i in range(reserved)),
+        *conditioning,
     ]
 
 
@@ -117,6 +129,12 @@ class MidiTokenizer:
         return self.id("SEP")
 
     def task_id(self, task: str) -> int:
+        """The token that names ``task`` in a record (a reserved token for :data:`RESERVED_TASKS`)."""
+        if task in RESERVED_TASKS:
+            slot = RESERVED_TASKS.index(task)
+            if f"Reserved_{slot}" not in self._ids:
+                raise UserError(f"task {task!r} needs tokenizer.reserved_tokens >= {slot + 1} (its task token)")
+            return self.id(f"Reserved_{slot}")
         return self.id(task_token_name(task))
 
     def in_range(self, notes: Notes) -> np.ndarray:
@@ -146,6 +164,13 @@ class MidiTokenizer:
     def describe(self) -> dict:
         """A plain dict that :func:`tokenizer_from_desc` turns back into this tokenizer."""
         raise NotImplementedError
+
+    def grammar(self) -> TokenGrammar:
+        """Which token may follow which (see :class:`TokenGrammar`); built once per tokenizer."""
+        cached = getattr(self, "_grammar", None)
+        if cached is None:
+            cached = self._grammar = build_grammar(self.vocab, self.token_types)
+        return cached
 
 
 # --------------------------------------------------------------------------- seconds tokenizer
@@ -230,7 +255,7 @@ class SecondsTokenizer(MidiTokenizer):
             velocity_values=velocity_bin_values(cfg.velocity_bins),
             duration_steps=duration_bin_steps(round(cfg.max_duration / cfg.time_step), max(cfg.duration_bins, 1)),
             pedal_tokens=cfg.pedal_tokens,
-            special_tokens=special_token_names(cfg.reserved_tokens),
+            special_tokens=special_token_names(cfg.reserved_tokens, cfg),
         )
 
     def describe(self) -> dict:
@@ -435,7 +460,7 @@ class RemiTokenizer(MidiTokenizer):
             num_velocities=cfg.velocity_bins,
             beat_res=cfg.remi_beat_res,
             tempo_qpm=cfg.remi_tempo_qpm,
-            special_tokens=special_token_names(cfg.reserved_tokens),
+            special_tokens=special_token_names(cfg.reserved_tokens, cfg),
         )
 
     def describe(self) -> dict:
@@ -492,6 +517,8 @@ class RemiTokenizer(MidiTokenizer):
         score = self._miditok.decode([keep.tolist()])
         # MidiTok writes its own tempo; rescale so one beat is 60 / tempo_qpm seconds.
         arrays = [t.notes.numpy() for t in score.tracks]
+        if not arrays:  # time tokens only: MidiTok writes no track
+            return Notes.empty(), pitches
         tpq = score.tpq
         seconds_per_tick = 60.0 / (self.tempo_qpm * tpq)
         start = np.concatenate([a["time"] for a in arrays]).astype(np.float64) * seconds_per_tick
@@ -518,6 +545,87 @@ def _remi_type(name: str) -> int:
     if kind == "Pedal":
         return PEDAL
     return SPECIAL
+
+
+# --------------------------------------------------------------------------- grammar
+
+# Token classes of the grammar. BOUNDARY: tokens after which a note sequence starts (BOS, SEP, task
+# tokens, other specials); NEVER: tokens generation must not emit (MidiTok's PitchDrum and TimeSig).
+GRAMMAR_CLASSES: tuple[str, ...] = (
+    "boundary",
+    "eos",
+    "bar",
+    "timesig",
+    "time",
+    "pitch",
+    "velocity",
+    "duration",
+    "pedal",
+    "never",
+)
+_G = {name: i for i, name in enumerate(GRAMMAR_CLASSES)}
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenGrammar:
+    """Which token may follow which, so that generated note groups are always complete.
+
+    ``token_class`` int64 ``[V]`` (index into :data:`GRAMMAR_CLASSES`); ``follows`` bool ``[C, V]``: the
+    tokens allowed after a token of each class; ``open`` bool ``[C]``: the class leaves a note group
+    unfinished (a pitch waits for its velocity, a velocity for its duration). Between notes any time
+    token, pitch, pedal event or EOS may come; a pitch is followed by exactly one velocity and that by
+    exactly one duration. REMI's time signature may only follow a bar (as MidiTok writes it); tokens of
+    class ``never`` (REMI's drum pitches, tempos, rests: a piano stream here never holds them) are never
+    allowed.
+    """
+
+    token_class: np.ndarray
+    follows: np.ndarray
+    open: np.ndarray
+
+    def allowed_after(self, token: int) -> np.ndarray:
+        """Bool ``[V]``: the tokens that may follow ``token``."""
+        return self.follows[self.token_class[int(token)]]
+
+    def is_open(self, token: int) -> bool:
+        """Whether a sequence ending with ``token`` has an unfinished note group."""
+        return bool(self.open[self.token_class[int(token)]])
+
+    def violations(self, tokens: np.ndarray, after: int) -> int:
+        """How many tokens of ``tokens`` [T] break the grammar, starting after the token ``after``."""
+        seq = np.concatenate([[after], np.asarray(tokens, np.int64)])
+        return int((~self.follows[self.token_class[seq[:-1]], seq[1:]]).sum())
+
+
+def build_grammar(vocab: list[str], token_types: np.ndarray) -> TokenGrammar:
+    """The note-group grammar of a vocabulary (seconds tokenizer or REMI), from token names and types."""
+    cls = np.empty(len(vocab), np.int64)
+    for i, (name, typ) in enumerate(zip(vocab, token_types.tolist(), strict=True)):
+        kind = name.split("_", 1)[0]
+        if kind in ("PitchDrum", "Tempo", "Rest"):
+            cls[i] = _G["never"]
+        elif kind == "TimeSig":
+            cls[i] = _G["timesig"]
+        elif name in ("EOS", "EOS_None"):
+            cls[i] = _G["eos"]
+        elif kind == "Bar":
+            cls[i] = _G["bar"]
+        elif typ == SPECIAL:
+            cls[i] = _G["boundary"]
+        else:
+            cls[i] = _G[TOKEN_TYPES[typ]]
+    is_ = {name: cls == k for name, k in _G.items()}
+    free = is_["bar"] | is_["time"] | is_["pitch"] | is_["pedal"] | is_["eos"]
+    follows = np.zeros((len(GRAMMAR_CLASSES), len(vocab)), bool)
+    for name in ("boundary", "eos", "bar", "timesig", "time", "duration", "pedal"):
+        follows[_G[name]] = free
+    follows[_G["bar"]] |= is_["timesig"]
+    follows[_G["pitch"]] = is_["velocity"]
+    follows[_G["velocity"]] = is_["duration"]
+    follows[_G["never"]] = free  # a prompt may end with one: generation goes on from a clean state
+    open_ = np.zeros(len(GRAMMAR_CLASSES), bool)
+    open_[[_G["pitch"], _G["velocity"]]] = True
+    return TokenGrammar(cls, follows, open_)
 
 
 # --------------------------------------------------------------------------- factory
