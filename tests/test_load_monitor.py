@@ -5,6 +5,8 @@ processes leave fewer CPUs than torch threads."""
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -112,9 +114,27 @@ def _cpu_seconds_of(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _spinner(seconds: float) -> subprocess.Popen:
-    code = f"import time\nend = time.perf_counter() + {seconds}\nwhile time.perf_counter() < end: pass\n"
-    return subprocess.Popen([sys.executable, "-c", code])
+def _busy_code(seconds: float) -> str:
+    return f"import time\nend = time.perf_counter() + {seconds}\nwhile time.perf_counter() < end: pass\n"
+
+
+def _child_spinner(seconds: float) -> subprocess.Popen:
+    """A busy-looping child of this process."""
+    return subprocess.Popen([sys.executable, "-c", _busy_code(seconds)])
+
+
+def _spinner(seconds: float) -> int:
+    """The pid of a busy-looping process that is NOT our child (its parent exits at once, so it is re-parented):
+    a live child's CPU time counts as ours (DataLoader workers), someone else's must not."""
+    code = _busy_code(seconds)
+    launcher = (
+        "import subprocess, sys\n"
+        f"p = subprocess.Popen([sys.executable, '-c', {code!r}], start_new_session=True,\n"
+        "                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+        "print(p.pid, flush=True)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", launcher], capture_output=True, text=True, check=True)
+    return int(out.stdout.split()[0])
 
 
 @pytest.mark.skipif(cpu_times() is None, reason="no /proc/stat")
@@ -125,15 +145,14 @@ def test_a_real_busy_process_is_seen_and_warned_about(caplog) -> None:
     spinner = _spinner(60.0)
     try:
         deadline = time.monotonic() + 30
-        while _cpu_seconds_of(spinner.pid) < 0.1 and time.monotonic() < deadline:
+        while _cpu_seconds_of(spinner) < 0.1 and time.monotonic() < deadline:
             time.sleep(0.05)  # let it start spinning
         monitor.poll()
         time.sleep(1.0)  # this process sleeps: what is busy is someone else
         with caplog.at_level(logging.WARNING, logger="tunesmith.train"):
             message = monitor.poll()
     finally:
-        spinner.kill()
-        spinner.wait()
+        os.kill(spinner, signal.SIGKILL)
     assert monitor.others is not None and monitor.others >= 0.6, monitor.others
     assert message is not None and "--threads" in message and "the machine got busy" in caplog.text
 
@@ -142,7 +161,7 @@ def test_a_real_busy_process_is_seen_and_warned_about(caplog) -> None:
 def test_own_cpu_time_includes_live_children() -> None:
     """DataLoader workers are our own work: a child's CPU time counts before it is reaped."""
     before = own_cpu_seconds()
-    child = _spinner(60.0)
+    child = _child_spinner(60.0)
     try:
         deadline = time.monotonic() + 30
         while (used := _cpu_seconds_of(child.pid)) < 0.3 and time.monotonic() < deadline:

@@ -209,11 +209,15 @@ def own_cpu_seconds(proc: Path = Path("/proc")) -> float:
     total = times.user + times.system + times.children_user + times.children_system
     try:
         tick = float(os.sysconf("SC_CLK_TCK"))
-        children = {
-            pid for task in (proc / "self" / "task").iterdir() for pid in (task / "children").read_text().split()
-        }
+        tasks = list((proc / "self" / "task").iterdir())
     except (OSError, ValueError, AttributeError):
         return total
+    children: set[str] = set()
+    for task in tasks:
+        try:
+            children.update((task / "children").read_text().split())
+        except OSError:
+            continue  # a thread that ended in between, or a kernel without the file
     for pid in children:
         try:
             fields = (proc / pid / "stat").read_text().rsplit(")", 1)[1].split()

@@ -274,3 +274,20 @@ def test_a_bit_flip_in_last_reaches_no_other_copy_and_resume_loses_nothing_more(
         torch.testing.assert_close(got[name], tensor)
     shutil.rmtree(ckpts / "last")
     assert ckpt.find_checkpoint(resumed["run_dir"], which="last").name in ("epoch_0003", "best")
+
+
+def test_an_imported_musicgen_is_replaced_with_force_and_a_stray_file_in_its_parts_still_refuses(tmp_path):
+    """An imported model dir holds t5/ and codec/ with their own manifests and configs (a T5's says t5):
+    `import hf --force` replaces tunesmith's own import; a user's file inside a part is never deleted."""
+    from support.hf import make_musicgen_dir
+    from tunesmith.models.hf.importer import import_hf
+
+    source = make_musicgen_dir(tmp_path / "hf")
+    out = import_hf(source, tmp_path / "imported")
+    with pytest.raises(UserError, match="--force"):
+        import_hf(source, out)
+    assert import_hf(source, out, force=True) == out and verify_model_dir(out) == []
+    (out / "t5" / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="it holds t5"):
+        import_hf(source, out, force=True)
+    assert (out / "t5" / "notes.txt").read_text() == "mine"

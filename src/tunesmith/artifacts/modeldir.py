@@ -163,11 +163,24 @@ def written_by_tunesmith(folder: Path) -> str | None:
     model_type = str(config.get("model_type", ""))
     if not (model_type.startswith(TUNESMITH_PREFIX) or model_type in WRITTEN_MODEL_TYPES or "tunesmith" in config):
         return "its config does not say tunesmith wrote it"
+    return _unlisted_entry(folder, listed)
+
+
+def _unlisted_entry(folder: Path, listed: dict) -> str | None:
+    """Why ``folder`` holds something its manifest does not account for (None: it does not). A sub-folder
+    (codec/, t5/) counts when its own manifest lists everything in it: a part of a model directory tunesmith
+    wrote carries the part's own config (a T5 encoder's says t5), not tunesmith's."""
     for entry in folder.iterdir():
         if entry.name in listed or entry.name == ckpt.MANIFEST:
             continue
-        if entry.is_dir() and not entry.is_symlink() and written_by_tunesmith(entry) is None:
-            continue  # codec/, t5/
+        if entry.is_dir() and not entry.is_symlink():
+            try:
+                inner = json.loads((entry / ckpt.MANIFEST).read_text())["files"]
+            except (OSError, ValueError, KeyError, TypeError):
+                inner = None
+            complete = isinstance(inner, dict) and not (entry / ckpt.STATE).exists()
+            if complete and _unlisted_entry(entry, inner) is None:
+                continue
         return f"it holds {entry.name}, which its manifest does not list"
     return None
 
