@@ -11,20 +11,10 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from tunesmith.models.midi.tasks import PARTITION_TASKS, VELOCITY_TASKS
+
 CONTINUE = "continue"
-TASKS = (
-    "velocity",
-    "velocity_denoise",
-    "loud_from_soft",
-    "soft_from_loud",
-    "high_from_low",
-    "low_from_high",
-    "infill_span",
-    "high_quartile",
-    "low_quartile",
-    "loud_quartile",
-    "soft_quartile",
-)
+TASKS = (*VELOCITY_TASKS, *PARTITION_TASKS)  # every piano task generate-midi can do
 
 
 @dataclasses.dataclass

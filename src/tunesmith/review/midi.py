@@ -34,7 +34,7 @@ from tunesmith.review.checkpoints import (
 )
 from tunesmith.review.grid import column_label, distinct_checkpoints, step_note
 from tunesmith.review.notes import hidden_checkpoints_note, pruned_checkpoints_note
-from tunesmith.review.page import _chart_figure, _css, _kv_table, _numbers_table, _paragraphs
+from tunesmith.review.page import _chart_figure, _kv_table, _numbers_table, _paragraphs, html_head
 from tunesmith.review.pianoroll import pianoroll_svg, roll_extent
 from tunesmith.review.run_config import resolve_relative
 from tunesmith.review.runner import INDEX, ReviewResult
@@ -362,16 +362,7 @@ def _page(run_dir: Path, figures, checkpoint_notes: list[str], samples_notes: li
     if not (figures.charts or figures.numbers):
         charts += '<p class="muted">no history yet</p>'
     title = f"tunesmith review · midi {meta.get('signature', run_dir.name)}"
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{html.escape(title)}</title>
-<link rel="icon" href="data:,">
-<style>
-{_css()}{EXTRA_CSS}</style>
-</head>
+    return f"""{html_head(title, EXTRA_CSS)}
 <body>
 <h1>{html.escape(title)}</h1>
 <p class="muted">The same fixed eval records at every checkpoint: piano rolls, free-running metrics, curves.</p>

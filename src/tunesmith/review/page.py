@@ -32,6 +32,20 @@ def _css() -> str:
     return resources.files("tunesmith").joinpath("review_assets/review.css").read_text(encoding="utf-8")
 
 
+def html_head(title: str, extra_css: str = "") -> str:
+    """The page's doctype and ``<head>``: title, no favicon request, the review CSS inlined (offline page)."""
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{html.escape(title)}</title>
+<link rel="icon" href="data:,">
+<style>
+{_css()}{extra_css}</style>
+</head>"""
+
+
 def _kv_table(rows: list[tuple[str, str]]) -> str:
     body = "".join(f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in rows)
     return f'<table class="kv">{body}</table>'
@@ -140,16 +154,7 @@ def render_page(
         else "The same dataset clips through every checkpoint: originals beside reconstructions."
     )
     title = f"tunesmith review · {task} {meta.get('signature', run_dir.name)}"
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{html.escape(title)}</title>
-<link rel="icon" href="data:,">
-<style>
-{_css()}</style>
-</head>
+    return f"""{html_head(title)}
 <body>
 <h1>{html.escape(title)}</h1>
 <p class="muted">{html.escape(what)}</p>
