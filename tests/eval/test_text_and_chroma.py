@@ -69,6 +69,11 @@ def test_metric_names_and_directions():
     with pytest.raises(UserError, match="unknown metric"):
         parse_metrics("fad,bleu")
     assert metric_direction("fad") == "min" and metric_direction("clap") == "max"
+    # free-running piano-task metrics (issue 19), as logged per split and task: best by any of them
+    assert metric_direction("valid/velocity/velocity_mae") == "min"
+    assert metric_direction("test/loud_from_soft/note_f1") == "max"
+    assert metric_direction("valid/velocity/velocity_corr") == "max"
+    assert metric_direction("valid/velocity/baseline_mean_velocity_mae") is None  # a baseline is no model score
     assert metric_direction("ppl") == "min" and metric_direction("whatever") is None
 
 

@@ -50,6 +50,10 @@ def metric_direction(name: str) -> str | None:
         return "min"
     if base in ("sisnr", "si_snr", "accuracy"):
         return "max"
+    if base.endswith(("_mae", "_mse")) and not base.startswith("baseline_"):  # MIDI: velocity_mae, tf_velocity_mae
+        return "min"
+    if base.endswith(("_f1", "_corr", "_precision", "_recall")) and not base.startswith("baseline_"):  # note_f1
+        return "max"
     return None
 
 
