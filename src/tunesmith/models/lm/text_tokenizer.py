@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable
 from typing import Literal
@@ -24,8 +25,14 @@ _WORD = re.compile(r"\w+|[^\w\s]")
 TokenizerKind = Literal["word", "char"]
 
 
+def normalize_text(text: str) -> str:
+    """Lower-cased, trimmed, Unicode NFC: "É" typed as E + a combining accent (NFD, as macOS file names and some
+    transcripts arrive) and as one code point give the same tokens, at training and at generation."""
+    return unicodedata.normalize("NFC", text.lower().strip())
+
+
 def split_text(text: str, kind: TokenizerKind) -> list[str]:
-    text = text.lower().strip()
+    text = normalize_text(text)
     return _WORD.findall(text) if kind == "word" else list(text)
 
 
