@@ -271,9 +271,9 @@ def evaluate_clips(
             model = f"classifier:{Path(models.classifier_dir).name}"
             report.results.append(MetricResult(name, values, len(pairs), model, per_clip=per_clip))
         elif name == "chroma":
-            from tunesmith.eval.chroma_cosine import default_chroma_fn, paired_chroma_cosine
+            from tunesmith.eval.chroma_cosine import musicgen_chroma, paired_chroma_cosine
 
-            fn, fn_name = (chroma_fn, "chroma") if chroma_fn is not None else default_chroma_fn()
+            fn, fn_name = (chroma_fn, "chroma") if chroma_fn is not None else (musicgen_chroma, "musicgen-chroma")
             mean, per_clip = paired_chroma_cosine(references, generated, fn)
             report.results.append(MetricResult(name, {"chroma": mean}, len(generated), fn_name))
             report.results[-1].per_clip = per_clip
