@@ -146,3 +146,11 @@ def test_read_dataset_json(small_dataset, tmp_path):
     (tmp_path / "dataset.json").write_text("{oops")
     with pytest.raises(UserError, match="unreadable"):
         read_dataset_json(tmp_path)
+
+
+def test_spread_indices_are_even_stable_and_bounded() -> None:
+    from tunesmith.data.manifest import spread_indices
+
+    assert spread_indices(10, 3) == [0, 4, 9]  # linspace 0, 4.5, 9; half to even
+    assert spread_indices(3, 10) == [0, 1, 2]  # never more than there are
+    assert spread_indices(5, 1) == [0] and spread_indices(0, 4) == []

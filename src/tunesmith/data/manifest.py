@@ -130,6 +130,14 @@ def read_manifest(dataset_dir: str | Path, split: str) -> list[ManifestEntry]:
     return entries
 
 
+def spread_indices(total: int, count: int) -> list[int]:
+    """``count`` indices of ``range(total)`` spread evenly from the first to the last (fewer when ``count`` >
+    ``total``; sorted, no repeats): the same segments every time, whatever the order of the calls."""
+    import numpy as np
+
+    return sorted({round(i) for i in np.linspace(0, total - 1, min(count, total))})
+
+
 def write_manifest(path: str | Path, entries: list[ManifestEntry]) -> bool:
     """Write entries as JSON lines atomically; returns False (and leaves the file) when unchanged."""
     from tunesmith.fileio import atomic_write_text

@@ -114,15 +114,14 @@ def select_clips(
     """``num_samples`` segments spread evenly over ``split`` (train when there is no valid split), at
     ``sample_rate`` Hz and ``channels``, cut to ``max_seconds``. Unreadable files are logged and skipped."""
     from tunesmith.audio.io import load_audio
-    from tunesmith.data.manifest import manifest_path, read_manifest, resolve_path
+    from tunesmith.data.manifest import manifest_path, read_manifest, resolve_path, spread_indices
 
     if split == "valid" and not manifest_path(dataset_dir, "valid").is_file():
         split = "train"
     entries = read_manifest(dataset_dir, split)
     if not entries:
         raise UserError(f"{manifest_path(dataset_dir, split)}: no segments to check")
-    count = min(num_samples, len(entries))
-    picks = sorted({round(i) for i in np.linspace(0, len(entries) - 1, count)})
+    picks = spread_indices(len(entries), num_samples)
     clips: list[Clip] = []
     limit = int(max_seconds * sample_rate)
     for index in picks:

@@ -12,8 +12,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from tunesmith.errors import UserError
 from tunesmith.eval.embed import AudioClip
 
@@ -37,7 +35,7 @@ class ReferenceItem:
 def choose_reference(dataset: Path, split: str, num_samples: int) -> tuple[list[ReferenceItem], dict[str, Any]]:
     """``num_samples`` segments spread evenly over ``split`` with their sidecar texts, and the identity of
     that choice (manifest digest and chosen paths) for the statistics cache."""
-    from tunesmith.data.manifest import manifest_path, read_info, read_manifest, resolve_path
+    from tunesmith.data.manifest import manifest_path, read_info, read_manifest, resolve_path, spread_indices
     from tunesmith.data.prepare.fingerprint import file_digest
 
     manifest = manifest_path(dataset, split)
@@ -46,8 +44,7 @@ def choose_reference(dataset: Path, split: str, num_samples: int) -> tuple[list[
     entries = read_manifest(dataset, split)
     if not entries:
         raise UserError(f"{manifest}: no segments to evaluate against")
-    count = min(num_samples, len(entries))
-    picks = sorted({round(i) for i in np.linspace(0, len(entries) - 1, count)})
+    picks = spread_indices(len(entries), num_samples)
     items = []
     for index in picks:
         entry = entries[index]
