@@ -36,9 +36,6 @@ def _fmt_delta(delta: dict) -> str:
     return " ".join(f"{k}={v}" for k, v in delta.items()) or "(preset defaults)"
 
 
-SKIP_KEYS = ("epoch", "step", "time")  # history.jsonl bookkeeping, not metrics
-
-
 def _evaluate_lines(run_dir: Path, task: str | None) -> list[str]:
     """One line per eval split from the run's last evaluate record (history.jsonl)."""
     last: dict = {}
@@ -50,7 +47,10 @@ def _evaluate_lines(run_dir: Path, task: str | None) -> list[str]:
                     last = record if record.get("stage") == "evaluate" else last
     except (OSError, ValueError):
         return []
-    metrics = {k: v for k, v in last.items() if "/" in k and isinstance(v, (int, float))}
+    from tunesmith.review.charts import record_metrics
+
+    values = record_metrics(last)
+    metrics = {k: v for k, v in values.items() if "/" in k}
     if task == "midi":
         from tunesmith.tasks.midi_metrics import split_summary_lines
 
@@ -61,7 +61,7 @@ def _evaluate_lines(run_dir: Path, task: str | None) -> list[str]:
         split, name = key.split("/", 1)
         splits.setdefault(split, []).append(f"{name}={value:.4g}")
     lines = [f"epoch {last.get('epoch')} {split}: " + " ".join(items) for split, items in splits.items()]
-    flat = {k: v for k, v in last.items() if k not in SKIP_KEYS and "/" not in k and isinstance(v, (int, float))}
+    flat = {k: v for k, v in values.items() if "/" not in k}
     if flat:  # an audio LM's generation metrics (fad, clap, kld, chroma, wer, ...)
         lines.append(f"epoch {last.get('epoch')}: " + " ".join(f"{k}={v:.4g}" for k, v in flat.items()))
     return lines

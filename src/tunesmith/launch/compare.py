@@ -12,7 +12,7 @@ from typing import Any
 from tunesmith.artifacts.runs import HISTORY_FILE, RUN_FILE, STATUS_FILE, find_run, read_json
 from tunesmith.config import flatten
 from tunesmith.errors import UserError
-from tunesmith.review.charts import Chart, Series, read_history, svg_chart
+from tunesmith.review.charts import Chart, Series, read_history, record_metrics, svg_chart
 
 CURVES = (("train_step", "loss", "train loss per update"), ("train", "loss", "train loss per epoch"),
           ("valid", "loss", "valid loss"))  # fmt: skip
@@ -72,10 +72,7 @@ def evaluate_metric_names(runs: list[ComparedRun]) -> list[str]:
     for r in runs:
         for record in r.history:
             if record.get("stage") == "evaluate":
-                names.update(
-                    {k: None for k, v in record.items() if k not in ("stage", "epoch", "step", "time")
-                     and isinstance(v, (int, float)) and not isinstance(v, bool)}
-                )  # fmt: skip
+                names.update(dict.fromkeys(record_metrics(record)))
     return list(names)
 
 

@@ -95,14 +95,22 @@ def read_history(path: Path) -> list[dict]:
     return records
 
 
+def record_metrics(record: dict) -> dict[str, int | float]:
+    """The metric values of one history.jsonl record: its numbers other than stage/epoch/step/time (booleans
+    are no metrics), in the record's order."""
+    return {
+        key: value
+        for key, value in record.items()
+        if key not in _NOT_METRICS and isinstance(value, (int, float)) and not isinstance(value, bool)
+    }
+
+
 def _metric_points(history: list[dict]) -> dict[str, dict[str, list[tuple[float, float]]]]:
     """metric → stage → [(step, value)] for every finite numeric value."""
     out: dict[str, dict[str, list[tuple[float, float]]]] = {}
     for record in history:
         stage = str(record.get("stage", ""))
-        for key, value in record.items():
-            if key in _NOT_METRICS or isinstance(value, bool) or not isinstance(value, (int, float)):
-                continue
+        for key, value in record_metrics(record).items():
             if math.isfinite(value):
                 out.setdefault(key, {}).setdefault(stage, []).append((float(record["step"]), float(value)))
     return out

@@ -10,9 +10,8 @@ import html
 import math
 
 from tunesmith.eval.suite import metric_direction
-from tunesmith.review.charts import format_step, format_value
+from tunesmith.review.charts import format_step, format_value, record_metrics
 
-BOOKKEEPING = ("stage", "epoch", "step", "time")
 MAX_COLUMNS = 16  # beyond this the table says which metrics it left out (a MIDI run logs many per split)
 
 
@@ -23,11 +22,7 @@ def evaluate_rows(history: list[dict]) -> tuple[list[str], list[dict]]:
     for record in history:
         if record.get("stage") != "evaluate" or not isinstance(record.get("epoch"), int):
             continue
-        values = {
-            k: v
-            for k, v in record.items()
-            if k not in BOOKKEEPING and isinstance(v, (int, float)) and not isinstance(v, bool)
-        }
+        values = record_metrics(record)
         if values:
             by_epoch[record["epoch"]] = {"epoch": record["epoch"], "step": record.get("step", 0), **values}
             names.update(dict.fromkeys(values))
