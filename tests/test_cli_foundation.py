@@ -80,3 +80,16 @@ def test_export_verify_and_precise_corruption_messages(tmp_path, capsys):
     assert main(["verify", str(out)]) == 1
     (out / "config.json").write_text("{not json")
     assert "not valid JSON" in verify_model_dir(out)[0]
+
+
+def test_download_never_imports_torch_for_the_thread_policy(tmp_path):
+    """`tunesmith download` runs no torch: the thread policy must not import it (seconds at start-up)."""
+    code = (
+        "import sys\n"
+        "from tunesmith.cli import main\n"
+        f"rc = main(['download', 'fma', '--to', {str(tmp_path / 'dl')!r}, '--checksums', {str(tmp_path / 'no')!r}])\n"
+        "print(rc, 'torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["2", "False"], out.stdout + out.stderr
+    assert "threads:" in out.stderr  # the policy is still chosen and logged

@@ -15,7 +15,8 @@ log = logging.getLogger("tunesmith")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 LOG_TIME_FORMAT = "%H:%M:%S"
 
-# subcommand module → each defines add_parser(subparsers) and a run(args) set as func.
+# subcommand module → each defines add_parser(subparsers) and a run(args) set as func (and
+# ``uses_torch=False`` in set_defaults when it never runs torch: the thread policy then skips importing it).
 COMMAND_MODULES: tuple[str, ...] = (
     "tunesmith.commands.doctor",
     "tunesmith.commands.download",
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         from tunesmith.team import resolve_cli_paths
 
         resolve_cli_paths(args)  # //reference/... in path arguments (tunesmith.team)
-        policy = apply_thread_policy(args.threads)
+        policy = apply_thread_policy(args.threads, uses_torch=getattr(args, "uses_torch", True))
         log.info("threads: %s", policy.describe())
         if policy.load_warning:
             log.warning("%s", policy.load_warning)

@@ -320,19 +320,22 @@ def load_monitor() -> LoadMonitor:
     return _LOAD_MONITOR
 
 
-def apply_thread_policy(requested: int | None = None) -> ThreadPolicy:
+def apply_thread_policy(requested: int | None = None, *, uses_torch: bool = True) -> ThreadPolicy:
     """Set the OpenMP wait policy (before torch loads OpenMP) and torch's intra-op threads; return the choice.
 
     Call it before anything imports torch: OpenMP reads ``OMP_WAIT_POLICY`` once, when it starts.
     ``OMP_NUM_THREADS`` set by the user is kept for OpenMP itself; torch's count follows the policy.
+    ``uses_torch=False`` (a command that never runs torch, e.g. ``download``) does not import torch just to
+    set its threads (seconds at start-up); a torch imported already is still set.
     """
     policy = thread_policy(requested)
     if policy.wait_policy == PASSIVE:
         os.environ.setdefault("OMP_WAIT_POLICY", PASSIVE)
-    import torch
+    if uses_torch or "torch" in sys.modules:
+        import torch
 
-    if torch.get_num_threads() != policy.threads:
-        torch.set_num_threads(policy.threads)
+        if torch.get_num_threads() != policy.threads:
+            torch.set_num_threads(policy.threads)
     warning = load_warning(policy.threads, cpu_budget().cpus, policy.busy)
     return dataclasses.replace(policy, load_warning=warning)
 

@@ -73,7 +73,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, uses_torch=False)  # no torch import at start-up (thread policy)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
