@@ -218,3 +218,18 @@ def test_model_dirs_come_from_flags_then_the_run_config():
     filled = configured_models(run_config, MetricModels(whisper_dir="/flag/whisper"))
     assert filled.clap_dir == "/models/clap" and filled.whisper_dir == "/flag/whisper" and not filled.embedder_dir
     assert configured_models({}, MetricModels()).clap_dir == ""
+
+
+def test_a_melody_model_is_given_each_reference_segments_melody(tmp_path):
+    """For a melody-conditioned model every job carries its reference segment as the melody (else the chroma
+    metric compares the samples with melodies they never saw); other models get none."""
+    from tunesmith.eval.reference import ReferenceItem
+    from tunesmith.inference.evaluate import reference_jobs
+
+    items = [ReferenceItem(i, tmp_path / f"{i}.wav", f"song {i}", "", {"genre": "rock"}) for i in range(3)]
+    settings = {"duration": 2.0, "cfg": 3.0, "temperature": 1.0, "top_k": 250, "top_p": 0.0}
+    melody_jobs = reference_jobs(items, settings, 0, ("genre",), melody=True)
+    assert [j.item.conditions for j in melody_jobs] == [
+        {"genre": "rock", "melody": str(tmp_path / f"{i}.wav")} for i in range(3)
+    ]
+    assert all("melody" not in j.item.conditions for j in reference_jobs(items, settings, 0, ("genre",)))

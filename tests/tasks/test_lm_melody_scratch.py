@@ -49,6 +49,9 @@ OVERRIDES = [
     "train.log.tensorboard=false",
     "generate.num_samples=1",
     "generate.duration=1.0",
+    "evaluate.metrics=[chroma]",  # the evaluate stage: each sample follows its reference segment's melody
+    "evaluate.num_samples=4",
+    "evaluate.duration=2.0",
 ]
 NOTES = [392.0, 261.63, 440.0, 329.63, 493.88, 293.66, 349.23, 415.30]  # G C A E B D F G#: not a training tune
 
@@ -84,6 +87,9 @@ def test_melody_lm_from_scratch_follows_the_melody(tmp_path):
     solver = build_solver("lm", "tiny", overrides, runs_dir=tmp_path / "runs")
     result = solver.fit()
     assert len(list((data / "tokens").glob("*/train/chroma-*.npy"))) == 1  # computed once, next to the tokens
+    given, shuffled_melody = evaluate_stage_scores(solver)  # an empty valid split: the stage uses train
+    print(f"evaluate stage chroma: given each segment's melody {given:.3f}, a shuffled one {shuffled_melody:.3f}")
+    assert given > shuffled_melody + 0.15, (given, shuffled_melody)
     generator = Generator.from_path(result["run_dir"], codec=codec)
     melody_path = tmp_path / "melody.wav"
     save_audio(melody_path, melody_signal(8000, 2.2, NOTES)[None], 8000)
@@ -92,3 +98,16 @@ def test_melody_lm_from_scratch_follows_the_melody(tmp_path):
     assert following > shuffled + 0.2, (following, shuffled)
     out = generator.generate([{"duration": 1.0, "seed": 0, "melody": str(melody_path)}])[0]
     assert out.wav.shape == (1, 8 * 1024)
+
+
+def evaluate_stage_scores(solver) -> tuple[float, float]:
+    """The evaluate stage's chroma metric as it runs (each reference segment's melody given), and with each
+    melody's frames shuffled: the metric must measure melody following, not chance agreement."""
+    from tunesmith.tasks.lm_evaluate import EvaluateStage
+
+    stage = EvaluateStage(solver)
+    given = stage(solver.model, 90)["chroma"]
+    own = stage._melody
+    permute = torch.Generator().manual_seed(0)
+    stage._melody = lambda clip: (lambda c: c[torch.randperm(len(c), generator=permute)])(own(clip))
+    return given, stage(solver.model, 91)["chroma"]

@@ -47,10 +47,16 @@ class EvalOptions:
 
 
 def reference_jobs(
-    items: list[ReferenceItem], settings: dict[str, Any], seed: int, attributes: tuple[str, ...] = ()
+    items: list[ReferenceItem],
+    settings: dict[str, Any],
+    seed: int,
+    attributes: tuple[str, ...] = (),
+    melody: bool = False,
 ) -> list[Any]:
-    """One batch-generation job per reference item: prompt = its description, seed = ``seed + i``, and its
-    values of the ``attributes`` the model is conditioned on."""
+    """One batch-generation job per reference item: prompt = its description, seed = ``seed + i``, its
+    values of the ``attributes`` the model is conditioned on and, for a melody-conditioned model
+    (``melody``), the item's own audio as the melody — so the chroma metric measures how well the
+    generation follows the melody it was given, not chance agreement with an unseen one."""
     from tunesmith.inference.prompts import Job
     from tunesmith.inference.request import GenerationItem
 
@@ -64,7 +70,8 @@ def reference_jobs(
             temperature=float(settings["temperature"]),
             top_k=int(settings["top_k"]),
             top_p=float(settings["top_p"]),
-            conditions={k: v for k, v in ref.conditions.items() if k in attributes},
+            conditions={k: v for k, v in ref.conditions.items() if k in attributes}
+            | ({"melody": str(ref.path)} if melody else {}),
         )
         payload = json.dumps({"item": dataclasses.asdict(item), "ref": ref.index}, sort_keys=True, default=str)
         jobs.append(Job(f"{i:05d}-{hashlib.sha1(payload.encode()).hexdigest()[:10]}", i + 1, "reference", item))
@@ -124,7 +131,10 @@ def evaluate_model(
     out = Path(options.out) if options.out is not None else default_out(Path(target), options)
     samples = out / "samples"
     conditioner = (run_config.get("model") or {}).get("conditioner") or {} if isinstance(run_config, dict) else {}
-    jobs = reference_jobs(items, settings, options.seed, tuple(conditioner.get("attributes") or ()))
+    melody = bool(conditioner.get("chroma"))
+    if melody:
+        log.info("melody-conditioned model: each sample follows its reference segment's melody")
+    jobs = reference_jobs(items, settings, options.seed, tuple(conditioner.get("attributes") or ()), melody)
     batch = BatchOptions(
         batch_size=options.batch_size, which=options.checkpoint, device=options.device, name=str(target)
     )

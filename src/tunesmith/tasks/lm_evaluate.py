@@ -4,6 +4,8 @@ Every ``train.evaluate_every`` epochs (0 = at the end only) the stage generates 
 valid segment (train when there is no valid split), from that segment's own condition with seed
 ``evaluate.seed + i``, and measures the samples with tunesmith.eval.suite against the segments' audio.
 The segments are the same every time (even over the split), so the numbers of different epochs compare.
+A melody-conditioned LM is given each segment's own melody (its chroma), so ``chroma`` measures how well the
+samples follow the melody they were asked to follow.
 The scalars (``fad``, ``fad_inf``, ``clap``, ``kld``, ``chroma``, ``wer``, ``cer``) go to the run's history,
 TensorBoard and wandb as the ``evaluate`` stage; the whole report to ``RUN/evaluate/epoch_NNNN.json``.
 ``train.best_metric=fad`` picks the ``best`` checkpoint by one of them (direction known per metric).
@@ -90,7 +92,8 @@ class EvaluateStage:
         from tunesmith.eval.reference import choose_reference, load_clip
 
         data = self.solver.cfg.data
-        split = "valid" if manifest_path(data, "valid").is_file() else "train"
+        valid = manifest_path(data, "valid")
+        split = "valid" if valid.is_file() and valid.stat().st_size > 0 else "train"  # an empty valid split: train
         self.items, self.identity = choose_reference(Path(data), split, self.cfg.num_samples)
         self.identity["seconds"] = self.duration()
         self.references = [load_clip(r.path, f"ref{r.index:05d}", self.duration(), r) for r in self.items]
@@ -109,6 +112,9 @@ class EvaluateStage:
         for start in range(0, len(self.items), size):
             chunk = self.items[start : start + size]
             conditions = [condition_of(r.info, cond) for r in chunk] if model.conditioner is not None else None
+            if conditions is not None and cond.chroma:  # a melody LM follows its reference segment's melody
+                clips_in = (self.references or [])[start : start + size]
+                conditions = [{**c, "chroma": self._melody(clip)} for c, clip in zip(conditions, clips_in, strict=True)]
             codes = generate_codes(
                 model,
                 conditions,
@@ -124,6 +130,16 @@ class EvaluateStage:
             for i, (r, w) in enumerate(zip(chunk, wav, strict=True)):
                 clips.append(AudioClip(f"gen{start + i:03d}", w, int(codec.sample_rate), r.description, r.transcript))
         return clips
+
+    def _melody(self, clip: AudioClip) -> torch.Tensor:
+        """A reference clip's one-hot chroma [frames, bins], with the LM's own analysis settings."""
+        from tunesmith.audio.chroma import chroma_features
+        from tunesmith.audio.io import convert_channels, resample
+        from tunesmith.models.lm.conditioners import chroma_settings
+
+        settings = chroma_settings(self.solver.lm_config.conditioner)
+        mono = resample(convert_channels(clip.wav, 1), clip.sample_rate, settings.sample_rate)
+        return chroma_features(torch.from_numpy(mono[0].copy()), settings)
 
     def __call__(self, model: Any, epoch: int) -> dict[str, float]:
         from tunesmith.eval.suite import MetricModels, evaluate_clips
