@@ -59,6 +59,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--silence-db", type=number(float, le=0), default=-60.0, help="drop segments quieter than this RMS (dBFS)"
     )
+    p.add_argument(
+        "--speech",
+        action="store_true",
+        help="folder sources hold transcribed speech: SRC/<speaker>/<clip>.wav + <clip>.txt (the transcript); "
+        "each clip is one utterance, never cut; clips without a transcript are skipped",
+    )
+    p.add_argument(
+        "--max-seconds",
+        type=number(float, gt=0, le=86400),
+        default=None,
+        help="skip transcribed utterances (ljspeech, --speech) longer than this, s (default: --segment); "
+        "speech models: e.g. 30",
+    )
     _add_subset_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -125,6 +138,8 @@ def run(args: argparse.Namespace) -> int:
         track_duration=args.track_duration,
         progress=not args.no_progress,
         silence_db=args.silence_db,
+        speech=args.speech,
+        max_seconds=args.max_seconds,
         **_subset_options(args),
     )
     if args.json:
@@ -142,6 +157,9 @@ def run(args: argparse.Namespace) -> int:
     )
     if counts["rejected"]:
         print(f"{counts['rejected']} inputs not used: see {summary['root']}/rejected.jsonl")
+    for code, n in (counts.get("rejected_by") or {}).items():
+        what = {"no_transcript": "without a transcript", "too_long": "too long (--max-seconds)"}.get(code, code)
+        print(f"{n} clips skipped: {what}")
     if counts["silent_segments_dropped"]:
         print(f"{counts['silent_segments_dropped']} near-silent segments dropped")
     return 0

@@ -8,9 +8,19 @@ Kinds:
     folder     audio files under a folder; a sidecar ``<stem>.txt`` (caption) or ``<stem>.json``
                (music fields) next to each file, else the parent folder's name as genre.
                Hidden files and folders (names starting with ".") are skipped.
+               With ``speech=True`` (``prepare --speech``) the folder holds speech: ``<stem>.txt`` is the
+               clip's transcript (required: a clip without one, or with an empty one, is skipped with
+               the reason), each clip is one whole utterance (never cut), and a clip under a sub-folder
+               gets that first-level folder's name as ``speaker`` (``SRC/<speaker>/<clip>.wav``, also
+               ``SRC/<speaker>/<chapter>/<clip>.wav``); a ``"speaker"`` in a ``<stem>.json`` sidecar wins.
     fma        ``fma_metadata/tracks.csv`` + ``genres.csv`` beside ``fma_small|medium|large|full``.
     jamendo    MTG-Jamendo ``autotagging*.tsv`` (genre---, instrument---, mood/theme--- tags).
-    ljspeech   ``metadata.csv`` (``id|text|normalized_text``) and ``wavs/<id>.wav``.
+    ljspeech   ``metadata.csv`` (``id|text|normalized_text``, optionally a fourth column ``speaker``:
+               ``id|text|normalized_text|speaker``, normalized text may be empty) and ``wavs/<id>.wav``.
+
+Transcripts (and speaker names) are stored whitespace-collapsed and in Unicode NFC
+(:func:`tunesmith.audio.transcript.clean_transcript`, the normalisation the speech models use too).
+Rejections of transcribed clips carry a ``code`` (``no_transcript``) counted in the prepare summary.
     synthetic  the built-in generator (:mod:`tunesmith.data.synthetic`).
     hf-dataset a Hugging Face ``datasets`` dataset on disk (save_to_disk or parquet files):
                :mod:`tunesmith.data.hf_dataset`.
@@ -29,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tunesmith.audio.transcript import clean_transcript
 from tunesmith.data.manifest import LIST_FIELDS, MUSIC_FIELDS
 from tunesmith.errors import UserError
 
@@ -37,6 +48,8 @@ AUDIO_EXTENSIONS = frozenset(
     | {".wma", ".webm", ".mka", ".au", ".snd", ".caf", ".w64", ".rf64"}
 )
 KINDS: tuple[str, ...] = ("folder", "fma", "jamendo", "ljspeech", "synthetic", "hf-dataset")
+NO_TRANSCRIPT = "no_transcript"  # Rejection.code of a speech clip without a (non-empty) transcript
+TOO_LONG = "too_long"  # completion-record code of a transcribed clip longer than the maximum (prepare/track.py)
 
 
 @dataclass
@@ -84,9 +97,11 @@ class Rejection:
     file: str
     reason: str
     track_id: str | None = None
+    code: str | None = None  # a class of rejection counted in the summary (NO_TRANSCRIPT), else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"file": self.file, "reason": self.reason, "track_id": self.track_id}
+        out = {"file": self.file, "reason": self.reason, "track_id": self.track_id}
+        return out | ({"code": self.code} if self.code else {})
 
 
 @dataclass
@@ -246,8 +261,35 @@ def _read_sidecars(audio: Path) -> dict[str, Any] | None:
     return normalize_meta(raw, audio.name)
 
 
-def scan_folder(path: Path, exclude: Path | None = None) -> ScanResult:
-    """Audio files under ``path`` (or ``path`` itself) with sidecar or parent-folder metadata."""
+def _speech_track(file: Path, rel: str, track_id: str, single_file: bool) -> Track | Rejection:
+    """A speech clip of a folder source: transcript from ``<stem>.txt`` (required, non-empty), speaker from the
+    first folder of ``rel`` (the path under the source) or a ``"speaker"`` in ``<stem>.json``; else a Rejection."""
+    txt = file.with_suffix(".txt")
+    if not txt.is_file():
+        return Rejection(str(file), f"no transcript: {txt.name} is missing (--speech)", track_id, NO_TRANSCRIPT)
+    try:
+        meta = _read_sidecars(file) or empty_meta()
+    except ValueError as err:
+        return Rejection(str(file), str(err), track_id)
+    transcript = clean_transcript(meta.get("description") or "")
+    if not transcript:
+        return Rejection(str(file), f"empty transcript: {txt.name} holds no text", track_id, NO_TRANSCRIPT)
+    extra = meta.get("extra") or {}
+    speaker = extra.pop("speaker", None)
+    if speaker is None and not single_file and len(Path(rel).parts) > 1:
+        speaker = Path(rel).parts[0]
+    if not extra:
+        meta.pop("extra", None)
+    meta.update(transcript=transcript, description=transcript, genre=meta["genre"] or "speech")
+    meta["title"] = meta["title"] or file.stem
+    if speaker is not None and clean_transcript(str(speaker)):
+        meta["speaker"] = clean_transcript(str(speaker))
+    return Track(track_id, "folder", file.stem, str(file.resolve()), meta, whole=True)
+
+
+def scan_folder(path: Path, exclude: Path | None = None, speech: bool = False) -> ScanResult:
+    """Audio files under ``path`` (or ``path`` itself) with sidecar or parent-folder metadata; ``speech``: clips
+    with ``.txt`` transcripts and speakers from sub-folders (see the module doc)."""
     result = ScanResult()
     if path.is_file():
         root, files = path.parent, [path]
@@ -263,6 +305,13 @@ def scan_folder(path: Path, exclude: Path | None = None) -> ScanResult:
             continue
         rel = file.relative_to(root).as_posix()
         track_id = f"folder:{root.name}/{rel}"
+        if speech:
+            found = _speech_track(file, rel, track_id, path.is_file())
+            if isinstance(found, Track):
+                result.tracks.append(found)
+            else:
+                result.rejected.append(found)
+            continue
         try:
             meta = _read_sidecars(file)
         except ValueError as err:
@@ -521,8 +570,9 @@ def scan_jamendo(path: Path) -> ScanResult:
 
 
 def scan_ljspeech(path: Path) -> ScanResult:
-    """LJSpeech layout: ``metadata.csv`` rows ``id|text|normalized_text`` and ``wavs/<id>.wav``;
-    the transcript (normalized text when present) is the description; utterances are not cut."""
+    """LJSpeech layout: ``metadata.csv`` rows ``id|text|normalized_text[|speaker]`` and ``wavs/<id>.wav``;
+    the transcript (normalized text when present, NFC) is the description; utterances are not cut. A row
+    without text and a wav without a row are rejected with code ``no_transcript``."""
     base = path.parent if path.is_file() else path
     meta_path = base / "metadata.csv"
     if not meta_path.is_file():
@@ -539,23 +589,32 @@ def scan_ljspeech(path: Path) -> ScanResult:
             continue
         where = f"{meta_path}:{number}"
         cells = line.split("|")
-        if len(cells) < 2 or not cells[0].strip() or not any(c.strip() for c in cells[1:]):
+        if len(cells) < 2 or not cells[0].strip():
             result.rejected.append(Rejection(where, "malformed row: expected id|text|normalized_text"))
             continue
         uid = cells[0].strip()
-        text = " ".join((cells[2] if len(cells) > 2 and cells[2].strip() else cells[1]).split())
+        text = clean_transcript(cells[2] if len(cells) > 2 and cells[2].strip() else cells[1])
+        speaker = clean_transcript(cells[3]) if len(cells) > 3 else ""
         file = wav_dir / f"{uid}.wav"
+        if not text:
+            used.add(file.name)
+            reason = "empty transcript: the row has no text (expected id|text|normalized_text)"
+            result.rejected.append(Rejection(where, reason, f"ljspeech:{uid}", NO_TRANSCRIPT))
+            continue
         if not file.is_file():
             result.rejected.append(Rejection(where, f"audio file not found: {file}", f"ljspeech:{uid}"))
             continue
         used.add(file.name)
         meta = empty_meta()
         meta.update(transcript=text, description=text, genre="speech", name=uid)
+        if speaker:
+            meta["speaker"] = speaker
         result.tracks.append(Track(f"ljspeech:{uid}", "ljspeech", uid, str(file.resolve()), meta, whole=True))
     if wav_dir.is_dir():
         for file in _walk_files(wav_dir, None):
             if file.name not in used and file.suffix.lower() in AUDIO_EXTENSIONS:
-                result.rejected.append(Rejection(str(file), f"no row for {file.stem} in {meta_path}"))
+                reason = f"no transcript: no row for {file.stem} in {meta_path}"
+                result.rejected.append(Rejection(str(file), reason, code=NO_TRANSCRIPT))
     return result
 
 
@@ -581,15 +640,18 @@ def scan_synthetic(num_tracks: int, track_duration: float, seed: int, valid_frac
 
 
 def scan_source(
-    path: Path, kind: str, exclude: Path | None = None, options: dict[str, Any] | None = None
+    path: Path, kind: str, exclude: Path | None = None, options: dict[str, Any] | None = None, speech: bool = False
 ) -> ScanResult:
-    """Dispatch to the scanner of ``kind`` (``auto`` detects it); ``options``: the hf-dataset columns."""
+    """Dispatch to the scanner of ``kind`` (``auto`` detects it); ``options``: the hf-dataset columns;
+    ``speech``: a folder source holds transcribed speech (UserError for kinds other than folder and ljspeech)."""
     if not path.exists():
         raise UserError(f"{path}: no such file or folder")
     if kind == "auto":
         kind = detect_kind(path)
+    if speech and kind not in ("folder", "ljspeech"):
+        raise UserError(f"{path}: --speech is for folder sources (ljspeech is always speech); this is a {kind} source")
     if kind == "folder":
-        return scan_folder(path, exclude)
+        return scan_folder(path, exclude, speech)
     if kind == "fma":
         return scan_fma(path)
     if kind == "jamendo":

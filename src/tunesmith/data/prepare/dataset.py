@@ -32,6 +32,7 @@ def _scan_all(
     settings: dict[str, Any],
     num_tracks: int | None,
     hf_options: dict[str, Any] | None = None,
+    speech: bool = False,
 ) -> tuple[list[Track], list[Rejection], int, Counter[str]]:
     tracks: list[Track] = []
     rejected: list[Rejection] = []
@@ -52,7 +53,8 @@ def _scan_all(
     else:
         for path in sources:
             kind = detect_kind(path) if source == "auto" and path.exists() else source
-            results.append((kind, scan_source(path, kind, exclude=out.resolve(), options=hf_options)))
+            found = scan_source(path, kind, exclude=out.resolve(), options=hf_options, speech=speech)
+            results.append((kind, found))
     seen: set[str] = set()
     for kind, result in results:
         for track in result.tracks:
@@ -87,6 +89,8 @@ def prepare_dataset(
     include: list[str] | None = None,
     exclude: list[str] | None = None,
     hf_options: dict[str, Any] | None = None,
+    speech: bool = False,
+    max_seconds: float | None = None,
 ) -> dict[str, Any]:
     """Prepare ``sources`` into the dataset folder ``out``; returns the summary (also ``out/dataset.json``).
 
@@ -99,6 +103,10 @@ def prepare_dataset(
     ``include``/``exclude`` (path globs or KEY=PATTERN metadata filters) and ``max_tracks`` (a deterministic
     subset by hash of seed and track id) choose part of the sources: :mod:`tunesmith.data.subset`.
     ``hf_options`` (audio_column, text_column, columns) are for hf-dataset sources.
+    ``speech``: folder sources hold transcribed speech (``<clip>.txt`` transcripts, speakers from sub-folders;
+    see :mod:`tunesmith.data.sources`). Transcribed utterances (ljspeech, ``speech`` folders) are never cut: one
+    longer than ``max_seconds`` (default: ``segment``) is skipped; so is one without a transcript. Both are
+    logged and counted in the summary's ``counts.rejected_by``.
     """
     started = time.perf_counter()
     if source not in ("auto", *KINDS):
@@ -125,6 +133,10 @@ def prepare_dataset(
         raise UserError("--track-duration is only for --source synthetic")
     if track_duration is not None and not track_duration > 0:
         raise UserError(f"--track-duration must be positive, got {track_duration}")
+    if max_seconds is not None and not max_seconds > 0:
+        raise UserError(f"--max-seconds must be positive, got {max_seconds}")
+    if speech and synthetic:
+        raise UserError("--speech is for folder sources of transcribed speech, not --source synthetic")
     out = Path(out).absolute()
     settings: dict[str, Any] = {
         "sample_rate": int(sample_rate),
@@ -137,12 +149,14 @@ def prepare_dataset(
         "silence_db": float(silence_db),
         "track_duration": float(track_duration or segment) if synthetic else None,
     }
+    if max_seconds is not None:  # stored only when given: datasets prepared without it keep their exact settings
+        settings["max_seconds"] = float(max_seconds)
     source_paths = [Path(s).expanduser().absolute() for s in sources]
     new_dataset = check_settings(out, settings)
     log.info("scanning %s", ", ".join(str(p) for p in source_paths) or f"{num_tracks} synthetic tracks")
     track_filter = parse_filters(include, exclude)
     tracks, scan_rejected, rows_without_audio, kinds = _scan_all(
-        source_paths, source, out, settings, num_tracks, hf_options
+        source_paths, source, out, settings, num_tracks, hf_options, speech
     )
     scanned = len(tracks)
     tracks = filter_tracks(tracks, source_paths, track_filter)
@@ -195,9 +209,29 @@ def prepare_dataset(
         "not_chosen": scanned - len(tracks),  # left out by --include/--exclude/--max-tracks
         "seconds": round(time.perf_counter() - started, 3),
     }
+    _log_speech_skips(out, summary)
     segments = summary["counts"]["segments"]
     if valid_fraction > 0 and segments["train"] and not segments["valid"]:
         log.warning("the valid split is empty (%d tracks); raise --valid-fraction to get one", len(tracks))
     if not segments["total"]:
         log.warning("no segments were prepared; see %s", out / "rejected.jsonl")
     return summary
+
+
+SKIP_WHAT = {
+    "no_transcript": "without a transcript (missing or empty)",
+    "too_long": "longer than the maximum (--max-seconds, else --segment; utterances are never cut)",
+}
+
+
+def _log_speech_skips(out: Path, summary: dict[str, Any]) -> None:
+    """One warning per class of skipped speech clip: the count, up to three examples and where the list is."""
+    by_code = summary["counts"].get("rejected_by") or {}
+    if not by_code:
+        return
+    rejected = [json.loads(line) for line in (out / "rejected.jsonl").read_text(encoding="utf-8").splitlines()]
+    for code, count in by_code.items():
+        examples = [f"{r['file']}: {r['reason']}" for r in rejected if r.get("code") == code][:3]
+        more = f"; all in {out / 'rejected.jsonl'}" if count > len(examples) else ""
+        what = SKIP_WHAT.get(code, code)
+        log.warning("skipped %d clip(s) %s: %s%s", count, what, " | ".join(examples), more)

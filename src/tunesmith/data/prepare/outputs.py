@@ -37,7 +37,8 @@ def write_outputs(
         record = records[track_id]
         silent += record.get("silent", 0)
         if record["status"] != "done":
-            rejected.append({"file": record["file"], "reason": record["reason"], "track_id": track_id})
+            rejection = {"file": record["file"], "reason": record["reason"], "track_id": track_id}
+            rejected.append(rejection | ({"code": record["code"]} if record.get("code") else {}))
             continue
         split = record.get("split") if record.get("split") in SPLITS else "train"
         track_counts[split] += 1
@@ -54,6 +55,7 @@ def write_outputs(
     rejected_path = out / "rejected.jsonl"
     if not rejected_path.is_file() or rejected_path.read_text(encoding="utf-8") != rejected_text:
         atomic_write_text(rejected_path, rejected_text)
+    by_code = Counter(r["code"] for r in rejected if r.get("code"))
     n_segments = {s: len(entries[s]) for s in SPLITS}
     total_segments = sum(n_segments.values())
     from tunesmith import __version__
@@ -71,6 +73,8 @@ def write_outputs(
             "rejected": len(rejected),
             "silent_segments_dropped": silent,
             "metadata_rows_without_audio": rows_without_audio,
+            # speech clips skipped by class (no_transcript, too_long); the key only appears when there are some
+            **({"rejected_by": dict(sorted(by_code.items()))} if by_code else {}),
         },
         "hours": {s: round(seconds[s] / 3600, 6) for s in SPLITS} | {"total": round(sum(seconds.values()) / 3600, 6)},
         "caption_coverage": round(sum(described.values()) / total_segments, 6) if total_segments else 0.0,

@@ -23,6 +23,7 @@ OUTPUT_SETTINGS: dict[str, str] = {
     "format": "--format",
     "silence_db": "--silence-db",
     "track_duration": "--track-duration",
+    "max_seconds": "--max-seconds",  # only stored when given; absent: transcribed utterances limited by --segment
 }
 
 
@@ -46,7 +47,8 @@ def check_settings(out: Path, settings: dict[str, Any]) -> bool:
         old = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
         raise UserError(f"{path}: unreadable ({err}); delete {out} and prepare again") from None
-    changed = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
+    keys = [*settings, *(k for k in old if k in OUTPUT_SETTINGS and k not in settings)]  # a setting left out
+    changed = {k: (old.get(k), settings.get(k)) for k in keys if old.get(k) != settings.get(k)}
     if changed:
         was = ", ".join(f"{k}={a!r}" for k, (a, _) in changed.items())
         now = ", ".join(f"{k}={b!r}" for k, (_, b) in changed.items())

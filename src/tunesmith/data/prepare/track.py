@@ -15,7 +15,7 @@ import numpy as np
 
 from tunesmith.data.manifest import SEGMENTS_DIR
 from tunesmith.data.prepare.settings import OutputError
-from tunesmith.data.sources import Track, track_key
+from tunesmith.data.sources import TOO_LONG, Track, track_key
 from tunesmith.errors import UserError
 from tunesmith.fileio import atomic_write_text
 
@@ -55,7 +55,9 @@ def _rms_db(seg: np.ndarray) -> float:
 def process_track(track: dict[str, Any], settings: dict[str, Any], out_dir: str) -> dict[str, Any]:
     """Decode, convert and cut one track into ``DIR/segments/<key>/``; return its completion record.
 
-    Never raises for a bad input: a problem becomes ``{"status": "rejected", "reason": ...}``.
+    Never raises for a bad input: a problem becomes ``{"status": "rejected", "reason": ...}``. A transcribed
+    utterance (``track.whole``) becomes one segment, never cut: longer than ``settings["max_seconds"]`` (when
+    set, else ``settings["segment"]``) it is rejected with ``"code": "too_long"``.
     """
     from tunesmith.audio.io import AudioStream, save_audio
 
@@ -90,12 +92,19 @@ def process_track(track: dict[str, Any], settings: dict[str, Any], out_dir: str)
         tail_dropped = 0.0
         if t.whole:  # transcribed utterance: one segment, never cut
             parts = []
+            max_seconds = settings.get("max_seconds")
+            limit_frames = int(round(max_seconds * sr)) if max_seconds else seg_frames
             for block in blocks:
                 parts.append(block)
                 frames_out += block.shape[1]
-                if frames_out > seg_frames:
-                    limit = settings["segment"]
-                    return reject(f"longer than --segment {limit:g} s; a transcribed utterance is never cut")
+                if frames_out > limit_frames:
+                    declared = stream.info.duration if stream is not None else None
+                    length = f" ({declared:.2f} s)" if declared else ""
+                    if max_seconds:
+                        what = f"longer than --max-seconds {max_seconds:g} s{length}"
+                    else:
+                        what = f"longer than --segment {settings['segment']:g} s{length}"
+                    return reject(f"{what}; a transcribed utterance is never cut", code=TOO_LONG)
             pieces: Iterable[np.ndarray] = [np.concatenate(parts, axis=1)] if parts else []
         else:
             pieces = _segment_blocks(blocks, channels, seg_frames)

@@ -1,4 +1,8 @@
-"""Encoding one shard's segments: audio loaded in background threads, equal lengths batched together."""
+"""Encoding one shard's segments: audio loaded in background threads, equal lengths batched together.
+
+Segments are never zero-padded into one batch: only segments of exactly the same length share a batch, so
+a segment's codes never depend on its neighbours (HiggsAudio's HuBERT attends over the whole clip). A
+segment shorter than the codec's ``min_samples`` (when it declares one) is skipped with the reason."""
 
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ class ShardEncoder:
     def __init__(self, codec: Any, dataset_dir: Path, batch_size: int, device: str, pool: ThreadPoolExecutor):
         self.codec, self.dataset_dir, self.batch_size = codec, dataset_dir, batch_size
         self.device, self.pool = device, pool
+        self.min_samples = int(getattr(codec, "min_samples", 1) or 1)  # shortest input the codec can encode
 
     def _load(self, entry: Any) -> tuple[np.ndarray | None, str]:
         from tunesmith.audio.io import load_audio
@@ -36,6 +41,9 @@ class ShardEncoder:
             return None, str(err) if str(path) in str(err) else f"{path}: {err}"
         if wav.shape[1] == 0:
             return None, f"{path}: no audio"
+        if wav.shape[1] < self.min_samples:
+            need = f"the codec needs {self.min_samples} at {self.codec.sample_rate} Hz"
+            return None, f"{path}: too short to encode ({wav.shape[1]} samples; {need})"
         return wav, ""
 
     def _encode(self, wavs: list[np.ndarray]) -> list[np.ndarray]:

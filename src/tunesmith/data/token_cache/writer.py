@@ -67,7 +67,7 @@ def _codec_description(codec: Any, fingerprint: str, source: str) -> dict[str, A
         "dtype": storage_dtype(int(codec.bins)).name,
         "codec_source": source,
         "created_by": f"tunesmith {__version__}",
-    }
+    } | ({"weights_sha256": str(codec.weights_sha256)} if getattr(codec, "weights_sha256", "") else {})
 
 
 def _split_is_current(meta: Any, fingerprint: str, manifest_hash: str, shard_size: int) -> bool:

@@ -23,22 +23,17 @@ are kept only on the clip being trained (the assistant's answer), never on a voi
 
 from __future__ import annotations
 
-import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from tunesmith.audio.transcript import normalize_text  # the one NFC normalisation (importable from here)
 from tunesmith.errors import UserError
 
 DEFAULT_SYSTEM_PROMPT = "Generate audio following instruction."
 IGNORE = -100
-
-
-def normalize_text(text: str) -> str:
-    """Unicode NFC (composed characters), the form used at training and generation alike."""
-    return unicodedata.normalize("NFC", text)
 
 
 @dataclass(frozen=True)

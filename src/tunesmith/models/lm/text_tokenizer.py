@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import re
-import unicodedata
 from collections import Counter
 from collections.abc import Iterable
 from typing import Literal
 
 import torch
 from torch import Tensor
+
+from tunesmith.audio.transcript import normalize_text as nfc
 
 PAD, UNK = 0, 1
 SPECIALS = ["<pad>", "<unk>"]
@@ -28,7 +29,7 @@ TokenizerKind = Literal["word", "char"]
 def normalize_text(text: str) -> str:
     """Lower-cased, trimmed, Unicode NFC: "É" typed as E + a combining accent (NFD, as macOS file names and some
     transcripts arrive) and as one code point give the same tokens, at training and at generation."""
-    return unicodedata.normalize("NFC", text.lower().strip())
+    return nfc(text.lower().strip())
 
 
 def split_text(text: str, kind: TokenizerKind) -> list[str]:
