@@ -139,7 +139,8 @@ class HiggsAudioTokenizer(nn.Module):
     def encode(self, wav: Tensor) -> Tensor:
         """Waveform ``[B, 1, T]`` float in [-1, 1] at ``sample_rate`` → codes ``[B, n_q, F]`` long.
 
-        ``F = ceil(T / hop)`` for the released strides (the acoustic path pads by half a hop when needed).
+        ``F`` = T / hop rounded to the nearest frame, halves down (960 → 1, 2000 → 2, 2400 → 3 at hop 960); exactly
+        ``self.acoustic_encoder.output_length(T)``, which the semantic path is checked against.
         """
         if wav.dim() != 3 or wav.shape[1] != 1:
             raise UserError(f"HiggsAudio tokenizer encodes mono [batch, 1, samples]; got shape {tuple(wav.shape)}")
