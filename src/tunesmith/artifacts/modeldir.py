@@ -27,7 +27,8 @@ from tunesmith.fileio import UnsafePathError, contained_path
 
 FORMAT_VERSION = 1
 TUNESMITH_PREFIX = "tunesmith-"
-WRITTEN_MODEL_TYPES = ("musicgen", "encodec")  # what export --format hf and the codec copy of an import write
+# what export --format hf, the codec copy of an import and the HiggsAudio v2 import/export write
+WRITTEN_MODEL_TYPES = ("musicgen", "encodec", "higgs_audio_v2")
 ADAPTER_CONFIG = "adapter_config.json"  # a LoRA adapter folder (models.lm.lora)
 
 Companions = Callable[[dict[str, Any], Path, Path], None]  # (exported "config" section, checkpoint, out)

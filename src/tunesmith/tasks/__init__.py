@@ -11,6 +11,7 @@ TASKS: dict[str, str] = {
     "lm": "tunesmith.tasks.lm:LMSolver",
     "midi": "tunesmith.tasks.midi:MidiSolver",
     "toy": "tunesmith.tasks.toy:ToySolver",
+    "tts": "tunesmith.tasks.tts:TTSSolver",
 }
 
 

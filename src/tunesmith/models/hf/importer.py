@@ -156,3 +156,54 @@ def is_imported_dir(folder: Path) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(config, dict) and (config.get("meta") or {}).get("source_format") == SOURCE_FORMAT
+
+
+IMPORTABLE = {
+    "musicgen": "MusicGen",
+    "musicgen_melody": "MusicGen-melody",
+    "higgs_audio_v2": "HiggsAudio v2",
+}
+
+
+def import_folder(
+    source: str | Path,
+    out: str | Path,
+    *,
+    text_max_len: int | None = None,
+    audio_tokenizer: str | Path | None = None,
+    force: bool = False,
+) -> tuple[str, Path]:
+    """``tunesmith import hf``: (family name, output folder) of importing the transformers folder ``source``.
+
+    A MusicGen(-melody) folder goes to :func:`import_hf`, a HiggsAudio v2 folder (``model_type:
+    "higgs_audio_v2"``) to :func:`tunesmith.models.higgs.importer.import_higgs` (``audio_tokenizer``: its audio
+    tokenizer as a second folder); any other folder is refused naming the model type found and the supported ones.
+    """
+    from tunesmith.models.hf.hfdir import read_json_object
+
+    source = Path(source).expanduser()
+    if not source.is_dir():
+        raise UserError(f"{source}: no such directory")
+    if not (source / CONFIG).is_file():
+        raise UserError(f"{source}: no config.json — not a transformers model folder")
+    model_type = read_json_object(source / CONFIG).get("model_type")
+    supported = ", ".join(f"{name} ({family})" for name, family in IMPORTABLE.items())
+    if model_type not in IMPORTABLE:
+        hint = ""
+        if model_type == "higgs_audio_v2_tokenizer":
+            hint = (
+                "; this is a HiggsAudio v2 audio tokenizer: import the model folder and pass this one with "
+                "--audio-tokenizer"
+            )
+        raise UserError(
+            f"{source / CONFIG}: model_type {model_type!r} cannot be imported; supported model types: {supported}{hint}"
+        )
+    if model_type == "higgs_audio_v2":
+        from tunesmith.models.higgs.importer import import_higgs
+
+        if text_max_len is not None:
+            raise UserError("--text-max-len applies to MusicGen folders only (a HiggsAudio v2 folder has none)")
+        return IMPORTABLE[model_type], import_higgs(source, out, audio_tokenizer=audio_tokenizer, force=force)
+    if audio_tokenizer is not None:
+        raise UserError("--audio-tokenizer applies to HiggsAudio v2 folders only (a MusicGen carries its EnCodec)")
+    return IMPORTABLE[model_type], import_hf(source, out, text_max_len=text_max_len, force=force)

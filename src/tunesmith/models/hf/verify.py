@@ -24,6 +24,7 @@ from tunesmith.models.hf.hfdir import (
 )
 
 SUPPORTED = ("musicgen", "musicgen_melody", "encodec")
+HIGGS_TYPES = ("higgs_audio_v2", "higgs_audio_v2_tokenizer")  # checked by tunesmith.models.higgs.verify
 MUSICGENS = ("musicgen", "musicgen_melody")
 SUB_CONFIGS = ("text_encoder", "audio_encoder", "decoder")
 SUB_MODEL_TYPES = {"text_encoder": "t5", "audio_encoder": "encodec", "decoder": "musicgen_decoder"}
@@ -202,6 +203,10 @@ def verify_hf_dir(path: str | Path) -> list[str]:
     if not isinstance(config, dict):
         return [f"{config_path}: must hold a JSON object"]
     model_type = config.get("model_type")
+    if model_type in HIGGS_TYPES:  # HiggsAudio v2 model or audio tokenizer folders: their own checks
+        from tunesmith.models.higgs.verify import verify_higgs_dir, verify_higgs_tokenizer_dir
+
+        return verify_higgs_dir(folder) if model_type == HIGGS_TYPES[0] else verify_higgs_tokenizer_dir(folder)
     checksums = check_manifest(folder) if (folder / MANIFEST).is_file() else []
     if not model_type or not isinstance(model_type, str):
         what = "has no model_type" if not model_type else f"has model_type={model_type!r}, not a string"
@@ -211,7 +216,11 @@ def verify_hf_dir(path: str | Path) -> list[str]:
             *checksums,
         ]
     if model_type not in SUPPORTED:
-        return [f"{config_path}: model_type {model_type!r} is not a MusicGen or EnCodec model", *checksums]
+        return [
+            f"{config_path}: model_type {model_type!r} is not a MusicGen or EnCodec model (supported model types: "
+            f"{', '.join((*SUPPORTED, *HIGGS_TYPES))})",
+            *checksums,
+        ]
     problems = list(checksums)
     if model_type in MUSICGENS:
         config_problems = check_musicgen_config(config, str(config_path))
