@@ -32,7 +32,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="LM run folder, checkpoint folder, exported model dir or transformers MusicGen dir "
         "(imported once into <runs>/.hf_imports)",
     )
-    p.add_argument("--prompt", action="append", default=[], help='a text prompt (repeatable; "" = unconditional)')
+    p.add_argument(
+        "--prompt",
+        "--text",
+        dest="prompt",
+        action="append",
+        default=[],
+        help='a text prompt (repeatable; "" = unconditional); for a speech model (HiggsAudio v2) the text to say',
+    )
     p.add_argument("--prompts", type=Path, help="prompts file: JSON lines or plain text lines")
     p.add_argument("--out", type=Path, required=True, help="output folder (audio files + results.jsonl)")
     model_default = "default: the run's generate settings, else the family's"
@@ -59,6 +66,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="melody-conditioned models (e.g. MusicGen-melody): audio whose chroma every item follows, "
         "unless its prompts-file line gives its own melody",
     )
+    p.add_argument(
+        "--reference", type=Path, help="speech models: a voice reference clip (any rate; items without their own)"
+    )
+    p.add_argument("--reference-text", help="speech models: the transcript of --reference")
     add_lm_loading_arguments(p)
     p.add_argument("--json", action="store_true", help="print a JSON summary at the end")
     p.set_defaults(func=run)
@@ -86,11 +97,24 @@ def run(args: argparse.Namespace) -> int:
         hint = " (raise --max-duration to allow longer items)" if "duration=" in str(err) else ""
         raise UserError(f"bad generation setting: {err}{hint}") from err
     source = resolve_model_source(args.model)
-    defaults, origin = model_generation_defaults(source, args.checkpoint)
+    from tunesmith.inference.higgs import check_jobs, is_higgs_model, model_speech_defaults, with_references
+
+    speech = is_higgs_model(source, args.checkpoint)  # HiggsAudio v2: text (+ voice reference) → speech
+    if speech:
+        if args.prompt_audio is not None or args.melody is not None:
+            raise UserError("--prompt-audio/--melody do not apply to speech models; use --reference/--reference-text")
+        defaults, _, origin = model_speech_defaults(source, args.checkpoint)
+    elif args.reference is not None or args.reference_text is not None:
+        raise UserError("--reference/--reference-text are for speech models (HiggsAudio v2)")
+    else:
+        defaults, origin = model_generation_defaults(source, args.checkpoint)
     defaults.update(given)
     flags = f"; flags: {', '.join(sorted(given))}" if given else ""
     print(f"settings: {describe(defaults)} (from {origin}{flags})", file=sys.stderr)
     jobs, problems = read_prompts(args.prompt, args.prompts, defaults, limits)
+    if speech:
+        jobs, more = check_jobs(with_references(jobs, args.reference, args.reference_text))
+        problems = sorted(problems + more)
     if args.melody is not None:
         from tunesmith.inference.prompts import with_melody
 

@@ -119,21 +119,28 @@ def run(args: argparse.Namespace) -> int:
     device = str(pick_device()) if args.device == "auto" else args.device
     start = time.perf_counter()
     executor = generation_thread()
-    job = executor.submit(load_verified, args.model, device, args.checkpoint, args.codec, args.precision)
-    generator = job.result()
-    limits.max_top_k = int(generator.model.card)
-    log.info(
-        "model %s loaded and verified in %.1f s (%d Hz, %d codebooks) on %s, precision %s",
-        args.model,
-        time.perf_counter() - start,
-        generator.sample_rate,
-        generator.model.num_codebooks,
-        device,
-        generator.precision,
-    )
-    settings, origin = generation_defaults(generator.config)
-    log.info("request defaults: %s (from %s; seed: random unless given)", describe(settings), origin)
-    app = build_app(generator, limits, api_key, name=str(args.model), executor=executor, docs=args.docs)
+    from tunesmith.inference.higgs import is_higgs_model
+
+    if is_higgs_model(args.model, args.checkpoint):  # speech (HiggsAudio v2): tunesmith.serve.higgs
+        from tunesmith.serve.higgs import load_speech_app
+
+        app = load_speech_app(args, device, limits, api_key, executor)
+    else:
+        job = executor.submit(load_verified, args.model, device, args.checkpoint, args.codec, args.precision)
+        generator = job.result()
+        limits.max_top_k = int(generator.model.card)
+        log.info(
+            "model %s loaded and verified in %.1f s (%d Hz, %d codebooks) on %s, precision %s",
+            args.model,
+            time.perf_counter() - start,
+            generator.sample_rate,
+            generator.model.num_codebooks,
+            device,
+            generator.precision,
+        )
+        settings, origin = generation_defaults(generator.config)
+        log.info("request defaults: %s (from %s; seed: random unless given)", describe(settings), origin)
+        app = build_app(generator, limits, api_key, name=str(args.model), executor=executor, docs=args.docs)
     config = uvicorn.Config(
         app,
         host=args.host,

@@ -156,6 +156,12 @@ def _generator(model: str | Path | Any, options: BatchOptions) -> Any:
     from tunesmith.runtime import pick_device
 
     device = str(pick_device()) if options.device == "auto" else options.device
+    from tunesmith.inference.higgs import HiggsGenerator, is_higgs_model
+
+    if is_higgs_model(model, options.which):  # speech: --codec names the audio tokenizer folder
+        speech = HiggsGenerator.from_path(model, device, options.which, options.precision, options.codec)
+        speech.max_batch = options.batch_size
+        return speech
     return Generator.from_path(
         model, device=device, which=options.which, codec=options.codec, precision=options.precision
     )

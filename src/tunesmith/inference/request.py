@@ -69,7 +69,8 @@ FIELDS: tuple[Field, ...] = (
 BY_NAME = {f.name: f for f in FIELDS}
 SETTINGS = tuple(f.name for f in FIELDS if not f.attribute and FILE in f.surfaces)  # GenerationItem's settings
 DEFAULTS: dict[str, Any] = {name: BY_NAME[name].default for name in SETTINGS}
-FILE_CONDITIONS = ("description", "transcript", "moods", "keywords")  # prompts files: passed on as is
+# prompts files: passed on as is (reference, reference_text, speaker: speech models, tunesmith.inference.higgs)
+FILE_CONDITIONS = ("description", "transcript", "moods", "keywords", "reference", "reference_text", "speaker")
 
 
 @dataclasses.dataclass

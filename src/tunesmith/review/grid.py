@@ -33,6 +33,8 @@ class Grid:
     columns: list[str]
     column_details: list[str]
     cells: list[list[Cell]]  # [row][column]
+    # text columns shown between the row title and the sample columns: (header, one value per row)
+    row_columns: list[tuple[str, list[str]]] = dataclasses.field(default_factory=list)
 
 
 def _rel(samples_dir: Path, path: Path) -> str:

@@ -136,23 +136,25 @@ def render_page(
         for label, detail in zip(grid.columns, grid.column_details, strict=True)
     )
     rows = []
-    for title, detail, cells in zip(grid.row_titles, grid.row_details, grid.cells, strict=True):
+    for index, (title, detail, cells) in enumerate(zip(grid.row_titles, grid.row_details, grid.cells, strict=True)):
         tds = "".join(_cell_html(cell, title) for cell in cells)
+        texts = "".join(f'<td class="prompt">{html.escape(values[index])}</td>' for _, values in grid.row_columns)
         rows.append(
-            f'<tr><td class="prompt">{html.escape(title)}<div class="muted">{html.escape(detail)}</div></td>{tds}</tr>'
+            f'<tr><td class="prompt">{html.escape(title)}<div class="muted">{html.escape(detail)}</div></td>'
+            f"{texts}{tds}</tr>"
         )
-    row_head = "prompt" if task == "lm" else "clip"
+    row_head = {"lm": "prompt", "tts": "text"}.get(task, "clip")
+    row_head += "".join(f"</th><th>{html.escape(header)}" for header, _ in grid.row_columns)
     grid_html = (
         f'<div class="grid-wrap"><table class="grid"><thead><tr><th>{row_head}</th>{head}</tr></thead>'
         f"<tbody>{''.join(rows)}</tbody></table></div>"
         if grid.cells and grid.columns
         else '<p class="muted">no checkpoints with samples yet</p>'
     )
-    what = (
-        "The same prompts with the same seeds at every checkpoint."
-        if task == "lm"
-        else "The same dataset clips through every checkpoint: originals beside reconstructions."
-    )
+    what = {
+        "lm": "The same prompts with the same seeds at every checkpoint.",
+        "tts": "The same texts, speakers (voice references) and seeds at every checkpoint.",
+    }.get(task, "The same dataset clips through every checkpoint: originals beside reconstructions.")
     title = f"tunesmith review · {task} {meta.get('signature', run_dir.name)}"
     return f"""{html_head(title)}
 <body>

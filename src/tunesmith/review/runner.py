@@ -68,8 +68,8 @@ def review_run(
         return review_midi_run(
             run_dir, config, epochs=epochs, index_only=index_only, num_pieces=num_prompts, data=data, device=device
         )
-    if task not in ("lm", "codec"):
-        raise UserError(f"{run_dir}: review handles lm, codec and midi runs; this is a {task!r} run")
+    if task not in ("lm", "codec", "tts"):
+        raise UserError(f"{run_dir}: review handles lm, codec and midi runs, and tts runs; this is a {task!r} run")
     if num_prompts is not None and num_prompts < 1:
         raise UserError(f"--num-prompts={num_prompts}: must be at least 1")
     if duration is not None and not (duration > 0 and math.isfinite(duration)):
@@ -86,6 +86,13 @@ def review_run(
         if not index_only:
             generate_lm_samples(run_dir, refs, jobs, device, stats)
         grid = lm_grid(run_dir, refs, jobs)
+    elif task == "tts":  # speech: texts × speakers × checkpoints (review/tts.py)
+        from tunesmith.review.tts import review_tts_run
+
+        grid, problems = review_tts_run(
+            run_dir, config, refs, prompts=prompts, index_only=index_only, duration=duration,
+            num_prompts=num_prompts, device=device, stats=stats,
+        )  # fmt: skip
     else:
         if prompts is not None:
             raise UserError("--prompts is for LM runs; a codec run is reviewed on fixed dataset clips (see --data)")
@@ -102,7 +109,7 @@ def review_run(
         if baseline is not None:
             add_unigram_baseline(figures, baseline)
             notes.curves.append(unigram_note(baseline))
-    else:
+    elif task == "codec":
         curves, short, samples = codec_clip_notes(config, clip_summary(run_dir, refs), num_prompts)
         add_clip_notes(figures, short)
         notes.curves.append(curves)
