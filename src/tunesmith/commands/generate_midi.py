@@ -30,7 +30,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=CONTINUE,
         help="continue (default); velocity: predict every prompt note's velocity; velocity_denoise: correct them; "
         "loud_from_soft, soft_from_loud, high_from_low, low_from_high: add the other half to the prompt's notes; "
-        "high/low/loud/soft_quartile: add that quartile; infill_span: fill a gap in the prompt "
+        "high/low/loud/soft_quartile: add that quartile; infill_span: fill a gap in the prompt; "
+        "pitch_denoise / time_denoise: write the prompt's notes again with wrong pitches / onset jitter corrected "
         "(the run must be fine-tuned on that task)",
     )
     p.add_argument("--out", type=Path, default=None, help="output .mid (default: <prompt>_<task>.mid or sample.mid)")
@@ -47,6 +48,31 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="for a model trained with tokenizer.conditioning=[composer,...]: generate in this composer's style "
         "(one of the composers it was trained with, or 'other'); default: unconditioned",
+    )
+    p.add_argument(
+        "--dataset",
+        default=None,
+        help="for a model trained with tokenizer.conditioning=[dataset,...]: generate like this source dataset "
+        "(one it was trained with, or 'other'); default: unconditioned",
+    )
+    p.add_argument(
+        "--key",
+        default=None,
+        help="for a model trained with tokenizer.conditioning=[key,...]: the key, e.g. 'Eb major' or 'f# minor'",
+    )
+    p.add_argument(
+        "--tempo",
+        type=float,
+        default=None,
+        help="for a model trained with tokenizer.conditioning=[tempo,...]: the tempo in quarter notes per minute",
+    )
+    p.add_argument(
+        "--guidance",
+        type=float,
+        default=1.0,
+        help="classifier-free guidance scale for a conditioned model: logits = uncond + G*(cond - uncond), "
+        "uncond = every condition token dropped; 1 (default) = plain conditional, > 1 follows the conditions "
+        "more strongly, 0 = unconditional",
     )
     p.add_argument("--runs-dir", type=Path, default=None, help="where run folders live, for a run signature")
     p.add_argument("--json", action="store_true", help="print a machine-readable summary")
@@ -65,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--{str(err).split('=')[0].replace('_', '-')}: {err}") from None
     if args.tokens < 1:
         raise UserError(f"--tokens {args.tokens}: must be >= 1")
+    if not args.guidance >= 0:
+        raise UserError(f"--guidance {args.guidance}: must be >= 0")
     if args.task != CONTINUE and args.prompt is None:
         raise UserError(f"--task {args.task} works on the notes of --prompt FILE.mid: pass --prompt")
     if args.prompt is not None and not args.prompt.is_file():
@@ -75,13 +103,16 @@ def run(args: argparse.Namespace) -> int:
         args.out,
         task=args.task,
         tokens=args.tokens,
-        sampling=SamplingConfig(args.temperature, args.top_k, args.top_p, args.seed),
+        sampling=SamplingConfig(args.temperature, args.top_k, args.top_p, args.seed, guidance=args.guidance),
         prompt_seconds=args.prompt_seconds,
         which=args.which,
         device=args.device,
         render=args.render,
         runs_dir=args.runs_dir,
         composer=args.composer,
+        dataset=args.dataset,
+        key=args.key,
+        tempo=args.tempo,
     )
     if args.json:
         print(json.dumps(result.summary()))

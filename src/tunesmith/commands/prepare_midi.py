@@ -40,7 +40,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default="",
         metavar="EXPR",
         help="prepare only the files whose metadata match, e.g. 'composer~Chopin' or 'split=train&year=2018' "
-        "(fields: composer, title, split, path, year; ~ contains, = equals, !~ / != negate, | alternatives)",
+        "(fields: composer, title, split, path, year, dataset; ~ contains, = equals, !~ / != negate, | alternatives)",
+    )
+    p.add_argument(
+        "--dataset",
+        default="",
+        metavar="NAME",
+        help="the pieces' source dataset, for tokenizer.conditioning=[dataset] and filters (default: the source "
+        "folder's name; @folder: each file's first folder under SOURCE, to prepare several datasets together)",
     )
     p.add_argument("--force", action="store_true", help="prepare again even if DIR is already prepared")
     p.add_argument("--json", action="store_true", help="print the dataset summary as JSON")
@@ -55,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         valid_fraction=args.valid_fraction,
         test_fraction=args.test_fraction,
         filter=args.filter,
+        dataset=args.dataset,
     )
     summary = prepare_midi(args.source, args.out, settings=settings, force=args.force, progress=not args.json)
     if args.json:

@@ -5,7 +5,7 @@ Layout of a prepared folder ``DIR``::
 
     DIR/midi_dataset.json         format, settings, counts (written last: its presence means complete)
     DIR/pieces.jsonl              one piece per line: id, path, composer, title, split, year, duration,
-                                  note_start, note_count, pedal_start, pedal_count
+                                  note_start, note_count, pedal_start, pedal_count, dataset, key, tempo
     DIR/notes/{pitch,velocity}.npy  uint8 [N];  DIR/notes/{start,end}.npy float32 [N] (s from piece start)
     DIR/notes/pedals.npy          float32 [P, 2] sustain-pedal (down, up) intervals in s
     DIR/rejected.jsonl            files that could not be read or hold no notes, with the reason
@@ -16,6 +16,12 @@ notes are parked under ``DIR/.parts`` until the final arrays are assembled.
 Metadata filters (for named evaluation splits) are ``field OP value`` clauses joined by ``&``, with
 ``OP`` one of ``~`` (contains), ``!~``, ``=`` (equals), ``!=``; a value may list alternatives with ``|``.
 Text is compared without case and accents: ``composer~frederic`` matches "Frédéric Chopin".
+
+A piece's ``dataset`` is the source it came from (``--dataset``: a name, default the source folder's name;
+``@folder``: each file's first folder under the source, so one preparation can hold several datasets);
+``key`` (e.g. "eb major", "" when unknown) and ``tempo`` (quarter notes per minute, 0 when unknown) come
+from the file's first key signature and tempo event. They feed the conditioning tokens
+(:mod:`tunesmith.models.midi.conditioning`).
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ import numpy as np
 
 from tunesmith.errors import UserError
 from tunesmith.fileio import atomic_path, atomic_write_text
-from tunesmith.models.midi.notes import Notes, read_midi
+from tunesmith.models.midi.notes import Notes, read_midi, read_midi_meta
 
 log = logging.getLogger("tunesmith.prepare_midi")
 
@@ -44,7 +50,8 @@ FORMAT_VERSION = 1
 MIDI_SUFFIXES = (".mid", ".midi")
 MAESTRO_COLUMNS = ("canonical_composer", "canonical_title", "split", "midi_filename", "duration")
 CSV_SPLITS = {"train": "train", "validation": "valid", "valid": "valid", "test": "test"}
-FILTER_FIELDS = ("composer", "title", "split", "path", "year")
+FILTER_FIELDS = ("composer", "title", "split", "path", "year", "dataset")
+FOLDER_DATASETS = "@folder"  # --dataset: each file's first folder under the source names its dataset
 DURATION_TOLERANCE_S = 5.0  # a CSV duration further than this from the file's is reported (the file's is kept)
 
 
@@ -56,6 +63,7 @@ class PrepareSettings:
     valid_fraction: float = 0.1  # without a CSV: share of pieces in valid, chosen by a hash of the piece
     test_fraction: float = 0.0
     filter: str = ""  # metadata filter (module docstring); only the matching files are prepared
+    dataset: str = ""  # the pieces' source dataset: a name, "" = the source folder's name, "@folder" (docstring)
 
 
 @dataclasses.dataclass
@@ -67,6 +75,7 @@ class SourceFile:
     split: str = ""
     year: str = ""
     duration: float = 0.0  # from the CSV; 0 when unknown
+    dataset: str = ""  # the source dataset (PrepareSettings.dataset)
 
 
 # --------------------------------------------------------------------------- text matching
@@ -253,7 +262,32 @@ def _write_part(path: Path, result: Notes | str) -> None:
 
 def _metadata(file: SourceFile) -> dict:
     """The fields a metadata filter sees for a source file (as in pieces.jsonl)."""
-    return {"composer": file.composer, "title": file.title, "split": file.split, "path": file.rel, "year": file.year}
+    return {
+        "composer": file.composer,
+        "title": file.title,
+        "split": file.split,
+        "path": file.rel,
+        "year": file.year,
+        "dataset": file.dataset,
+    }
+
+
+def assign_datasets(files: list[SourceFile], setting: str, source_name: str) -> None:
+    """Set each file's ``dataset`` from ``PrepareSettings.dataset`` (see the module docstring)."""
+    for file in files:
+        if setting == FOLDER_DATASETS:
+            parts = file.rel.split("/")
+            file.dataset = parts[0] if len(parts) > 1 else source_name
+        else:
+            file.dataset = setting or source_name
+
+
+def _file_meta(file: SourceFile) -> dict:
+    """Key and tempo of a parsed file (nothing when symusic cannot read its header again)."""
+    try:
+        return read_midi_meta(file.path)
+    except UserError:
+        return {"key": "", "tempo": 0.0}
 
 
 def _parse(file: SourceFile, sustain: str) -> Notes | str:
@@ -310,6 +344,7 @@ def prepare_midi(
         split_rule = "hash"
     if not files:
         raise UserError(f"{source}: no MIDI files found (looked for {', '.join(MIDI_SUFFIXES)})")
+    assign_datasets(files, settings.dataset, (source.parent if source.is_file() else source).resolve().name)
     if settings.filter:
         keep = parse_filter(settings.filter, field_name="--filter")
         total = len(files)
@@ -388,6 +423,8 @@ def _assemble(out: Path, files: list[SourceFile], results: list[Notes | str], re
                 "note_count": len(result),
                 "pedal_start": n_pedals,
                 "pedal_count": len(result.pedals),
+                "dataset": file.dataset,
+                **_file_meta(file),
             }
         )
         kept.append(result)
@@ -447,6 +484,9 @@ class MidiNotesStore:
             raise UserError(f"{summary_path}: format {self.summary.get('format')!r} is not one this tunesmith reads")
         with (self.root / "pieces.jsonl").open(encoding="utf-8") as f:
             self.pieces: list[dict] = [json.loads(line) for line in f if line.strip()]
+        source_name = Path(str(self.summary.get("source") or self.root)).name
+        for piece in self.pieces:  # folders prepared before pieces had a dataset: the source folder's name
+            piece.setdefault("dataset", self.summary.get("dataset") or source_name)
         arrays = {}
         for name in ("pitch", "velocity", "start", "end", "pedals"):
             arrays[name] = np.load(self.root / "notes" / f"{name}.npy", mmap_mode="r")

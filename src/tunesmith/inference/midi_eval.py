@@ -243,7 +243,14 @@ def evaluate_midi_run(
         if tasks:
             metrics.update(
                 free_running_metrics(
-                    model, tok, dataset, name=name, tasks=tasks, cfg=task_cfg, mean_velocity=train_mean
+                    model,
+                    tok,
+                    dataset,
+                    name=name,
+                    tasks=tasks,
+                    cfg=task_cfg,
+                    mean_velocity=train_mean,
+                    uncond_prefix=cond.unconditional() if cond is not None else None,
                 )
             )
         results[name] = {key.split("/", 1)[1]: value for key, value in metrics.items()}

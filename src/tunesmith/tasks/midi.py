@@ -71,6 +71,7 @@ class MidiGenerateConfig:
     top_k: int = ranged(0, ge=0)
     top_p: float = ranged(0.95, ge=0, le=1)
     render_wav: bool = False  # also render .wav with fluidsynth when it is installed
+    guidance: float = ranged(1.0, ge=0)  # classifier-free guidance scale for a conditioned model (1 = none)
 
 
 @dataclasses.dataclass
@@ -102,8 +103,12 @@ class MidiConfig:
         "tokenizer.velocity_bins": Range(ge=1, le=127),
         "tokenizer.pitch_min": Range(ge=0, le=127),
         "tokenizer.pitch_max": Range(ge=0, le=127),
+        "tokenizer.bpe_vocab_size": Range(ge=0),
         "piano_task.notes_per_record": Range(ge=2),
         "piano_task.noise_std": Range(ge=0),
+        "piano_task.pitch_noise": Range(ge=1, le=24),
+        "piano_task.pitch_noise_fraction": Range(ge=0, le=1),
+        "piano_task.time_noise_std": Range(ge=0),
         "piano_task.min_notes": Range(ge=1),
         "dataset.augment.pitch_shift": Range(ge=0, le=48),
         "dataset.augment.tempo_stretch": Range(ge=0, le=1),
@@ -112,6 +117,8 @@ class MidiConfig:
         "task_eval.top_k": Range(ge=0),
         "task_eval.top_p": Range(ge=0, le=1),
         "task_eval.onset_tolerance": Range(ge=0),
+        "task_eval.onset_window": Range(ge=0),
+        "task_eval.guidance": Range(ge=0),
     }
 
 
@@ -126,7 +133,7 @@ class MidiSolver(Solver):
         super().__init__(resolved, run)
         self.tokenizer: MidiTokenizer = build_tokenizer(self.cfg.tokenizer)
         t = self.cfg.tokenizer
-        self.conditioner = Conditioner(self.tokenizer, t.conditioning, t.composers, t.density_bins)
+        self.conditioner = Conditioner.from_config(self.tokenizer, t)
         if self.cfg.stage == "piano_task":
             check_task_config(self.cfg.piano_task)
         self._store = None
@@ -134,6 +141,25 @@ class MidiSolver(Solver):
         self._flops: float | None = None
         self._mean_velocity: float | None = None
         self._tokens_seen = 0  # this rank's training input tokens since the start (or since resume, rank > 0)
+
+    def prepare(self) -> None:
+        """``tokenizer.bpe_vocab_size > 0``: the learned BPE tokenizer replaces the base one before the model
+        is built (learned on the train split or taken from init_from; :mod:`tunesmith.tasks.midi_bpe`)."""
+        t = self.cfg.tokenizer
+        if t.bpe_vocab_size:
+            from tunesmith.tasks.midi_bpe import check_bpe_tasks, run_tokenizer
+
+            check_bpe_tasks(self.cfg.stage, self.cfg.piano_task.tasks, t.bpe_vocab_size)
+            self.tokenizer = run_tokenizer(
+                self.tokenizer,
+                t.bpe_vocab_size,
+                store=self.store,
+                run_dir=self.run.dir,
+                init_from=self.cfg.init_from,
+                is_main=self.dist.is_main,
+            )
+            self.conditioner = Conditioner.from_config(self.tokenizer, t)
+        return None
 
     # ------------------------------------------------------------------ data
 
@@ -232,6 +258,11 @@ class MidiSolver(Solver):
         d, m, t = self.cfg.dataset, self.cfg.model, self.cfg.tokenizer
         if "valid" in self.cfg.eval_splits:
             raise UserError("eval_splits.valid: the name 'valid' is taken by the whole validation split; rename it")
+        for key in ("generate", "task_eval"):
+            if getattr(self.cfg, key).guidance != 1.0 and not len(self.conditioner):
+                raise UserError(
+                    f"{key}.guidance needs a conditioned model (tokenizer.conditioning=[...]); leave it at 1"
+                )
         if self.cfg.stage == "pretrain" and d.context_size > m.max_seq_len:
             raise UserError(
                 f"dataset.context_size={d.context_size} is longer than model.max_seq_len={m.max_seq_len}; "
@@ -262,7 +293,7 @@ class MidiSolver(Solver):
     def _check_init_source(self, source: str) -> None:
         """The run we start from must have the same tokenizer and model shape."""
         from tunesmith.artifacts import checkpoint as ckpt
-        from tunesmith.config import diff
+        from tunesmith.config import diff, flatten
 
         folder = ckpt.find_checkpoint(source, which="best")
         stored = ckpt.read_config(folder).get("config") or {}
@@ -272,8 +303,11 @@ class MidiSolver(Solver):
             if section not in stored:
                 problems.append(f"{section} (not in {folder}/config.json: not a midi run?)")
                 continue
+            added = flatten(to_dict(getattr(MidiConfig(), section)))  # keys newer than the source: their defaults
             for key, (theirs, ours) in diff(stored[section], mine[section]).items():
                 if section == "model" and key in FREE_MODEL_KEYS:
+                    continue
+                if key not in flatten(stored[section]) and key in added and ours == added[key]:
                     continue
                 problems.append(f"{section}.{key}: {theirs!r} there, {ours!r} here")
         if problems:
@@ -359,6 +393,7 @@ class MidiSolver(Solver):
                         world_size=self.dist.world_size,
                         rank=self.dist.rank,
                         reduce=all_reduce_sum,
+                        uncond_prefix=self.conditioner.unconditional() if len(self.conditioner) else None,
                     )
                 )
         if self.dist.is_main:
@@ -380,10 +415,16 @@ class MidiSolver(Solver):
     @torch.no_grad()
     def generate(self, model: nn.Module, epoch: int) -> None:
         """A few samples under samples/epoch_N/: continuations (pretrain) or filled-in velocities."""
-        from tunesmith.models.midi.generation import SamplingConfig, complete_notes, continue_notes, fill_velocities
+        from tunesmith.models.midi.generation import (
+            SamplingConfig,
+            complete_notes,
+            continue_notes,
+            denoise_notes,
+            fill_velocities,
+        )
         from tunesmith.models.midi.notes import write_midi
         from tunesmith.models.midi.render import render_wav
-        from tunesmith.models.midi.tasks import PARTITION_TASKS, partition_target
+        from tunesmith.models.midi.tasks import NOTE_DENOISE_TASKS, PARTITION_TASKS, add_note_noise, partition_target
 
         g = self.cfg.generate
         ids = self.store.select("valid") or self.store.select("train")
@@ -392,24 +433,33 @@ class MidiSolver(Solver):
         task = self.cfg.piano_task.tasks[0] if self.cfg.stage == "piano_task" else "continue"
         for k, piece in enumerate(ids[: g.num_samples]):
             notes = self.store.notes(piece)
-            sampling = SamplingConfig(g.temperature, g.top_k, g.top_p, seed=k)
+            sampling = SamplingConfig(g.temperature, g.top_k, g.top_p, seed=k, guidance=g.guidance)
             prefix = self.conditioner.piece_prefix(self.store.pieces[piece]) if len(self.conditioner) else None
+            uncond = self.conditioner.unconditional() if prefix is not None and g.guidance != 1.0 else None
+            conditions = {"prefix": prefix, "uncond_prefix": uncond}
             npr = self.cfg.piano_task.notes_per_record
             if task in VELOCITY_TASKS:
                 part = notes.take(slice(0, 2 * npr))
                 result = fill_velocities(
-                    model, self.tokenizer, part, self.cfg.piano_task, sampling, task=task, prefix=prefix
+                    model, self.tokenizer, part, self.cfg.piano_task, sampling, task=task, **conditions
                 )
             elif task in PARTITION_TASKS:
                 # the source half of two slices, as in training; the result adds the model's other half
                 part = notes.take(slice(0, 2 * npr))
                 part = part.take(~partition_target(task, part, np.random.default_rng(k)))
                 result, _ = complete_notes(
-                    model, self.tokenizer, task, part, self.cfg.piano_task, sampling, prefix=prefix
+                    model, self.tokenizer, task, part, self.cfg.piano_task, sampling, **conditions
                 )
+            elif task in NOTE_DENOISE_TASKS:  # the noisy notes of two slices, as in training; the model cleans them
+                part = notes.take(slice(0, 2 * npr))
+                t = self.tokenizer
+                part = add_note_noise(
+                    task, part, self.cfg.piano_task, np.random.default_rng(k), t.pitch_min, t.pitch_max
+                )
+                result, _ = denoise_notes(model, t, task, part, self.cfg.piano_task, sampling, **conditions)
             else:
                 part = self.tokenizer.decode(self.tokenizer.encode(notes)[: g.prompt_tokens])
-                result, _ = continue_notes(model, self.tokenizer, part, g.tokens, sampling, prefix=prefix)
+                result, _ = continue_notes(model, self.tokenizer, part, g.tokens, sampling, **conditions)
             written.append(write_midi(part, out / f"{k:02d}_prompt.mid"))
             written.append(write_midi(result, out / f"{k:02d}_{task}.mid"))
         if g.render_wav:
@@ -424,8 +474,7 @@ class MidiSolver(Solver):
         """In config.json of every checkpoint and exported model: enough to decode without the training state."""
         meta = {"tokenizer_desc": self.tokenizer.describe(), "stage": self.cfg.stage}
         if len(self.conditioner):
-            t = self.cfg.tokenizer
-            meta["conditioning"] = {"fields": t.conditioning, "composers": t.composers, "density_bins": t.density_bins}
+            meta["conditioning"] = self.conditioner.meta()
         if self.cfg.stage == "piano_task":
             meta["piano_task"] = to_dict(self.cfg.piano_task)
         return meta
@@ -441,9 +490,9 @@ class MidiSolver(Solver):
             extra.register_value("piano_task", lambda: to_dict(self.cfg.piano_task))
 
     def _check_tokenizer(self, stored: dict) -> None:
-        stored, current = dict(stored or {}), self.tokenizer.describe()
-        for desc in (stored, current):
-            desc.pop("miditok_version", None)  # the vocabulary itself is compared
+        from tunesmith.tasks.midi_bpe import comparable_desc  # the vocabulary is compared, not MidiTok's version
+
+        stored, current = comparable_desc(dict(stored or {})), comparable_desc(self.tokenizer.describe())
         if stored and stored != current:
             raise UserError(
                 "this run's checkpoint was trained with another tokenizer vocabulary than the one built now "

@@ -176,12 +176,14 @@ def free_running_metrics(
     world_size: int = 1,
     rank: int = 0,
     reduce: Reduce = _identity,
+    uncond_prefix: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Free-running task metrics of one eval split of piano-task records (a ``PianoTaskRecords``):
-    up to ``cfg.max_records`` records per task, spread evenly over the split, sharded over ranks."""
+    up to ``cfg.max_records`` records per task, spread evenly over the split, sharded over ranks.
+    ``uncond_prefix``: a conditioned model's prefix with every field dropped (for ``cfg.guidance``)."""
     from tunesmith.engine.sampler import VALID_SEED
 
-    stats = FreeRunStats(tok, tasks, cfg, mean_velocity)
+    stats = FreeRunStats(tok, tasks, cfg, mean_velocity, uncond_prefix)
     was_training = model.training
     model.eval()
     for task in tasks:
@@ -217,6 +219,16 @@ def split_summary_lines(results: dict[str, float], tasks: list[str]) -> list[str
                 parts.append(text)
             elif p + "note_f1" in results:
                 text = f"{task}: f1 {results[p + 'note_f1']:.3f} vs copy {results[p + 'baseline_copy_note_f1']:.3f}"
+                if p + "pitch_accuracy" in results:
+                    text += (
+                        f", pitch acc {results[p + 'pitch_accuracy']:.3f} "
+                        f"vs copy {results[p + 'baseline_copy_pitch_accuracy']:.3f}"
+                    )
+                if p + "onset_mae" in results:
+                    text += (
+                        f", onset mae {1000 * results[p + 'onset_mae']:.1f} ms "
+                        f"vs copy {1000 * results[p + 'baseline_copy_onset_mae']:.1f} ms"
+                    )
                 parts.append(text + f", repairs {int(results[p + 'repairs'])}")
         if parts:
             lines.append(f"{split}: " + " | ".join(parts))

@@ -16,6 +16,7 @@ from tunesmith.errors import UserError
 from tunesmith.models.midi.gpt import MidiGPT
 from tunesmith.models.midi.notes import Notes
 from tunesmith.models.midi.tasks import (
+    NOTE_DENOISE_TASKS,
     PARTITION_TASKS,
     VELOCITY_TASKS,
     PianoTaskConfig,
@@ -33,6 +34,7 @@ class SamplingConfig:
     top_k: int = 0
     top_p: float = 0.0
     seed: int = 0
+    guidance: float = 1.0  # classifier-free guidance scale: 1 = plain conditional decoding (no second pass)
 
 
 @torch.no_grad()
@@ -46,6 +48,7 @@ def generate_tokens(
     stop_id: int | None = None,
     grammar: TokenGrammar | None = None,
     max_extra: int = 8,
+    uncond_prompt: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Continue ``prompt`` (Long ``[T]``, non-empty) by up to ``num_tokens`` tokens → the new tokens ``[N]``.
 
@@ -53,15 +56,23 @@ def generate_tokens(
     With a ``grammar`` each step may only draw a token the grammar allows after the previous one (the
     last prompt token first), and a note group still open after ``num_tokens`` is finished with up to
     ``max_extra`` more tokens, so every group the decoder sees is complete.
+
+    Classifier-free guidance (``sampling.guidance`` G != 1): ``uncond_prompt`` (Long ``[T]``) is the prompt
+    with its conditioning tokens replaced by the unknown tokens training's dropout puts there; both run as
+    one batch of 2 and each step draws from ``uncond + G · (cond − uncond)`` (logits), with the allowed
+    tokens and the grammar applied after the mixing.
     """
     check_sampling(sampling.temperature, sampling.top_k, sampling.top_p)
     if prompt.numel() == 0:
         raise ValueError("generation needs a prompt of at least one token (e.g. BOS)")
+    guided = sampling.guidance != 1.0
+    if guided and (uncond_prompt is None or uncond_prompt.shape != prompt.shape):
+        raise ValueError("guidance != 1 needs the unconditional prompt, of the prompt's length")
     model.eval()
     device = next(model.parameters()).device
     max_len = model.cfg.max_seq_len
     gen = torch.Generator(device=device).manual_seed(sampling.seed)
-    history = prompt.to(device).long()
+    history = (torch.stack([prompt, uncond_prompt]) if guided else prompt[None]).to(device).long()  # [R, T]
     mask = None
     if allowed is not None:
         mask = torch.where(allowed.to(device), 0.0, float("-inf"))
@@ -72,12 +83,15 @@ def generate_tokens(
         if mask is not None and bool(torch.isinf(follows + mask).all(-1).any()):
             raise ValueError("the allowed tokens and the grammar leave nothing to generate after some token")
     new: list[int] = []
-    cache = model.make_cache(1, max_len)
-    context = history[-max_len:]
-    logits = model(context[None], cache=cache)[0, -1]
-    last = int(history[-1])
+    cache = model.make_cache(len(history), max_len)
+
+    def next_logits(context: torch.Tensor) -> torch.Tensor:  # [R, t] → mixed logits [V] of the last position
+        out = model(context, cache=cache)[:, -1].float()
+        return out[1] + sampling.guidance * (out[0] - out[1]) if guided else out[0]
+
+    logits = next_logits(history[:, -max_len:])
+    last = int(history[0, -1])
     while True:
-        logits = logits.float()
         if mask is not None:
             logits = logits + mask
         if follows is not None:
@@ -91,12 +105,12 @@ def generate_tokens(
             grammar is None or not grammar.is_open(token) or len(new) >= num_tokens + max_extra
         ):
             break
-        history = torch.cat([history, torch.tensor([token], device=device)])
+        history = torch.cat([history, torch.full((len(history), 1), token, device=device)], dim=1)
         if cache.length >= max_len:  # slide: re-encode the recent half of the context
             cache.reset()
-            logits = model(history[-(max_len // 2) :][None], cache=cache)[0, -1]
+            logits = next_logits(history[:, -(max_len // 2) :])
         else:
-            logits = model(history[-1:][None], cache=cache)[0, -1]
+            logits = next_logits(history[:, -1:])
     return torch.tensor(new, dtype=torch.long)
 
 
@@ -109,10 +123,12 @@ def continue_notes(
     *,
     constrained: bool = True,
     prefix: np.ndarray | None = None,
+    uncond_prefix: np.ndarray | None = None,
 ) -> tuple[Notes, int]:
     """Notes of ``prompt`` followed by the model's continuation (``num_tokens`` new tokens, a few more to
     finish the last note). ``constrained``: decode under the tokenizer's grammar (every note group well
-    formed). ``prefix``: conditioning tokens before BOS (:mod:`tunesmith.models.midi.conditioning`).
+    formed). ``prefix``: conditioning tokens before BOS (:mod:`tunesmith.models.midi.conditioning`);
+    ``uncond_prefix``: the same positions dropped (unknown tokens), for guidance (``sampling.guidance``).
     Returns (notes, malformed note groups the decoder had to repair or drop: 0 when constrained).
     """
     head = np.concatenate([_prefix(prefix), [tok.bos_id]]).astype(np.int64)
@@ -124,6 +140,7 @@ def continue_notes(
         sampling,
         stop_id=tok.eos_id,
         grammar=tok.grammar() if constrained else None,
+        uncond_prompt=_as_tensor(_unconditional(prompt_tokens, prefix, uncond_prefix)),
     )
     return tok.decode_with_report(np.concatenate([prompt_tokens, new.numpy()]))
 
@@ -136,26 +153,40 @@ def generate_target(
     sampling: SamplingConfig,
     *,
     num_velocities: int = 0,
+    uncond_prompt: np.ndarray | None = None,
 ) -> np.ndarray:
     """The target tokens ``[N]`` (no EOS) a model generates for a piano-task ``prompt`` (a record's head).
 
-    Velocity tasks: ``num_velocities`` velocity tokens (only velocity tokens may be drawn). Partition
-    tasks: notes under the tokenizer's grammar until EOS or the end of the context. This is the one
+    Velocity tasks: ``num_velocities`` velocity tokens (only velocity tokens may be drawn). Partition and
+    note-denoising tasks: notes under the tokenizer's grammar until EOS or the end of the context. This is the one
     decoding of a task, used by ``generate-midi`` and by the free-running evaluation alike.
+    ``uncond_prompt``: the prompt with its conditioning prefix dropped, for guidance (``sampling.guidance``).
     """
     prompt_t = torch.from_numpy(np.asarray(prompt, np.int64))
+    uncond_t = None if uncond_prompt is None else torch.from_numpy(np.asarray(uncond_prompt, np.int64))
     if task in VELOCITY_TASKS:
         if num_velocities <= 0:
             return np.zeros(0, np.int64)
         allowed = torch.from_numpy(tok.token_types == VELOCITY)
-        return generate_tokens(model, prompt_t, num_velocities, sampling, allowed=allowed).numpy()
+        return generate_tokens(
+            model, prompt_t, num_velocities, sampling, allowed=allowed, uncond_prompt=uncond_t
+        ).numpy()
     budget = model.cfg.max_seq_len - len(prompt)
     if budget < 4:
         raise UserError(
             f"a prompt of {len(prompt)} tokens fills the model's context ({model.cfg.max_seq_len} tokens); "
             "lower piano_task.notes_per_record"
         )
-    new = generate_tokens(model, prompt_t, budget, sampling, stop_id=tok.eos_id, grammar=tok.grammar(), max_extra=0)
+    new = generate_tokens(
+        model,
+        prompt_t,
+        budget,
+        sampling,
+        stop_id=tok.eos_id,
+        grammar=tok.grammar(),
+        max_extra=0,
+        uncond_prompt=uncond_t,
+    )
     new = new.numpy()
     if len(new) and new[-1] == tok.eos_id:
         new = new[:-1]
@@ -180,6 +211,7 @@ def fill_velocities(
     sampling: SamplingConfig,
     task: str = "velocity",
     prefix: np.ndarray | None = None,
+    uncond_prefix: np.ndarray | None = None,
 ) -> Notes:
     """New velocities for ``notes`` with a velocity piano task (``velocity``: from the notes without
     velocities; ``velocity_denoise``: from the notes with their current velocities), slice by slice of
@@ -208,7 +240,8 @@ def fill_velocities(
                 f"{len(part)} notes need {len(head) + n_pitch} tokens, more than the model's context "
                 f"({model.cfg.max_seq_len}); lower piano_task.notes_per_record"
             )
-        predicted = generate_target(model, tok, task, head, sampling, num_velocities=n_pitch)
+        uncond = _unconditional(head, prefix, uncond_prefix)
+        predicted = generate_target(model, tok, task, head, sampling, num_velocities=n_pitch, uncond_prompt=uncond)
         if isinstance(tok, SecondsTokenizer):
             velocity[index[note_order(tok, part)]] = value_of[predicted]
         else:
@@ -227,6 +260,7 @@ def complete_notes(
     task_cfg: PianoTaskConfig,
     sampling: SamplingConfig,
     prefix: np.ndarray | None = None,
+    uncond_prefix: np.ndarray | None = None,
 ) -> tuple[Notes, int]:
     """Run a partition task (``loud_from_soft``, ``soft_from_loud``, ``high_from_low``, ``low_from_high``):
     ``notes`` are the source half; returns them together with the generated other half, and the number of
@@ -244,11 +278,71 @@ def complete_notes(
         origin = float(part.start.min())
         source = tok.encode(part, origin)
         prompt = assemble(tok, task, source, np.zeros(0, np.int64), task_cfg.prompt_format, with_target=False)
-        new = generate_target(model, tok, task, np.concatenate([_prefix(prefix), prompt.tokens]), sampling)
+        head = np.concatenate([_prefix(prefix), prompt.tokens])
+        new = generate_target(
+            model, tok, task, head, sampling, uncond_prompt=_unconditional(head, prefix, uncond_prefix)
+        )
         decoded, malformed = tok.decode_with_report(new)
         repairs += malformed
         parts.append(decoded.shifted(origin))
     return _concat(parts), repairs
+
+
+def denoise_notes(
+    model: MidiGPT,
+    tok: MidiTokenizer,
+    task: str,
+    notes: Notes,
+    task_cfg: PianoTaskConfig,
+    sampling: SamplingConfig,
+    prefix: np.ndarray | None = None,
+    uncond_prefix: np.ndarray | None = None,
+) -> tuple[Notes, int]:
+    """Run a note-denoising task (``pitch_denoise``, ``time_denoise``) on ``notes`` as given (no noise is
+    added): slice by slice of at most ``notes_per_record`` notes (fewer when a record would not fit the
+    context), the model writes the slice again, cleaned. Notes outside the tokenizer's pitch range are
+    kept as they are. Returns (notes, malformed note groups repaired: 0 under the grammar)."""
+    if task not in NOTE_DENOISE_TASKS:
+        raise ValueError(f"{task!r} is not a note-denoising task ({', '.join(NOTE_DENOISE_TASKS)})")
+    notes = notes.sorted()
+    inside = tok.in_range(notes)
+    covered = np.nonzero(inside)[0]
+    parts = [notes.take(~inside)]
+    repairs, begin, max_len = 0, 0, model.cfg.max_seq_len
+    while begin < len(covered):
+        n = min(task_cfg.notes_per_record, len(covered) - begin)
+        while True:
+            part = notes.take(covered[begin : begin + n])
+            origin = float(part.start.min())
+            source = tok.encode(part, origin)
+            prompt = assemble(tok, task, source, np.zeros(0, np.int64), task_cfg.prompt_format, with_target=False)
+            head = np.concatenate([_prefix(prefix), prompt.tokens])
+            need = len(head) + len(source) + 1  # the clean notes take about as many tokens as the noisy ones
+            if need <= max_len or n == 1:
+                break
+            n = max(1, min(n - 1, int(n * max_len / need)))
+        new = generate_target(
+            model, tok, task, head, sampling, uncond_prompt=_unconditional(head, prefix, uncond_prefix)
+        )
+        decoded, malformed = tok.decode_with_report(new)
+        repairs += malformed
+        parts.append(decoded.shifted(origin))
+        begin += n
+    return _concat(parts), repairs
+
+
+def _unconditional(head: np.ndarray, prefix: np.ndarray | None, uncond_prefix: np.ndarray | None) -> np.ndarray | None:
+    """``head`` (which starts with ``prefix``) with the prefix replaced by ``uncond_prefix``; None without one."""
+    if uncond_prefix is None:
+        return None
+    n = len(_prefix(prefix))
+    if len(uncond_prefix) != n:
+        raise ValueError(f"the unconditional prefix has {len(uncond_prefix)} tokens, the prefix {n}")
+    return np.concatenate([np.asarray(uncond_prefix, np.int64), np.asarray(head, np.int64)[n:]])
+
+
+def _as_tensor(tokens: np.ndarray | None) -> torch.Tensor | None:
+    return None if tokens is None else torch.from_numpy(np.asarray(tokens, np.int64))
 
 
 def _prefix(prefix: np.ndarray | None) -> np.ndarray:

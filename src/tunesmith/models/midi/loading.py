@@ -78,7 +78,5 @@ def load_midi_model(
     cond = extra.get("conditioning") or {}
     conditioner = None
     if cond.get("fields"):
-        conditioner = Conditioner(
-            tokenizer, cond["fields"], cond.get("composers") or [], cond.get("density_bins") or []
-        )
+        conditioner = Conditioner.from_meta(tokenizer, cond)
     return LoadedMidiModel(model, tokenizer, stage, piano_task, folder, conditioner)

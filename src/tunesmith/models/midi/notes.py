@@ -161,6 +161,30 @@ def read_midi(source: str | Path | bytes, *, sustain: str = "apply") -> Notes:
     return merged
 
 
+KEY_TONICS: tuple[str, ...] = ("c", "db", "d", "eb", "e", "f", "gb", "g", "ab", "a", "bb", "b")
+
+
+def read_midi_meta(source: str | Path | bytes) -> dict:
+    """What a MIDI file says about its key and tempo: ``{"key": "eb major" | "c minor" | "", "tempo": qpm}``
+    from its first key signature and first tempo event ("" and 0.0 when it has none). Raises
+    ``UserError`` for a file symusic cannot parse."""
+    from symusic import Score
+
+    try:
+        score = Score.from_midi(source) if isinstance(source, bytes) else Score.from_file(str(source))
+    except Exception as err:  # symusic raises RuntimeError/ValueError for damaged files
+        name = "<bytes>" if isinstance(source, bytes) else str(source)
+        raise UserError(f"{name}: not a readable MIDI file ({err})") from None
+    key = ""
+    if len(score.key_signatures):
+        sig = score.key_signatures[0]
+        minor = int(sig.tonality) == 1
+        tonic = (7 * int(sig.key) + (9 if minor else 0)) % 12  # sharps (+) / flats (-) → the tonic's pitch class
+        key = f"{KEY_TONICS[tonic]} {'minor' if minor else 'major'}"
+    tempo = round(float(score.tempos[0].qpm), 3) if len(score.tempos) else 0.0
+    return {"key": key, "tempo": tempo}
+
+
 def _merge_intervals(intervals: np.ndarray) -> np.ndarray:
     """Union of possibly overlapping intervals ``[P, 2]`` → sorted disjoint intervals."""
     if not len(intervals):

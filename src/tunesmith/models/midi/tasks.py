@@ -18,6 +18,11 @@ Only the target tokens and the closing EOS are trained on (``target_mask``). Tas
   75th (below the 25th) percentile of pitch or velocity; source = the rest.
 - ``infill_span``: target = the notes whose onset lies in a span of a quarter of the slice's duration
   (placed at random); source = the notes around it.
+- ``pitch_denoise``: source = the notes with a share ``pitch_noise_fraction`` of them moved by 1 to
+  ``pitch_noise`` semitones up or down (kept within the tokenizer's pitch range); target = the true notes
+  (all their tokens).
+- ``time_denoise``: source = the notes with Gaussian noise (``time_noise_std`` seconds) on their onsets
+  (durations kept, onsets not before the slice's first true onset); target = the true notes.
 
 The tasks after the first six use the tokenizer's reserved tokens as task tokens
 (:data:`~tunesmith.models.midi.tokenizer.RESERVED_TASKS`).
@@ -31,10 +36,12 @@ from typing import Literal
 import numpy as np
 
 from tunesmith.errors import UserError
+from tunesmith.models.midi.bpe import require_base_tokens
 from tunesmith.models.midi.notes import Notes
 from tunesmith.models.midi.tokenizer import ALL_TASKS, PITCH, VELOCITY, MidiTokenizer
 
 VELOCITY_TASKS: tuple[str, ...] = ("velocity", "velocity_denoise")
+NOTE_DENOISE_TASKS: tuple[str, ...] = ("pitch_denoise", "time_denoise")  # target: the true notes, all tokens
 PARTITION_TASKS: tuple[str, ...] = (
     "loud_from_soft",
     "soft_from_loud",
@@ -57,6 +64,9 @@ class PianoTaskConfig:
     notes_per_record: int = 64
     prompt_format: Literal["task_first", "task_last"] = "task_first"
     noise_std: float = 12.0  # velocity_denoise: std of the Gaussian noise on velocities (velocity units)
+    pitch_noise: int = 2  # pitch_denoise: a noisy note moves by 1..pitch_noise semitones, up or down
+    pitch_noise_fraction: float = 0.25  # pitch_denoise: share of the notes whose pitch is moved
+    time_noise_std: float = 0.03  # time_denoise: std of the Gaussian noise on onsets (s)
     min_notes: int = 8  # shorter slices (at the end of a piece) are not used
 
 
@@ -71,6 +81,12 @@ def check_task_config(cfg: PianoTaskConfig) -> None:
         raise UserError("piano_task.notes_per_record must be >= 2 and piano_task.min_notes >= 1")
     if cfg.noise_std < 0:
         raise UserError(f"piano_task.noise_std={cfg.noise_std}: must be >= 0")
+    if cfg.pitch_noise < 1:
+        raise UserError(f"piano_task.pitch_noise={cfg.pitch_noise}: must be >= 1 (semitones)")
+    if not 0 <= cfg.pitch_noise_fraction <= 1:
+        raise UserError(f"piano_task.pitch_noise_fraction={cfg.pitch_noise_fraction}: must be within [0, 1]")
+    if cfg.time_noise_std < 0:
+        raise UserError(f"piano_task.time_noise_std={cfg.time_noise_std}: must be >= 0 (seconds)")
 
 
 @dataclasses.dataclass
@@ -93,6 +109,7 @@ def source_and_target(
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     origin = float(notes.start.min())
     if task in VELOCITY_TASKS:
+        require_base_tokens(tok, task)  # a BPE tokenizer's merged tokens hide the velocity slots: refused
         full = tok.encode(notes, origin)
         is_velocity = tok.types_of(full) == VELOCITY
         target = full[is_velocity]
@@ -100,9 +117,43 @@ def source_and_target(
             return full[~is_velocity], target
         noisy = np.clip(np.round(notes.velocity + rng.normal(0.0, cfg.noise_std, len(notes))), 1, 127)
         return tok.encode(notes.with_velocity(noisy), origin), target
+    if task in NOTE_DENOISE_TASKS:
+        noisy = add_note_noise(task, notes, cfg, rng, tok.pitch_min, tok.pitch_max)
+        return tok.encode(noisy, origin), tok.encode(notes, origin)
     target = partition_target(task, notes, rng)
     source_notes, target_notes = notes.take(~target), notes.take(target)
     return tok.encode(source_notes, origin), tok.encode(target_notes, origin)
+
+
+def add_note_noise(
+    task: str, notes: Notes, cfg: PianoTaskConfig, rng: np.random.Generator, pitch_min: int, pitch_max: int
+) -> Notes:
+    """The noisy source notes of a note-denoising task, sorted by (onset, pitch).
+
+    ``pitch_denoise``: each note is picked with probability ``pitch_noise_fraction`` and moved by
+    ``±k`` semitones, ``k`` uniform in 1..``pitch_noise`` and the sign uniform; a move that would leave
+    ``[pitch_min, pitch_max]`` goes the other way (and is dropped when that leaves it too).
+    ``time_denoise``: every onset moves by ``N(0, time_noise_std)`` seconds, the note keeps its duration,
+    and no onset moves before the slice's first true onset (the encoding's origin). Draws come from
+    ``rng`` only, so a record is a function of its seed.
+    """
+    n = len(notes)
+    if task == "pitch_denoise":
+        picked = rng.random(n) < cfg.pitch_noise_fraction
+        step = rng.integers(1, cfg.pitch_noise + 1, n) * rng.choice(np.array([-1, 1]), n)
+        pitch = notes.pitch.astype(np.int64)
+        up = pitch + step
+        down = pitch - step
+        moved = np.where((up >= pitch_min) & (up <= pitch_max), up, down)
+        inside = (pitch >= pitch_min) & (pitch <= pitch_max)  # others are not encoded: leave them be
+        ok = picked & inside & (moved >= pitch_min) & (moved <= pitch_max)
+        return Notes(np.where(ok, moved, pitch), notes.start, notes.end, notes.velocity, notes.pedals).sorted()
+    if task == "time_denoise":
+        origin = float(notes.start.min()) if n else 0.0
+        start = np.maximum(notes.start + rng.normal(0.0, cfg.time_noise_std, n), origin)
+        shift = start - notes.start
+        return Notes(notes.pitch, start, notes.end + shift, notes.velocity, notes.pedals).sorted()
+    raise ValueError(f"{task!r} is not a note-denoising task ({', '.join(NOTE_DENOISE_TASKS)})")
 
 
 def partition_target(task: str, notes: Notes, rng: np.random.Generator) -> np.ndarray:

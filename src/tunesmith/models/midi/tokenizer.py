@@ -28,8 +28,9 @@ import numpy as np
 from tunesmith.errors import UserError
 from tunesmith.models.midi.notes import Notes
 
-TOKEN_TYPES: tuple[str, ...] = ("special", "time", "pitch", "velocity", "duration", "pedal")
-SPECIAL, TIME, PITCH, VELOCITY, DURATION, PEDAL = range(len(TOKEN_TYPES))
+# "merged": a learned BPE token standing for several base tokens (tunesmith.models.midi.bpe)
+TOKEN_TYPES: tuple[str, ...] = ("special", "time", "pitch", "velocity", "duration", "pedal", "merged")
+SPECIAL, TIME, PITCH, VELOCITY, DURATION, PEDAL, MERGED = range(len(TOKEN_TYPES))
 
 # One task token per built-in piano task, reserved in every tokenizer so that a pretrained model's
 # vocabulary already covers fine-tuning on any of them.
@@ -43,7 +44,15 @@ TASK_NAMES: tuple[str, ...] = (
 )
 # Tasks added after the vocabulary was fixed take the reserved tokens in this order (task → Reserved_<k>),
 # so every tokenizer, and every model pretrained with one, already covers them.
-RESERVED_TASKS: tuple[str, ...] = ("infill_span", "high_quartile", "low_quartile", "loud_quartile", "soft_quartile")
+RESERVED_TASKS: tuple[str, ...] = (
+    "infill_span",
+    "high_quartile",
+    "low_quartile",
+    "loud_quartile",
+    "soft_quartile",
+    "pitch_denoise",
+    "time_denoise",
+)
 ALL_TASKS: tuple[str, ...] = TASK_NAMES + RESERVED_TASKS
 BASE_SPECIALS: tuple[str, ...] = ("PAD", "BOS", "EOS", "SEP")
 DESC_VERSION = 1
@@ -65,9 +74,12 @@ class MidiTokenizerConfig:
     reserved_tokens: int = 8  # spare special tokens for future tasks
     remi_beat_res: dict[str, int] = dataclasses.field(default_factory=lambda: {"0_4": 8, "4_12": 4})
     remi_tempo_qpm: float = 120.0  # seconds → beats for REMI (performances carry no reliable tempo)
-    conditioning: list[str] = dataclasses.field(default_factory=list)  # prefix fields: composer, density
+    conditioning: list[str] = dataclasses.field(default_factory=list)  # composer, density, dataset, key, tempo
     composers: list[str] = dataclasses.field(default_factory=list)  # Composer_<name> tokens (others: _other)
     density_bins: list[float] = dataclasses.field(default_factory=lambda: [2.0, 4.0, 8.0, 16.0])  # notes/s edges
+    datasets: list[str] = dataclasses.field(default_factory=list)  # Dataset_<name> tokens (others: _other)
+    tempo_bins: list[float] = dataclasses.field(default_factory=lambda: [70.0, 95.0, 120.0, 150.0])  # qpm edges
+    bpe_vocab_size: int = 0  # > 0: learned BPE merges on top, this many tokens in all (tunesmith.models.midi.bpe)
 
 
 def task_token_name(task: str) -> str:
@@ -77,9 +89,9 @@ def task_token_name(task: str) -> str:
 
 def special_token_names(reserved: int, cfg: MidiTokenizerConfig | None = None) -> list[str]:
     """Specials, task tokens, reserved tokens and (with ``cfg.conditioning``) the conditioning tokens."""
-    from tunesmith.models.midi.conditioning import condition_token_names
+    from tunesmith.models.midi.conditioning import config_token_names
 
-    conditioning = condition_token_names(cfg.conditioning, cfg.composers, cfg.density_bins) if cfg else []
+    conditioning = config_token_names(cfg) if cfg else []
     return [
         *BASE_SPECIALS,
         *(task_token_name(name) for name in TASK_NAMES),
@@ -632,7 +644,8 @@ def build_grammar(vocab: list[str], token_types: np.ndarray) -> TokenGrammar:
 
 
 def build_tokenizer(cfg: MidiTokenizerConfig) -> MidiTokenizer:
-    """A tokenizer from the ``tokenizer:`` config section."""
+    """A tokenizer from the ``tokenizer:`` config section: the base tokenizer (``bpe_vocab_size`` merges are
+    learned on a corpus, :func:`tunesmith.models.midi.bpe.learn_bpe`)."""
     if cfg.kind == "seconds":
         return SecondsTokenizer.from_config(cfg)
     if cfg.kind == "remi":
@@ -657,6 +670,10 @@ def tokenizer_from_desc(desc: dict) -> MidiTokenizer:
             pedal_tokens=desc["pedal_tokens"],
             special_tokens=desc["special_tokens"],
         )
+    elif desc["kind"] == "bpe":
+        from tunesmith.models.midi.bpe import bpe_from_desc
+
+        tok = bpe_from_desc(desc, tokenizer_from_desc(desc.get("base") or {}))
     elif desc["kind"] == "remi":
         tok = RemiTokenizer(
             pitch_min=desc["pitch_min"],
@@ -668,7 +685,7 @@ def tokenizer_from_desc(desc: dict) -> MidiTokenizer:
             vocab=desc.get("vocab"),
         )
     else:
-        raise UserError(f"tokenizer description kind {desc['kind']!r}: expected 'seconds' or 'remi'")
+        raise UserError(f"tokenizer description kind {desc['kind']!r}: expected 'seconds', 'remi' or 'bpe'")
     if "vocab_size" in desc and desc["vocab_size"] != tok.vocab_size:
         raise UserError(f"tokenizer description says {desc['vocab_size']} tokens, rebuilt {tok.vocab_size}")
     return tok
