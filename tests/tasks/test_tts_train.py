@@ -188,3 +188,35 @@ def test_items_are_the_spoken_sentences_with_same_speaker_references(speech, hig
     train = solver.datasets["train"]
     assert len(train) + len(solver.datasets["valid"]) == len(source.clips)
     assert sum(train[(p, 7)].reference_codes is not None for p in range(len(train))) >= 2
+
+
+def test_init_from_a_tts_run_continues_from_its_merged_weights(higgs, data, tmp_path, capsys):
+    """A LoRA run's checkpoint as init_from: its weights with LoRA merged become the next run's base (exported once
+    per checkpoint content into the runs folder's import cache and reused)."""
+    from safetensors.torch import load_file
+
+    from tunesmith.models.higgs.model import load_higgs
+
+    runs = tmp_path / "runs"
+    first = train(runs, f"data={data}", f"init_from=hf:{higgs}", capsys=capsys)
+    second = train(runs, f"data={data}", f"init_from={first}", "finetune.mode=full", "train.epochs=0", capsys=capsys)
+    merged = load_higgs(first).model.state_dict()
+    base = load_file(str(second / "hf_init" / "model.safetensors"))
+    assert set(base) <= set(merged)
+    for name, tensor in base.items():
+        torch.testing.assert_close(tensor, merged[name], rtol=0, atol=1e-6, msg=name)
+    original = load_file(str(first / "hf_init" / "model.safetensors"))
+    adapted = [n for n in base if n.endswith("q_proj.weight")]
+    assert adapted and any(not torch.equal(base[n], original[n]) for n in adapted)  # the trained adapters, merged
+    caches = sorted(p.name for p in (runs / ".hf_imports").iterdir())
+    assert sum(name.startswith("run-") for name in caches) == 1
+    third = train(
+        runs,
+        f"data={data}",
+        f"init_from={first / 'checkpoints' / 'best'}",
+        "train.epochs=0",
+        "train.seed=1",
+        capsys=capsys,
+    )  # the checkpoint folder itself; the merge is reused
+    assert sorted(p.name for p in (runs / ".hf_imports").iterdir()) == caches
+    assert (third / "hf_init" / "model.safetensors").is_file()

@@ -18,7 +18,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="listen across checkpoints: fixed-seed samples of every checkpoint on one offline HTML page",
         description=(
             "For each checkpoint of RUN (numbered, best, last) generate the same prompts with the same seeds "
-            "(LM runs) or reconstruct the same dataset clips (codec runs), skipping what exists, and write "
+            "(LM runs; tts runs: the same texts and speakers), reconstruct the same dataset clips (codec runs) or "
+            "do the same piano tasks (MIDI runs: piano rolls), skipping what exists, and write "
             "RUN/samples/index.html: a grid of samples × checkpoints with audio players and mel spectrograms, "
             "the loss/metric curves and the config delta. The page works offline. Run it again after more "
             "training: only new checkpoints (and a changed last/best) are generated."
@@ -29,16 +30,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--prompts",
         type=Path,
-        help="LM runs: prompts file (JSON lines or plain lines, as for `tunesmith generate`); replaces the "
-        "review's stored prompts. Default: the stored prompts, else the run's generate.prompts or dataset texts",
+        help="LM and tts runs: prompts file (JSON lines or plain lines, as for `tunesmith generate`); replaces the "
+        "review's stored prompts. Default: the stored prompts, else the run's generate prompts/texts or dataset texts",
     )
     p.add_argument(
         "--num-prompts",
         type=int,
         default=None,
-        help=f"LM: default prompts made the first time ({DEFAULT_NUM_PROMPTS}); codec: clips (check.num_samples)",
+        help=f"LM/tts: default prompts made the first time ({DEFAULT_NUM_PROMPTS}); codec: clips (check.num_samples); "
+        "MIDI: pieces",
     )
-    p.add_argument("--duration", type=float, default=None, help="seconds per LM sample (default: generate.duration)")
+    p.add_argument(
+        "--duration", type=float, default=None, help="seconds per LM/tts sample (default: the run's generate settings)"
+    )
     p.add_argument("--data", type=Path, default=None, help="codec runs: dataset (default: the one it trained on)")
     p.add_argument("--list-epochs", action="store_true", help="list the run's checkpoints and exit")
     p.add_argument("--index-only", action="store_true", help="only rewrite index.html from the samples that exist")

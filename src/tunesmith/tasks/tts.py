@@ -97,12 +97,34 @@ def source_path(init_from: str) -> Path:
                 found = f"model_type {data.get('model_type')!r}" if isinstance(data, dict) else "a config.json"
             except ValueError:
                 found = "an unreadable config.json"
+        from tunesmith.models.higgs.export import higgs_run_checkpoint
+
+        checkpoint = higgs_run_checkpoint(path, "best")
+        if checkpoint is not None:  # a tts run or checkpoint: continue from its (merged) weights
+            return checkpoint
         raise UserError(
             f"init_from={init_from}: {path} is not a HiggsAudio v2 model folder ({found}; expected model_type "
-            "'higgs_audio_v2'). A tts run cannot be an init_from yet: export it first "
-            "(tunesmith export RUN --format hf)"
+            "'higgs_audio_v2') nor a tts run or checkpoint"
         )
     return path
+
+
+def merged_source(checkpoint: Path, cache: Path) -> Path:
+    """A tts run's checkpoint as a transformers folder to start from: its weights with LoRA merged, exported once
+    per checkpoint content into ``cache/run-<sha>`` (reused while the checkpoint is unchanged)."""
+    import hashlib
+
+    from tunesmith.artifacts import checkpoint as ckpt
+    from tunesmith.models.higgs.export import export_merged
+    from tunesmith.models.higgs.verify import verify_higgs_dir
+
+    key = hashlib.sha256((checkpoint / ckpt.MANIFEST).read_bytes()).hexdigest()[:16]
+    out = cache / f"run-{key}"
+    if out.is_dir() and not verify_higgs_dir(out):
+        log.info("init_from %s: using its merged weights in %s", checkpoint, out)
+        return out
+    log.info("init_from %s: a tts checkpoint; merging its weights into %s", checkpoint, out)
+    return export_merged(checkpoint, out, force=True)
 
 
 def import_source(source: Path, run_dir: Path, cache: Path, audio_tokenizer: str | None = None) -> Path:
@@ -154,6 +176,7 @@ class TTSSolver(Solver):
         from tunesmith.data.datasets.tokens import open_token_cache
         from tunesmith.engine.distributed import main_rank_first
         from tunesmith.models.higgs.checkpoint import load_text_tokenizer, prompt_builder, read_higgs_checkpoint
+        from tunesmith.models.higgs.model import is_higgs_source
         from tunesmith.models.higgs.tokenizer import load_higgs_tokenizer
         from tunesmith.runtime import progress_enabled
 
@@ -161,6 +184,9 @@ class TTSSolver(Solver):
         source = source_path(cfg.init_from)
         audio_tokenizer = cfg.audio_tokenizer or None
         shared = self.run.dir.parent.parent / IMPORTS_DIR  # one import per source, hard-linked into each run
+        if not is_higgs_source(source):  # a tts run's checkpoint: its merged weights are the new base
+            checkpoint = source
+            source = main_rank_first(self.dist.is_main, lambda: merged_source(checkpoint, shared))
         self.hf_init = main_rank_first(
             self.dist.is_main, lambda: import_source(source, self.run.dir, shared, audio_tokenizer)
         )
@@ -191,6 +217,13 @@ class TTSSolver(Solver):
 
     def init_weights_from(self) -> str:
         return ""  # build_model loaded the source's weights
+
+    def fsdp_units(self, model: nn.Module) -> list[nn.Module]:
+        """Under ``train.fsdp=true`` every decoder layer is an FSDP unit of its own (transformers'
+        ``_no_split_modules``, found inside the peft wrapper with LoRA): a forward gathers one layer at a time."""
+        from tunesmith.models.hf.blocks import no_split_blocks
+
+        return no_split_blocks(model)
 
     def max_tokens(self) -> int:
         return int(self.cfg.dataset.max_tokens or self.checkpoint.config.get("max_position_embeddings") or 0)

@@ -79,6 +79,18 @@ def test_missing_tokenizer_lists_where_it_looked(tmp_path):
         read_higgs_checkpoint(ckpt)
 
 
+def test_a_relative_path_never_resolves_to_an_unrelated_sibling(tmp_path):
+    """A relative stored path (tunesmith's imports) means "inside this folder": with that folder gone, a sibling
+    folder of the same name is someone else's tokenizer, not this checkpoint's."""
+    ckpt = save_tiny_lm(tmp_path / "ckpt")
+    shutil.copytree(TOKENIZER_DIR, tmp_path / "audio_tokenizer")  # next to the checkpoint, not inside it
+    (ckpt / "processor_config.json").write_text(json.dumps(processor_config("audio_tokenizer")))
+    with pytest.raises(UserError, match="no HiggsAudio v2 audio tokenizer found"):
+        read_higgs_checkpoint(ckpt)
+    shutil.copytree(TOKENIZER_DIR, ckpt / "audio_tokenizer")
+    assert read_higgs_checkpoint(ckpt).audio_tokenizer_dir == ckpt / "audio_tokenizer"
+
+
 def test_codebook_count_mismatch_and_foreign_folders(tmp_path):
     ckpt = save_tiny_lm(tmp_path / "ckpt")
     shutil.copytree(TOKENIZER_DIR, ckpt / "audio_tokenizer")

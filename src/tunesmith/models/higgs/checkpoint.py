@@ -82,16 +82,15 @@ def resolve_audio_tokenizer(
         direct = as_path if as_path.is_absolute() else checkpoint / as_path
         candidates.append((direct, f"stored in {PROCESSOR_CONFIG}"))
         name = as_path.name
-        candidates += [
-            (
-                checkpoint / name,
-                f"{PROCESSOR_CONFIG} names {stored!r}; found a folder of that name inside the checkpoint",
-            ),
-            (
-                checkpoint.parent / name,
-                f"{PROCESSOR_CONFIG} names {stored!r}; found a folder of that name next to the checkpoint",
-            ),
-        ]
+        inside = f"{PROCESSOR_CONFIG} names {stored!r}; found a folder of that name inside the checkpoint"
+        candidates.append((checkpoint / name, inside))
+        if as_path.is_absolute():  # saved on another machine / before a move: the same name next to the checkpoint
+            candidates.append(
+                (
+                    checkpoint.parent / name,
+                    f"{PROCESSOR_CONFIG} names {stored!r}; found a folder of that name next to the checkpoint",
+                )
+            )  # (a relative path means "inside the folder": never an unrelated sibling)
     candidates.append((checkpoint / AUDIO_TOKENIZER_SUBDIR, f"the checkpoint's {AUDIO_TOKENIZER_SUBDIR}/ sub-folder"))
     for path, why in candidates:
         if is_audio_tokenizer_dir(path):
