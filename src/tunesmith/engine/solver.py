@@ -160,7 +160,7 @@ class Solver(Task):
         if t.fsdp and t.ema.enabled:
             raise UserError("train.ema.enabled=true is not supported with train.fsdp=true; disable one of them")
         # wrap first: FSDP replaces parameters, and optimizers must hold the replaced ones
-        self.train_model = self._wrap(self.model)
+        self.train_model = self._wrap(self.model, self.fsdp_units(self.model) if self.sharded else [])
         self.train_extras = {name: self._wrap(m) for name, m in self.extras.items()}
         for name, module in {"model": self.model, **self.extras}.items():
             opt = self.build_optimizer(name, module)
@@ -263,7 +263,8 @@ class Solver(Task):
         full.update({k: v.to(full[k].dtype) for k, v in self.ema.averaged().items() if k in full})
         return full
 
-    def _wrap(self, module: nn.Module) -> nn.Module:
+    def _wrap(self, module: nn.Module, units: list[nn.Module] | None = None) -> nn.Module:
+        """DDP, or FSDP2: each of ``units`` (the task's ``fsdp_units``) sharded on its own, then ``module``."""
         if not any(p.requires_grad for p in module.parameters()):
             return module
         t = self.cfg.train
@@ -271,7 +272,11 @@ class Solver(Task):
             if t.fsdp:
                 from torch.distributed.fsdp import fully_shard
 
+                for unit in _deepest_first(module, units or []):
+                    fully_shard(unit)
                 fully_shard(module)
+                if units:
+                    log.info("FSDP: %d blocks sharded as units of their own, then the model", len(units))
             else:
                 from torch.nn.parallel import DistributedDataParallel
 
@@ -733,7 +738,7 @@ class Solver(Task):
                 if improved:
                     self.best = {"metric": self.best_metric, "value": scores[self.best_metric], "epoch": self.epoch}
                 if self._stage_due(t.generate_every, last) and self.dist.is_main:
-                    self._on_main_model(self.generate)
+                    self._generate_stage()
                 self.epoch_history.append(record)
                 if self.tracker and self.dist.is_main:
                     for stage in ("train", "valid", "evaluate"):
@@ -821,6 +826,16 @@ class Solver(Task):
                     self.tracker.write(stage, self.step, self.epoch, record[stage])
             self._log_epoch(record)
 
+    def _generate_stage(self) -> None:
+        """The generate stage (main rank only). Skipped on an FSDP-sharded model: its forward would wait for
+        all-gathers the other ranks never join (logged once per process)."""
+        if self.sharded:
+            if not getattr(self, "_generate_skip_logged", False):
+                log.info("generate stage skipped: train.fsdp=true shards the model over the ranks")
+                self._generate_skip_logged = True
+            return
+        self._on_main_model(self.generate)
+
     def _on_main_model(self, fn):
         model = self.model
         model.eval()
@@ -854,7 +869,25 @@ class Solver(Task):
 # ---------------------------------------------------------------------- helpers
 
 
+def _deepest_first(root: nn.Module, units: list[nn.Module]) -> list[nn.Module]:
+    """``units`` ordered for ``fully_shard`` (a unit inside another one first); each must be a submodule of
+    ``root`` other than ``root`` itself, listed once (a task's ``fsdp_units`` that breaks this is a bug)."""
+    depth = {id(m): name.count(".") + 1 for name, m in root.named_modules() if name}
+    seen: set[int] = set()
+    for unit in units:
+        if id(unit) not in depth:
+            raise ValueError(f"fsdp_units: {type(unit).__name__} is not a submodule of {type(root).__name__}")
+        if id(unit) in seen:
+            raise ValueError(f"fsdp_units: {type(unit).__name__} is listed twice")
+        seen.add(id(unit))
+    return sorted(units, key=lambda m: -depth[id(m)])  # stable: same depth keeps the task's order
+
+
 def _reshard(module: nn.Module) -> None:
-    """FSDP keeps the root's parameters gathered after a no-grad forward; shard them again."""
-    if hasattr(module, "reshard"):
-        module.reshard()
+    """FSDP keeps the root's parameters gathered after a no-grad forward (units of their own reshard after
+    their forward, but a stage may have stopped inside one); shard every unit again (local, no collective)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    for m in module.modules():
+        if isinstance(m, FSDPModule):
+            m.reshard()

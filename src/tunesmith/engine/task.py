@@ -134,4 +134,11 @@ class Task:
         """Called on the main rank after each checkpoint is written (e.g. a LoRA adapter folder)."""
         return None
 
+    def fsdp_units(self, model: nn.Module) -> list[nn.Module]:
+        """Under ``train.fsdp=true``: the blocks of the built ``model`` (submodules, e.g. its transformer layers)
+        that become FSDP units of their own. The engine shards each (torch's ``fully_shard``, deepest first),
+        then the model itself, so a forward or backward gathers one block's parameters at a time instead of
+        the whole model's. Default ``[]``: the whole model is one unit (every forward gathers all of it)."""
+        return []
+
     cfg: Any  # set by the engine

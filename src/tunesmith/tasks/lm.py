@@ -213,6 +213,15 @@ class LMSolver(Solver):
             return ""
         return self.cfg.init_from
 
+    def fsdp_units(self, model: nn.Module) -> list[nn.Module]:
+        """Under ``train.fsdp=true`` every layer of the LM's transformer is an FSDP unit of its own (LoRA adapters
+        are injected inside the layers, so a LoRA model has the same units). The transformer calls a layer's
+        cross-attention key/value projection outside the layer's forward (once per sequence, cached while
+        decoding), so that projection is a unit of its own too, inside its layer's."""
+        layers = list(model.transformer.layers)
+        kv = [layer.cross_attn.kv for layer in layers if getattr(layer, "cross_attn", None) is not None]
+        return kv + layers
+
     def after_checkpoint(self) -> None:
         """With LoRA, RUN/adapter: the adapters on their own, next to the checkpoints."""
         if self.cfg.finetune.mode == "lora":
@@ -285,6 +294,13 @@ class LMSolver(Solver):
             problems.append(f"dataset.segment_seconds={d.segment_seconds}: must be positive")
         if self.cfg.generate.num_samples and self.cfg.generate.duration <= 0:
             problems.append(f"generate.duration={self.cfg.generate.duration}: must be positive")
+        if self.sharded and self.cfg.evaluate.metrics:
+            problems.append(
+                f"evaluate.metrics={list(self.cfg.evaluate.metrics)} with train.fsdp=true: the evaluate stage "
+                "generates on the main rank only, which a model sharded over the ranks cannot do; set "
+                "evaluate.metrics=[] and evaluate the run's checkpoints afterwards (tunesmith eval), or train "
+                "without train.fsdp"
+            )
         return problems + evaluate_problems(self.cfg.evaluate)
 
     def derived_metrics(self, metrics: dict[str, float]) -> dict[str, float]:

@@ -29,7 +29,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -79,11 +78,9 @@ def expand_audio_labels(batch: dict[str, Tensor], audio_token_id: int, audio_del
 
 def unwrap(model: Any) -> Any:
     """The transformers model inside DDP/FSDP (``.module``) and peft (``get_base_model()``) wrappers."""
-    while isinstance(getattr(model, "module", None), torch.nn.Module):
-        model = model.module
-    if hasattr(model, "get_base_model"):
-        model = model.get_base_model()
-    return model
+    from tunesmith.models.hf.blocks import base_model
+
+    return base_model(model)
 
 
 def predicting_positions(targets: Tensor) -> Tensor:
