@@ -46,6 +46,7 @@ class Mirror:
         self.faults: dict[str, list[tuple[str, int]]] = {}
         self.throttle: tuple[int, float] | None = None  # (bytes per write, seconds after each write)
         self.ranges = True  # False: a server that ignores Range and says nothing of Accept-Ranges
+        self.epoch = 0  # bumped by reset_counts: bytes of a response begun before it are not counted after it
         self.server: ThreadingHTTPServer | None = None
 
     # ------------------------------------------------------------------ control
@@ -86,9 +87,12 @@ class Mirror:
         self.faults.setdefault(path, []).append(("drop", after))
 
     def reset_counts(self) -> None:
+        """Forget the requests and bytes so far. A response still being written (to a client that was killed:
+        the kernel may take one more chunk before the reset arrives) keeps counting into the old epoch only."""
         with self.lock:
             self.requests.clear()
             self.sent.clear()
+            self.epoch += 1
 
     def gets(self, path: str | None = None) -> list[Request]:
         return [r for r in self.requests if r.method == "GET" and (path is None or r.path == path)]
@@ -113,6 +117,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self, body: bool) -> None:
         mirror = self.mirror
+        epoch = mirror.epoch
         rel = self.path.lstrip("/")
         file = mirror.root / rel
         if ".." in rel.split("/") or not file.is_file():
@@ -173,7 +178,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
                 pos += len(chunk)
                 with mirror.lock:
-                    mirror.sent[self.path] = mirror.sent.get(self.path, 0) + len(chunk)
+                    if epoch == mirror.epoch:
+                        mirror.sent[self.path] = mirror.sent.get(self.path, 0) + len(chunk)
                 if pause:
                     time.sleep(pause)
         except (BrokenPipeError, ConnectionResetError):
