@@ -9,13 +9,18 @@ converted files land under ``benchmarks/.work/midi_tasks/``. Steps:
 1. convert up to ``--max-files`` scores to MIDI (a MAESTRO-layout folder: ``<composer>/<file>.mid`` and a
    ``maestro-v3.0.0.csv`` with a held-out split by file hash: 70 % train, 15 % validation, 15 % test),
 2. ``prepare_midi`` it,
-3. pretrain the ``tiny`` preset, then fine-tune ``velocity-tiny`` on it (each the preset's budget unless
-   ``--pretrain-updates`` / ``--finetune-updates`` reduce it),
+3. pretrain ``--preset`` (default ``tiny``), then fine-tune ``--finetune-preset`` (default ``velocity-tiny``)
+   on it, each at its preset's own budget (epochs x updates_per_epoch, lr schedule) unless
+   ``--pretrain-updates`` / ``--finetune-updates`` replace it with one epoch of that many updates;
+   ``--preset piano-cpu --finetune-preset velocity-cpu`` is the CPU-sized pair,
 4. ``evaluate_midi_run`` on the test split: free-running velocity MAE and correlation (greedy and sampled)
    beside the train-mean baseline (and the copy baseline of denoising),
 5. continue test-piece prompts with ``generate_notes`` and count the decoder's repairs (expected 0).
 
     python benchmarks/midi_tasks.py --music21 /path/to/pylib [--max-files 40] [--quick]
+    python benchmarks/midi_tasks.py --music21 /path/to/pylib --preset piano-cpu --finetune-preset velocity-cpu
+    python benchmarks/midi_tasks.py --performances DIR --preset piano-cpu --finetune-preset velocity-cpu \
+        --work benchmarks/.work/midi_performances      # real performances: MAESTRO files, see --performances
 
 Prints a markdown table and writes JSON (default benchmarks/.work/midi_tasks/results.json).
 """
@@ -131,6 +136,45 @@ def convert(music21_dir: Path, max_files: int, out: Path, per_file_s: float) -> 
     }
 
 
+def performances(src: Path, out: Path) -> dict:
+    """A MAESTRO-layout folder of real piano *performances* (velocities as played, not dynamics marks): every
+    ``*.mid`` under ``src`` copied to ``out`` with a ``maestro-v3.0.0.csv``; split by sorted name — the last
+    file is the held-out test piece, the one before it validation, the rest train (at least 3 files)."""
+    import shutil
+
+    files = sorted(p for p in src.rglob("*.mid") if p.is_file())
+    from tunesmith.models.midi.notes import read_midi
+
+    files = [p for p in files if len(read_midi(p))]
+    if len(files) < 3:
+        raise SystemExit(f"{src}: need at least 3 non-empty MIDI performances, found {len(files)}")
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, path in enumerate(files):
+        split = "test" if i == len(files) - 1 else "validation" if i == len(files) - 2 else "train"
+        shutil.copyfile(path, out / path.name)
+        notes = read_midi(out / path.name)
+        rows.append(
+            {
+                "canonical_composer": "unknown",
+                "canonical_title": path.stem,
+                "split": split,
+                "midi_filename": path.name,
+                "duration": round(float(notes.end.max()), 3),
+                "year": "2018",
+            }
+        )
+    with (out / "maestro-v3.0.0.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return {
+        "source": str(src),
+        "files": len(rows),
+        "splits": {s: [r["midi_filename"] for r in rows if r["split"] == s] for s in ("train", "validation", "test")},
+    }
+
+
 def _convert_one(music21_dir: str, score: str, target: str) -> None:
     sys.path.insert(0, music21_dir)
     import warnings
@@ -159,15 +203,27 @@ def _convert_one(music21_dir: str, score: str, target: str) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--music21", type=Path, required=True, help="folder where the music21 package is installed")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--music21", type=Path, help="folder where the music21 package is installed (scores)")
+    source.add_argument(
+        "--performances",
+        type=Path,
+        help="a folder of real piano performance MIDI files (e.g. the MAESTRO files in miditok's sdist, "
+        "tests/MIDIs_one_track/Maestro_*.mid); sorted by name: last = test, one before = validation",
+    )
     parser.add_argument("--max-files", type=int, default=40)
     parser.add_argument("--per-file-seconds", type=float, default=120.0, help="conversion time limit per score")
-    parser.add_argument("--pretrain-updates", type=int, default=0, help="0: the tiny preset's budget")
-    parser.add_argument("--finetune-updates", type=int, default=0, help="0: the velocity-tiny preset's budget")
+    parser.add_argument("--preset", default="tiny", help="midi preset of the pretraining run")
+    parser.add_argument("--finetune-preset", default="velocity-tiny", help="midi preset of the piano-task run")
+    parser.add_argument("--pretrain-updates", type=int, default=0, help="0: the --preset's own budget")
+    parser.add_argument("--finetune-updates", type=int, default=0, help="0: the --finetune-preset's own budget")
     parser.add_argument("--prompts", type=int, default=4, help="continuations of test pieces (repair count)")
     parser.add_argument("--eval-records", type=int, default=0, help="test records per task (0: all)")
     parser.add_argument("--pretrained", default="", help="a finished pretraining run to fine-tune (skips step 3a)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 8 files, 4 updates per stage")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: tunesmith's policy, the CPUs it may use)"
+    )
     parser.add_argument("--work", type=Path, default=WORK)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -176,6 +232,9 @@ def main() -> int:
         args.pretrain_updates = args.pretrain_updates or 4
         args.finetune_updates = args.finetune_updates or 4
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    from tunesmith.runtime import apply_thread_policy
+
+    threads = apply_thread_policy(args.threads).threads  # before torch starts OpenMP: passive wait policy
     import numpy as np
     import torch
 
@@ -187,7 +246,10 @@ def main() -> int:
     from tunesmith.tasks import build_solver
 
     started = time.time()
-    corpus = convert(args.music21.resolve(), args.max_files, args.work / "corpus", args.per_file_seconds)
+    if args.performances:
+        corpus = performances(args.performances.resolve(), args.work / "corpus")
+    else:
+        corpus = convert(args.music21.resolve(), args.max_files, args.work / "corpus", args.per_file_seconds)
     data = args.work / "data"
     prepare_midi(args.work / "corpus", data, force=True)
     runs = args.work / "runs"
@@ -204,10 +266,10 @@ def main() -> int:
         pre = {"run_dir": args.pretrained, "step": state.get("step")}
     else:
         over = [*common, *budget(args.pretrain_updates)]
-        pre = build_solver("midi", "tiny", over, runs_dir=runs, fresh=True).fit()
+        pre = build_solver("midi", args.preset, over, runs_dir=runs, fresh=True).fit()
     t1 = time.time()
     tune_over = [*common, f"init_from={pre['run_dir']}", "task_eval.max_records=8", *budget(args.finetune_updates)]
-    tuned = build_solver("midi", "velocity-tiny", tune_over, runs_dir=runs, fresh=True).fit()
+    tuned = build_solver("midi", args.finetune_preset, tune_over, runs_dir=runs, fresh=True).fit()
     t2 = time.time()
     report = evaluate_midi_run(
         tuned["run_dir"],
@@ -232,6 +294,7 @@ def main() -> int:
     test = report.splits["test"]
     result = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
+        "threads": threads,
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
         "corpus": corpus,
         "pieces": {s: len(store.select(s)) for s in store.splits()},
@@ -239,6 +302,7 @@ def main() -> int:
         "pretrain": {"run": pre["run_dir"], "steps": pre["step"], "seconds": round(t1 - t0, 1)},
         "finetune": {"run": tuned["run_dir"], "steps": tuned["step"], "seconds": round(t2 - t1, 1)},
         "eval_seconds": round(t3 - t2, 1),
+        "presets": {"pretrain": args.preset, "finetune": args.finetune_preset},
         "budget": {
             "pretrain_updates": args.pretrain_updates or "preset",
             "finetune_updates": args.finetune_updates or "preset",

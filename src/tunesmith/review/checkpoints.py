@@ -87,12 +87,22 @@ def list_checkpoints(run_dir: Path) -> list[CheckpointRef]:
     return sorted(refs, key=order)
 
 
+SAMPLE_SUFFIXES = (".wav", ".mid")  # audio samples; a MIDI run's generated notes (and their .wav rendering)
+
+
+def count_samples(folder: Path) -> int:
+    """Samples in a checkpoint's review folder: distinct file stems among ``SAMPLE_SUFFIXES`` (a MIDI sample
+    rendered to audio, ``x.mid`` + ``x.wav``, is one sample); hidden files (writes in progress) are not."""
+    names = (p for p in folder.iterdir() if p.suffix in SAMPLE_SUFFIXES and not p.name.startswith("."))
+    return len({p.stem for p in names if p.is_file()})
+
+
 def checkpoint_samples(run_dir: Path) -> list[dict]:
     """Each checkpoint of a run with its review samples: ``{name, epoch, step, samples}`` (stale ones count 0)."""
     rows = []
     for ref in list_checkpoints(run_dir):
         folder = run_dir / "samples" / REVIEW_DIR / ref.name
-        samples = len(list(folder.glob("*.wav"))) if folder.is_dir() and not weights_changed(folder, ref) else 0
+        samples = count_samples(folder) if folder.is_dir() and not weights_changed(folder, ref) else 0
         rows.append({"name": ref.name, "epoch": ref.epoch, "step": ref.step, "samples": samples})
     return rows
 

@@ -6,7 +6,10 @@ the loss curves, and audio players where ``fluidsynth`` and a General MIDI sound
 
 The records are those of the evaluation: the first note slice of ``num_pieces`` pieces spread evenly over the
 ``valid`` split (``test`` when it has none), seeded as the evaluate stage seeds them. Generated tokens are kept
-in ``RUN/samples/review/<checkpoint>/pianoroll.json`` (stamped with the weights, like the audio samples).
+in ``RUN/samples/review/<checkpoint>/pianoroll.json`` (stamped with the weights, like the audio samples) and
+every generated row as ``piece<N>_<task>.mid`` beside it (what ``--list-epochs`` counts); checkpoints with
+identical weights share these files. A pretrain-stage run shows, for the same pieces, each checkpoint's
+sampled continuation of the piece's opening (:mod:`tunesmith.review.midi_continuation`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import logging
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +37,18 @@ from tunesmith.review.checkpoints import (
     weights_changed,
 )
 from tunesmith.review.grid import column_label, distinct_checkpoints, step_note
+from tunesmith.review.midi_continuation import (
+    ContinuationRow,
+    continuation_caption,
+    continuation_rows,
+    continuation_svg,
+    generate_continuation,
+    generate_settings,
+    new_notes,
+    notes_from_json,
+    prompt_figure_caption,
+    samples_note,
+)
 from tunesmith.review.notes import hidden_checkpoints_note, pruned_checkpoints_note
 from tunesmith.review.page import _chart_figure, _kv_table, _numbers_table, _paragraphs, html_head
 from tunesmith.review.pianoroll import pianoroll_svg, roll_extent
@@ -120,39 +136,83 @@ def review_rows(store, loaded, num_pieces: int) -> tuple[list[RollRow], str]:
     return rows, split
 
 
-def _generate(run_dir: Path, group: list[CheckpointRef], rows: list[RollRow], device: str, index_only: bool,
-              stats: ReviewStats) -> tuple[dict[str, list[int]], Path | None]:  # fmt: skip
-    """The generated target tokens of every row by the weights of ``group`` (cached in ``pianoroll.json``) and
-    the checkpoint's sample folder holding them (None: not generated, with ``index_only``)."""
+def _fresh_cache(base: Path, ref: CheckpointRef, rows: list) -> dict | None:
+    """``ref``'s cached generations when they are of its current weights and hold every row."""
+    path = base / ref.name / ROLLS_FILE
+    if not path.is_file() or weights_changed(base / ref.name, ref):
+        return None
+    cached = json.loads(path.read_text())
+    return cached if all(row.key in cached for row in rows) else None
+
+
+def _generate(run_dir: Path, group: list[CheckpointRef], rows: list, device: str, index_only: bool,
+              stats: ReviewStats) -> tuple[dict[str, Any], Path | None]:  # fmt: skip
+    """What the weights of ``group`` generated for every row (cached in ``pianoroll.json``: target tokens of
+    a task row, notes of a continuation) and the checkpoint's sample folder holding them (None: not generated,
+    with ``index_only``). The other checkpoints of the group get the same files (links)."""
     base = run_dir / "samples" / REVIEW_DIR
+    source, out = None, None
     for ref in group:  # a checkpoint of the group with a fresh cache holding every row
-        path = base / ref.name / ROLLS_FILE
-        if path.is_file() and not weights_changed(base / ref.name, ref):
-            cached = json.loads(path.read_text())
-            if all(row.key in cached for row in rows):
-                stats.existing += len(rows)
-                return cached, base / ref.name
-    if index_only or not rows:
-        return {}, None
+        out = _fresh_cache(base, ref, rows)
+        if out is not None:
+            source = ref
+            stats.existing += len(rows)
+            break
+    if source is None:
+        if index_only or not rows:
+            return {}, None
+        source = group[0]
+        out = _generate_rows(source, rows, device, base / source.name)
+        stats.generated += len(rows)
+    if not index_only:
+        _share(base, source, group, rows, stats)
+    return out or {}, base / source.name
+
+
+def _generate_rows(ref: CheckpointRef, rows: list, device: str, folder: Path) -> dict[str, Any]:
+    """Generate every row with ``ref``'s weights; write ``pianoroll.json`` and a MIDI file per row."""
     import torch
 
     from tunesmith.fileio import atomic_write_text
     from tunesmith.models.midi.generation import SamplingConfig, generate_target
     from tunesmith.models.midi.loading import load_midi_model
+    from tunesmith.models.midi.notes import write_midi
 
-    ref = group[0]
     loaded = load_midi_model(ref.folder, device=torch.device(device))
+    tok = loaded.tokenizer
     greedy = SamplingConfig(temperature=0.0, seed=0)
-    out = {
-        row.key: generate_target(
-            loaded.model, loaded.tokenizer, row.task, row.prompt, greedy, num_velocities=len(row.target)
-        ).tolist()
-        for row in rows
-    }
-    stats.generated += len(rows)
-    prepare_output(base / ref.name, ref)
-    atomic_write_text(base / ref.name / ROLLS_FILE, json.dumps(out) + "\n")
-    return out, base / ref.name
+    out: dict[str, Any] = {}
+    prepare_output(folder, ref)
+    for row in rows:
+        if isinstance(row, ContinuationRow):
+            out[row.key] = generate_continuation(loaded, row)
+            made = notes_from_json(out[row.key])
+        else:
+            tokens = generate_target(loaded.model, tok, row.task, row.prompt, greedy, num_velocities=len(row.target))
+            out[row.key] = tokens.tolist()
+            made = row_notes(tok, row, tokens)[2]
+        write_midi(made, folder / f"{row_stem(row)}.mid")
+    atomic_write_text(folder / ROLLS_FILE, json.dumps(out) + "\n")
+    return out
+
+
+def row_stem(row) -> str:
+    """The file name (no suffix) of a row's generated notes in a checkpoint's sample folder."""
+    return f"piece{row.piece}_{row.task}"
+
+
+def _share(base: Path, source: CheckpointRef, group: list[CheckpointRef], rows: list, stats: ReviewStats) -> None:
+    """Give every other checkpoint of ``group`` (identical weights) ``source``'s generations (hard links)."""
+    from tunesmith.fileio import link_or_copy
+
+    for ref in group:
+        if ref.name == source.name or _fresh_cache(base, ref, rows) is not None:
+            continue
+        prepare_output(base / ref.name, ref)
+        for name in [*(f"{row_stem(row)}.mid" for row in rows), ROLLS_FILE]:  # the cache last: complete
+            if (base / source.name / name).is_file():
+                link_or_copy(base / source.name / name, base / ref.name / name)
+        stats.reused += len(rows)
 
 
 def row_notes(tok, row: RollRow, generated: np.ndarray | None):
@@ -179,7 +239,9 @@ def _audio(folder: Path, name: str, notes, sf2: Path | None, samples_dir: Path) 
     wav = folder / f"{name}.wav"
     if not wav.is_file():
         folder.mkdir(parents=True, exist_ok=True)
-        mid = write_midi(notes, folder / f"{name}.mid")
+        mid = folder / f"{name}.mid"
+        if not mid.is_file():  # a checkpoint's generated row is written (and shared) when it is made
+            write_midi(notes, mid)
         cmd = ["fluidsynth", "-ni", "-q", "-F", str(wav), "-r", "22050", str(sf2), str(mid)]
         try:
             subprocess.run(cmd, check=True, capture_output=True, timeout=120)
@@ -235,6 +297,74 @@ def metrics_table(metrics: dict[str, float], tasks: list[str]) -> str:
     )
 
 
+@dataclasses.dataclass
+class _Audio:
+    """Where audio of the rows goes: fluidsynth's soundfont (None: no audio), the samples folder the page's
+    links are relative to, and the folder of the prompt/target renderings."""
+
+    sf2: Path | None
+    samples_dir: Path
+    truth_dir: Path
+
+    def player(self, folder: Path, name: str, notes) -> str:
+        return _audio(folder, name, notes, self.sf2, self.samples_dir)
+
+
+def _task_row(row: RollRow, groups: list, generated: list, tok, audio: _Audio) -> str:
+    """A piano-task row: prompt and true target, then each checkpoint's greedy target."""
+    parts = [row_notes(tok, row, np.asarray(made[row.key]) if row.key in made else None) for made, _ in generated]
+    prompt, target = parts[0][0], parts[0][1]  # rows exist only when there are checkpoints
+    extent = roll_extent([prompt, target, *[p[2] for p in parts if p[2] is not None]])
+    hidden = row.task == "velocity"
+    truth_dir = audio.truth_dir / f"piece{row.piece}"
+    truth = _figure(
+        pianoroll_svg(prompt, extent, role="prompt", title=f"prompt: {row.name}", velocity_known=not hidden),
+        f"prompt ({len(prompt)} notes{', velocities hidden' if hidden else ''})",
+        audio.player(truth_dir, f"{row.task}_prompt", prompt),
+    ) + _figure(
+        pianoroll_svg(target, extent, role="target", title=f"target: {row.name}"),
+        f"true target ({len(target)} notes)",
+        audio.player(truth_dir, f"{row.task}_target", target),
+    )
+    cells = []
+    for group, (_, _, made), (_, folder) in zip(groups, parts, generated, strict=True):
+        if made is None or folder is None:
+            cells.append('<td><div class="cell missing">not generated yet</div></td>')
+            continue
+        svg = pianoroll_svg(made, extent, role="generated", title=f"generated by {column_label(group)}")
+        player = audio.player(folder, row_stem(row), made)
+        cells.append(f'<td><div class="rolls">{_figure(svg, f"generated ({len(made)} notes)", player)}</div></td>')
+    return (
+        f'<tr><td class="prompt">{html.escape(row.name)}<div class="muted">{html.escape(row.task)}</div>'
+        f'<div class="rolls">{truth}</div></td>{"".join(cells)}</tr>'
+    )
+
+
+def _continuation_row(row: ContinuationRow, groups: list, generated: list, audio: _Audio, prompt_tokens: int) -> str:
+    """A pretrain-stage row: the prompt, then each checkpoint's sampled continuation drawn after it."""
+    fulls = [notes_from_json(made[row.key]) if row.key in made else None for made, _ in generated]
+    news = [None if full is None else new_notes(full, row.prompt) for full in fulls]
+    extent = roll_extent([row.prompt, *[f for f in fulls if f is not None]])
+    prompt_svg = pianoroll_svg(row.prompt, extent, role="prompt", title=f"prompt: {row.name}")
+    prompt_fig = (
+        f"<figure>{prompt_svg}<figcaption>{prompt_figure_caption(row, prompt_tokens)}</figcaption>"
+        f"{audio.player(audio.truth_dir / f'piece{row.piece}', 'continuation_prompt', row.prompt)}</figure>"
+    )
+    cells = []
+    for group, full, made, (cache, folder) in zip(groups, fulls, news, generated, strict=True):
+        if full is None or made is None or folder is None:
+            cells.append('<td><div class="cell missing">not generated yet</div></td>')
+            continue
+        svg = continuation_svg(row.prompt, made, extent, f"continued by {column_label(group)}")
+        caption = continuation_caption(row, made, int(cache[row.key].get("repairs", 0)))
+        player = audio.player(folder, row_stem(row), full)
+        cells.append(f'<td><div class="rolls">{_figure(svg, caption, player)}</div></td>')
+    return (
+        f'<tr><td class="prompt">{html.escape(row.name)}<div class="muted">continuation</div>'
+        f'<div class="rolls">{prompt_fig}</div></td>{"".join(cells)}</tr>'
+    )
+
+
 def review_midi_run(
     run_dir: Path,
     config: dict,
@@ -249,6 +379,7 @@ def review_midi_run(
     from tunesmith.data.midi_prepare import MidiNotesStore
     from tunesmith.fileio import atomic_write_text
     from tunesmith.models.midi.loading import load_midi_model
+    from tunesmith.models.midi.task_eval import evenly_spaced
     from tunesmith.review.runner import _trained_epochs
 
     if num_pieces is not None and num_pieces < 1:
@@ -258,67 +389,57 @@ def review_midi_run(
     stats = ReviewStats()
     history = read_history(run_dir / "history.jsonl")
     groups = distinct_checkpoints(refs)
-    rows: list[RollRow] = []
+    rows: list = []  # RollRow (piano-task run) or ContinuationRow (pretrain-stage run)
     tasks: list[str] = []
     split = "valid"
     tok = None
+    prompt_tokens = 0
     if groups:
         loaded = load_midi_model(groups[0][0].folder)
         tok = loaded.tokenizer
         tasks = list(loaded.piano_task.tasks) if loaded.stage == "piano_task" else []
-        if tasks:  # a pretrain-stage run has no task records to draw
-            store = MidiNotesStore(_store_dir(run_dir, config, data))
+        store = MidiNotesStore(_store_dir(run_dir, config, data))
+        if tasks:
             rows, split = review_rows(store, loaded, num_pieces or DEFAULT_NUM_PIECES)
+        else:  # a pretrain-stage run: continuations of the pieces' openings
+            split = "valid" if store.select("valid") else "test"
+            settings = generate_settings(config)
+            prompt_tokens = settings["prompt_tokens"]
+            pieces = evenly_spaced(store.select(split), num_pieces or DEFAULT_NUM_PIECES)
+            rows = continuation_rows(store, loaded, pieces, settings)
     generated = [_generate(run_dir, g, rows, device, index_only, stats) for g in groups]
     sf2 = soundfont()
     samples_dir = run_dir / "samples"
-    audio_dir = samples_dir / REVIEW_DIR / "midi_audio"
+    audio = _Audio(sf2, samples_dir, samples_dir / REVIEW_DIR / "midi_audio")
     head = "".join(
         f"<th>{html.escape(column_label(g))}<div class='muted'>{html.escape(step_note(g[0]))}</div></th>"
         for g in groups
     )
-    body = []
-    for row in rows:
-        parts = [row_notes(tok, row, np.asarray(made[row.key]) if row.key in made else None) for made, _ in generated]
-        prompt, target = parts[0][0], parts[0][1]  # rows exist only when there are checkpoints
-        extent = roll_extent([prompt, target, *[p[2] for p in parts if p[2] is not None]])
-        hidden = row.task == "velocity"
-        truth = _figure(
-            pianoroll_svg(prompt, extent, role="prompt", title=f"prompt: {row.name}", velocity_known=not hidden),
-            f"prompt ({len(prompt)} notes{', velocities hidden' if hidden else ''})",
-            _audio(audio_dir / f"piece{row.piece}", f"{row.task}_prompt", prompt, sf2, samples_dir),
-        ) + _figure(
-            pianoroll_svg(target, extent, role="target", title=f"target: {row.name}"),
-            f"true target ({len(target)} notes)",
-            _audio(audio_dir / f"piece{row.piece}", f"{row.task}_target", target, sf2, samples_dir),
-        )
-        cells = []
-        for group, (_, _, made), (_, folder) in zip(groups, parts, generated, strict=True):
-            if made is None or folder is None:
-                cells.append('<td><div class="cell missing">not generated yet</div></td>')
-                continue
-            svg = pianoroll_svg(made, extent, role="generated", title=f"generated by {column_label(group)}")
-            audio = _audio(folder, f"piece{row.piece}_{row.task}", made, sf2, samples_dir)
-            cells.append(f'<td><div class="rolls">{_figure(svg, f"generated ({len(made)} notes)", audio)}</div></td>')
-        body.append(
-            f'<tr><td class="prompt">{html.escape(row.name)}<div class="muted">{html.escape(row.task)}</div>'
-            f'<div class="rolls">{truth}</div></td>{"".join(cells)}</tr>'
-        )
+    body = [
+        _continuation_row(row, groups, generated, audio, prompt_tokens)
+        if isinstance(row, ContinuationRow)
+        else _task_row(row, groups, generated, tok, audio)
+        for row in rows
+    ]
     if rows:
+        first = "piece: prompt" if not tasks else "piece · task: prompt and true target"
         grid_html = (
-            f'<div class="grid-wrap"><table class="grid pianorolls"><thead><tr><th>piece · task: prompt and true '
-            f"target</th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+            f'<div class="grid-wrap"><table class="grid pianorolls"><thead><tr><th>{first}'
+            f"</th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
         )
-    elif groups and not tasks:
-        grid_html = (
-            '<p class="muted">a pretrain-stage run: piano rolls are drawn for runs fine-tuned on piano tasks</p>'
-        )
+    elif groups:
+        grid_html = f'<p class="muted">no pieces in the {split} split of the data to draw</p>'
     else:
         grid_html = '<p class="muted">no checkpoints yet</p>'
     metric_html = "".join(
         f"<h3>{html.escape(column_label(g))}</h3>{metrics_table(metrics_for(history, g[0].epoch), tasks)}"
         for g in groups
     )
+    if groups and not tasks:
+        metric_html = (
+            '<p class="muted">a pretrain-stage run has no piano tasks to measure free-running; its samples are the '
+            "continuations below (fine-tune it with stage=piano_task for these tables)</p>"
+        )
     figures = history_figures(history)
     figures.numbers = [n for n in figures.numbers if n.metric.count("/") != 2]  # in the per-checkpoint tables
     checkpoint_notes = [
@@ -329,8 +450,8 @@ def review_midi_run(
         f"The first note slice of {len({r.piece for r in rows})} pieces of the {split} split, every piano task of "
         "the run: the prompt the model is given, the true target and each checkpoint's greedy generation "
         "(generate_target, as generate-midi). Colour and opacity: velocity (soft pale blue → loud dark red)."
-        if rows
-        else "",
+        if rows and tasks
+        else samples_note(rows, split, prompt_tokens),
         "" if sf2 is not None else NO_AUDIO_NOTE,
     ]
     index = samples_dir / INDEX

@@ -2,6 +2,7 @@
 (MIDI number, high notes up), one rectangle per note whose colour and opacity grow with its velocity.
 
 Several rolls of one row share a time and pitch range (:func:`roll_extent`) so they line up side by side.
+A roll may carry ``context`` notes (a continuation's prompt), drawn grey under the class ``pp``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 from tunesmith.models.midi.notes import Notes
 
 NOTE_CLASS = "pn"  # the class of a note's <rect> (``note`` is a page paragraph class)
+CONTEXT_CLASS = "pp"  # the class of a context (prompt) note's <rect>
 WIDTH, HEIGHT = 300, 150  # px of the drawing area
 MARGIN_LEFT, MARGIN_BOTTOM = 28, 16
 
@@ -49,12 +51,9 @@ def velocity_colour(velocity: int) -> tuple[str, float]:
     return f"rgb({red},{green},{blue})", round(0.35 + 0.65 * v, 3)
 
 
-def pianoroll_svg(notes: Notes, extent: RollExtent, *, role: str, title: str, velocity_known: bool = True) -> str:
-    """An SVG piano roll of ``notes`` (seconds from 0) on ``extent``; ``role`` names it (``prompt``,
-    ``target``, ``generated``) in ``data-role``. Without ``velocity_known`` (a velocity task's prompt, which
-    hides them) every note is drawn grey."""
-    span = max(extent.high - extent.low + 1, 1)
-    row_h = HEIGHT / span
+def _note_rects(notes: Notes, extent: RollExtent, cls: str, velocity_known: bool) -> list[str]:
+    """One ``<rect class=cls>`` per note; grey without ``velocity_known``."""
+    row_h = HEIGHT / max(extent.high - extent.low + 1, 1)
     x_scale = WIDTH / extent.seconds
     rects = []
     for pitch, start, end, velocity in zip(notes.pitch, notes.start, notes.end, notes.velocity, strict=True):
@@ -66,9 +65,30 @@ def pianoroll_svg(notes: Notes, extent: RollExtent, *, role: str, title: str, ve
             f", velocity {int(velocity)}" if velocity_known else ""
         )
         rects.append(
-            f'<rect class="{NOTE_CLASS}" x="{x:.1f}" y="{y:.1f}" width="{w:.1f}" height="{max(row_h, 1.0):.1f}" '
+            f'<rect class="{cls}" x="{x:.1f}" y="{y:.1f}" width="{w:.1f}" height="{max(row_h, 1.0):.1f}" '
             f'fill="{fill}" fill-opacity="{opacity}"><title>{tip}</title></rect>'
         )
+    return rects
+
+
+def pianoroll_svg(
+    notes: Notes,
+    extent: RollExtent,
+    *,
+    role: str,
+    title: str,
+    velocity_known: bool = True,
+    context: Notes | None = None,
+) -> str:
+    """An SVG piano roll of ``notes`` (seconds from 0) on ``extent``; ``role`` names it (``prompt``,
+    ``target``, ``generated``) in ``data-role``. Without ``velocity_known`` (a velocity task's prompt, which
+    hides them) every note is drawn grey. ``context`` (a continuation's prompt) is drawn grey first
+    (``class="pp"``, counted in ``data-context-notes``); ``data-notes`` counts ``notes`` only."""
+    span = max(extent.high - extent.low + 1, 1)
+    row_h = HEIGHT / span
+    x_scale = WIDTH / extent.seconds
+    rects = _note_rects(context, extent, CONTEXT_CLASS, False) if context is not None else []
+    rects += _note_rects(notes, extent, NOTE_CLASS, velocity_known)
     grid = []
     for c in range((extent.low // 12 + 1) * 12, extent.high + 1, 12):  # C lines and labels
         y = (extent.high - c + 1) * row_h
@@ -84,8 +104,9 @@ def pianoroll_svg(notes: Notes, extent: RollExtent, *, role: str, title: str, ve
             f'<text x="{x:.1f}" y="{HEIGHT + 12}" font-size="9" fill="#777" text-anchor="middle">{t:g}s</text>'
         )
     total_w, total_h = MARGIN_LEFT + WIDTH + 10, HEIGHT + MARGIN_BOTTOM
+    context_attr = f' data-context-notes="{len(context)}"' if context is not None else ""
     return (
-        f'<svg class="pianoroll" data-role="{html.escape(role)}" data-notes="{len(notes)}" '
+        f'<svg class="pianoroll" data-role="{html.escape(role)}" data-notes="{len(notes)}"{context_attr} '
         f'xmlns="http://www.w3.org/2000/svg" width="{total_w}" height="{total_h}" '
         f'viewBox="0 0 {total_w} {total_h}" role="img" aria-label="{html.escape(title)}">'
         f"<title>{html.escape(title)}</title>"
