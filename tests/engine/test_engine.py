@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
+from support.resume import assert_resumes_to, kill_mid_epoch, step_losses
 from tunesmith.artifacts import checkpoint as ckpt
 from tunesmith.config import ConfigError
 from tunesmith.engine.ema import EMA
@@ -33,11 +32,6 @@ def train(tmp: Path, *overrides: str, fresh: bool = False) -> dict:
 
 def final_weights(result: dict) -> dict[str, torch.Tensor]:
     return ckpt.load_weights(Path(result["run_dir"]) / "checkpoints" / "last", ema=False)
-
-
-def step_losses(run_dir: Path) -> dict[int, float]:
-    lines = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
-    return {line["step"]: line["loss"] for line in lines if line["stage"] == "train_step"}
 
 
 def cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
@@ -128,33 +122,11 @@ def test_kill_and_resume_reproduces_uninterrupted_losses(tmp_path):
     assert len(expected) == 240
 
     runs = tmp_path / "killed"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tunesmith", *args, "--runs-dir", str(runs)],
-        env=ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     run_dir = runs / "toy" / ref_dir.name
-    deadline = time.time() + 300
-    killed_at = None
-    while time.time() < deadline and proc.poll() is None:
-        losses = step_losses(run_dir) if (run_dir / "history.jsonl").exists() else {}
-        last = run_dir / "checkpoints" / "last"
-        # mid-epoch: past the first checkpoint, not on an epoch boundary
-        if last.is_dir() and losses and max(losses) > 45 and max(losses) % 40 not in (0, 39):
-            proc.send_signal(signal.SIGKILL)
-            killed_at = max(losses)
-            break
-        time.sleep(0.02)
-    proc.wait()
+    # mid-epoch: past the first checkpoint, not on an epoch boundary
+    killed_at = kill_mid_epoch(args, runs, run_dir, ENV, past_step=45, steps_per_epoch=40)
     assert killed_at is not None, "the run finished before it could be killed; make it longer"
-    rerun = cli(*args, "--runs-dir", str(runs), timeout=600)
-    assert rerun.returncode == 0, rerun.stderr[-2000:]
-    assert "resumed from" in rerun.stderr
-    got = step_losses(run_dir)
-    assert sorted(got) == sorted(expected)
-    for step, loss in expected.items():
-        assert got[step] == pytest.approx(loss, rel=1e-6, abs=1e-7), step
+    assert_resumes_to(args, runs, run_dir, ENV, expected)
 
 
 def test_same_command_twice_resumes_and_finished_run_is_a_no_op(tmp_path):

@@ -11,8 +11,8 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
+from support.midi_decoding import RandomLogits, well_formed
 from tunesmith.errors import UserError
 from tunesmith.models.midi.bpe import (
     BpeTokenizer,
@@ -160,56 +160,6 @@ def test_grammar_masks_equal_the_base_grammar_on_the_expansion(seconds_bpe) -> N
             assert bool(g.allowed_after(prev)[m]) == expected, (base.vocab[prev], tok.vocab[m])
             assert g.is_open(m) == bg.is_open(tok.expansion(m)[-1])
     assert g.follows[:, : base.vocab_size].tolist() == bg.follows.tolist()
-
-
-class RandomLogits(nn.Module):
-    """Stands in for a MidiGPT: logits are seeded random draws, so every token is likely anywhere."""
-
-    class Cache:
-        def __init__(self) -> None:
-            self.length = 0
-
-        def reset(self) -> None:
-            self.length = 0
-
-    def __init__(self, vocab: int, seed: int, max_seq_len: int = 64, scale: float = 4.0) -> None:
-        super().__init__()
-        self.cfg = type("Cfg", (), {"max_seq_len": max_seq_len})()
-        self.weight = nn.Parameter(torch.zeros(1))
-        self.vocab, self.scale = vocab, scale
-        self.gen = torch.Generator().manual_seed(seed)
-
-    def make_cache(self, batch: int, max_len: int | None = None) -> RandomLogits.Cache:
-        return self.Cache()
-
-    def forward(self, tokens: torch.Tensor, cache: RandomLogits.Cache | None = None) -> torch.Tensor:
-        if cache is not None:
-            cache.length += tokens.shape[1]
-        return torch.randn(tokens.shape[0], tokens.shape[1], self.vocab, generator=self.gen) * self.scale
-
-
-def well_formed(names: list[str]) -> tuple[bool, str]:
-    """Independent check on base token names: every Pitch is followed by exactly one Velocity then one
-    Duration; no Velocity or Duration elsewhere; no drum pitch or special inside; nothing after EOS."""
-    kinds = [n.split("_", 1)[0] for n in names]
-    i = 0
-    while i < len(kinds):
-        k = kinds[i]
-        if k in ("PitchDrum", "PAD", "BOS", "SEP", "Task", "Reserved"):
-            return False, f"{names[i]} at {i}"
-        if k == "TimeSig" and (i == 0 or kinds[i - 1] != "Bar"):
-            return False, f"time signature not after a bar at {i}"
-        if k == "Pitch":
-            if kinds[i + 1 : i + 3] != ["Velocity", "Duration"]:
-                return False, f"group at {i}: {kinds[i : i + 3]}"
-            i += 3
-            continue
-        if k in ("Velocity", "Duration"):
-            return False, f"stray {k} at {i}"
-        if k == "EOS" and i != len(kinds) - 1:
-            return False, f"tokens after EOS at {i}"
-        i += 1
-    return True, ""
 
 
 @pytest.mark.parametrize("kind", ["seconds", "remi"])

@@ -7,63 +7,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
+from support.midi_decoding import RandomLogits, well_formed
 from tunesmith.models.midi.generation import SamplingConfig, continue_notes, generate_tokens
 from tunesmith.models.midi.synthetic import synth_piece
 from tunesmith.models.midi.tokenizer import MidiTokenizerConfig, build_tokenizer
 
 SEEDS = range(40)
-
-
-class RandomLogits(nn.Module):
-    """Stands in for a MidiGPT: logits are random draws (seeded), so every token type is likely anywhere."""
-
-    class Cache:
-        def __init__(self) -> None:
-            self.length = 0
-
-        def reset(self) -> None:
-            self.length = 0
-
-    def __init__(self, vocab: int, seed: int, max_seq_len: int = 64, scale: float = 4.0) -> None:
-        super().__init__()
-        self.cfg = type("Cfg", (), {"max_seq_len": max_seq_len})()
-        self.weight = nn.Parameter(torch.zeros(1))
-        self.vocab, self.scale = vocab, scale
-        self.gen = torch.Generator().manual_seed(seed)
-
-    def make_cache(self, batch: int, max_len: int | None = None) -> RandomLogits.Cache:
-        return self.Cache()
-
-    def forward(self, tokens: torch.Tensor, cache: RandomLogits.Cache | None = None) -> torch.Tensor:
-        if cache is not None:
-            cache.length += tokens.shape[1]
-        return torch.randn(tokens.shape[0], tokens.shape[1], self.vocab, generator=self.gen) * self.scale
-
-
-def well_formed(names: list[str], tokens: list[int]) -> tuple[bool, str]:
-    """Independent check: every Pitch is followed by exactly one Velocity then one Duration; no Velocity or
-    Duration elsewhere; no drum pitch; a time signature only right after a bar; nothing follows EOS."""
-    kinds = [names[t].split("_", 1)[0] for t in tokens]
-    i = 0
-    while i < len(kinds):
-        k = kinds[i]
-        if k in ("PitchDrum", "PAD", "BOS", "SEP", "Task", "Reserved"):
-            return False, f"{names[tokens[i]]} at {i}"
-        if k == "TimeSig" and (i == 0 or kinds[i - 1] != "Bar"):
-            return False, f"time signature not after a bar at {i}"
-        if k == "Pitch":
-            if kinds[i + 1 : i + 3] != ["Velocity", "Duration"]:
-                return False, f"group at {i}: {kinds[i : i + 3]}"
-            i += 3
-            continue
-        if k in ("Velocity", "Duration"):
-            return False, f"stray {k} at {i}"
-        if k == "EOS" and i != len(kinds) - 1:
-            return False, f"tokens after EOS at {i}"
-        i += 1
-    return True, ""
 
 
 @pytest.mark.parametrize("kind", ["seconds", "remi"])
@@ -79,7 +29,7 @@ def test_constrained_decoding_never_emits_an_invalid_group(kind) -> None:
         new = generate_tokens(
             model, torch.from_numpy(prompt), n, sampling, stop_id=tok.eos_id, grammar=tok.grammar()
         ).tolist()
-        ok, why = well_formed(tok.vocab, new)
+        ok, why = well_formed([tok.vocab[t] for t in new])
         assert ok, f"seed {seed}: {why}"
         assert len(new) <= n + 2 and (len(new) >= n or new[-1] == tok.eos_id)
         assert tok.grammar().violations(np.asarray(new), after=int(prompt[-1])) == 0
@@ -96,8 +46,11 @@ def test_without_the_grammar_random_logits_do_break_groups() -> None:
     for seed in range(10):
         model = RandomLogits(tok.vocab_size, seed)
         new = generate_tokens(model, torch.tensor([tok.bos_id]), 40, SamplingConfig(seed=seed), stop_id=tok.eos_id)
-        broken += not well_formed(tok.vocab, new.tolist())[0]
-        assert tok.grammar().violations(new.numpy(), after=tok.bos_id) > 0 or well_formed(tok.vocab, new.tolist())[0]
+        broken += not well_formed([tok.vocab[t] for t in new.tolist()])[0]
+        assert (
+            tok.grammar().violations(new.numpy(), after=tok.bos_id) > 0
+            or well_formed([tok.vocab[t] for t in new.tolist()])[0]
+        )
     assert broken >= 8
     _, repairs = continue_notes(
         RandomLogits(tok.vocab_size, 0), tok, synth_piece("bach", 1.0, 0), 60, SamplingConfig(), constrained=False

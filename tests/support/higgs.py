@@ -1,4 +1,5 @@
-"""Helpers for the HiggsAudio v2 tests (no tests here): a tiny text tokenizer and a tiny random LM.
+"""Helpers for the HiggsAudio v2 tests (no tests here): a tiny text tokenizer, a tiny random LM and the
+processor_config.json transformers writes next to them.
 
 The LM matches the audio tokenizer fixture in tests/fixtures/higgs_tokenizer/ (4 codebooks × 32 codes;
 ``codebook_size`` 34 = 32 codes + stream BOS 32 + stream EOS 33). The text tokenizer is a byte-level
@@ -35,6 +36,25 @@ SENTENCES = [
     "Audio is recorded from a quiet room.",
     "It was the night before my birthday.",
 ]
+
+
+def processor_config(tokenizer_path: str = "audio_tokenizer") -> dict:
+    """processor_config.json as transformers 5.23's HiggsAudioV2Processor.save_pretrained writes it, naming the audio
+    tokenizer ``tokenizer_path`` (the default: a folder next to it)."""
+    return {
+        "audio_bos_token": "<|audio_out_bos|>",
+        "audio_delay_token": "<|reserved_special_token_6|>",
+        "audio_eos_token": "<|audio_eos|>",
+        "audio_stream_bos_id": 32,
+        "audio_stream_eos_id": 33,
+        "audio_token": "<|AUDIO_OUT|>",
+        "audio_tokenizer": {
+            "audio_tokenizer_class": "HiggsAudioV2TokenizerModel",
+            "audio_tokenizer_name_or_path": tokenizer_path,
+        },
+        "feature_extractor": {"feature_extractor_type": "DacFeatureExtractor", "feature_size": 1, "hop_length": 1},
+        "processor_class": "HiggsAudioV2Processor",
+    }
 
 
 def make_text_tokenizer():

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from support.higgs import TOKENIZER_DIR, save_tiny_lm
+from support.higgs import TOKENIZER_DIR, processor_config, save_tiny_lm
 
 SAMPLE_RATE = 24000
 TRANSCRIPTS = [
@@ -27,24 +27,6 @@ TRANSCRIPTS = [
     "Café déjà vu in the rain.",
     "Generate audio following instruction.",
 ]
-
-
-def processor_config(tokenizer_path: str = "audio_tokenizer") -> dict:
-    """processor_config.json in the layout transformers 5.23 writes, audio tokenizer path relative."""
-    return {
-        "audio_bos_token": "<|audio_out_bos|>",
-        "audio_delay_token": "<|reserved_special_token_6|>",
-        "audio_eos_token": "<|audio_eos|>",
-        "audio_stream_bos_id": 32,
-        "audio_stream_eos_id": 33,
-        "audio_token": "<|AUDIO_OUT|>",
-        "audio_tokenizer": {
-            "audio_tokenizer_class": "HiggsAudioV2TokenizerModel",
-            "audio_tokenizer_name_or_path": tokenizer_path,
-        },
-        "feature_extractor": {"feature_extractor_type": "DacFeatureExtractor", "feature_size": 1, "hop_length": 1},
-        "processor_class": "HiggsAudioV2Processor",
-    }
 
 
 def make_higgs_dir(out: Path, use_text_head: bool = False, seed: int = 0) -> Path:

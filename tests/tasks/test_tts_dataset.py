@@ -11,30 +11,16 @@ import pytest
 import torch
 
 from support.higgs import NUM_CODEBOOKS, STREAM_BOS, STREAM_EOS, make_text_tokenizer
+from support.lm import FakeTokenShards
 from tunesmith.data.datasets.speech_prompts import SpeechPrompts, collate_prompts, prompt_tokens
 from tunesmith.errors import UserError
 from tunesmith.models.higgs.prompt import HiggsPromptBuilder, HiggsTokens, SpeechExample
 
 
-class Shards:
-    """The token-cache split interface over arrays: codes(i) [K, F], num_frames(i), info(i)."""
-
-    def __init__(self, frames: list[int], infos: list[dict], k: int = NUM_CODEBOOKS) -> None:
-        rng = np.random.default_rng(0)
-        self._codes = [rng.integers(0, 32, size=(k, f)).astype(np.int16) for f in frames]
-        self._infos = infos
-
-    def __len__(self) -> int:
-        return len(self._codes)
-
-    def codes(self, i: int) -> np.ndarray:
-        return self._codes[i]
-
-    def num_frames(self, i: int) -> int:
-        return int(self._codes[i].shape[1])
-
-    def info(self, i: int) -> dict:
-        return self._infos[i]
+def random_shards(frames: list[int], infos: list[dict], k: int = NUM_CODEBOOKS) -> FakeTokenShards:
+    """The token-cache split interface over random codes [k, frames] (one array per item), with ``infos``."""
+    rng = np.random.default_rng(0)
+    return FakeTokenShards([rng.integers(0, 32, size=(k, f)).astype(np.int16) for f in frames], infos)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +35,7 @@ def speech(n_per_speaker=(3, 3, 1), frames=10):
         for c in range(n):
             infos.append({"transcript": f"The quick brown fox {c}.", "extra": {"speaker": f"spk{s}"}})
             lengths.append(frames + c)
-    return Shards(lengths, infos)
+    return random_shards(lengths, infos)
 
 
 def test_prompt_length_is_exact(builder):
@@ -93,23 +79,23 @@ def test_references_are_same_speaker_and_a_function_of_the_seed(builder, caplog)
 
 def test_too_long_and_untranscribed_items_are_left_out_with_a_logged_count(builder, caplog):
     infos = [{"transcript": "Short one."}, {"transcript": ""}, {"transcript": "Long one."}, {"description": "x"}]
-    shards = Shards([5, 5, 400, 5], infos)
+    shards = random_shards([5, 5, 400, 5], infos)
     limit = prompt_tokens(builder, "Short one.", 5) + 10
     with caplog.at_level(logging.WARNING, logger="tunesmith.tts"):
         data = SpeechPrompts(shards, builder, max_tokens=limit)
     assert data.indices == [0]
     assert "2 (no transcript), 1 (too long for the model) of 4 utterances" in caplog.text
     with pytest.raises(UserError, match="no utterance to train on"):
-        SpeechPrompts(Shards([5], [{"transcript": " "}]), builder)
+        SpeechPrompts(random_shards([5], [{"transcript": " "}]), builder)
     with pytest.raises(UserError, match="codebooks"):
-        SpeechPrompts(Shards([5], [{"transcript": "a"}], k=2), builder)
+        SpeechPrompts(random_shards([5], [{"transcript": "a"}], k=2), builder)
     with pytest.raises(UserError, match="dataset.reference"):
         SpeechPrompts(shards, builder, reference="random")
 
 
 def test_a_reference_is_only_chosen_when_the_prompt_still_fits(builder):
     infos = [{"transcript": t, "speaker": "a"} for t in ("Hello.", "Hi there.", "Hey you.")]
-    shards = Shards([8, 20, 8], infos)
+    shards = random_shards([8, 20, 8], infos)
     room = prompt_tokens(builder, "Hello.", 8, ("Hey you.", 8))  # item 0 fits with item 2 as its reference
     assert prompt_tokens(builder, "Hello.", 8, ("Hi there.", 20)) > room
     data = SpeechPrompts(shards, builder, reference="same_speaker", max_tokens=room)

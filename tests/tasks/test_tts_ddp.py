@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
+from support.resume import assert_resumes_to, kill_mid_epoch, step_losses
 from support.tts import make_higgs_dir, make_speech_data
 from tunesmith.artifacts import checkpoint as ckpt
 
@@ -43,11 +42,6 @@ def cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
 def run_dir_of(proc: subprocess.CompletedProcess) -> Path:
     assert proc.returncode == 0, proc.stderr[-3000:]
     return Path(json.loads(proc.stdout.strip().splitlines()[-1])["run_dir"])
-
-
-def step_losses(run_dir: Path) -> dict[int, float]:
-    lines = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
-    return {line["step"]: line["loss"] for line in lines if line["stage"] == "train_step"}
 
 
 # Adam's eps raised: a near-zero gradient would otherwise turn a last-bit reduction difference into a ±lr step
@@ -96,28 +90,8 @@ def test_sigkill_mid_epoch_resumes_to_the_same_losses(setup, tmp_path):
     expected = step_losses(reference)
     assert sorted(expected) == list(range(1, 25))
     runs = tmp_path / "killed"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tunesmith", *args, "--runs-dir", str(runs)],
-        env=ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     run_dir = runs / "tts" / reference.name
-    deadline, killed_at = time.time() + 300, None
-    while time.time() < deadline and proc.poll() is None:
-        losses = step_losses(run_dir) if (run_dir / "history.jsonl").exists() else {}
-        # mid-epoch, past the first checkpoint (epoch 1 ends at step 8)
-        if (run_dir / "checkpoints" / "last").is_dir() and losses and max(losses) > 9 and max(losses) % 8 not in (0, 7):
-            proc.send_signal(signal.SIGKILL)
-            killed_at = max(losses)
-            break
-        time.sleep(0.02)
-    proc.wait()
+    # mid-epoch, past the first checkpoint (epoch 1 ends at step 8)
+    killed_at = kill_mid_epoch(args, runs, run_dir, ENV, past_step=9, steps_per_epoch=8)
     assert killed_at is not None, "the run finished before it could be killed; make it longer"
-    rerun = cli(*args, "--runs-dir", str(runs), timeout=600)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert "resumed from" in rerun.stderr
-    got = step_losses(run_dir)
-    assert sorted(got) == sorted(expected)
-    for step, loss in expected.items():
-        assert got[step] == pytest.approx(loss, rel=1e-6, abs=1e-7), step
+    assert_resumes_to(args, runs, run_dir, ENV, expected)

@@ -16,8 +16,9 @@ and the numbered checkpoint it was copied from) share files instead of generatin
 Modules: ``images`` (mel spectrogram → PNG), ``charts`` (history.jsonl → SVG charts, single measurements as
 numbers), ``checkpoints`` (listing, selecting, per-checkpoint sample folders), ``run_config`` (a run's task and
 config), ``grid`` (the sample grid, one column per distinct checkpoint), ``lm_samples`` and ``codec_samples``
-(what each kind of run is reviewed on), ``baseline`` (an LM's unigram cross-entropy), ``notes`` (hidden
-checkpoints, clip sets, baselines in words), ``page`` (the HTML), and ``runner`` (``review_run``).
+(what each kind of run is reviewed on), ``audio_samples`` (the generation loop of LM and tts reviews),
+``baseline`` (an LM's unigram cross-entropy), ``notes`` (hidden checkpoints, clip sets, baselines in words),
+``page`` (the HTML), and ``runner`` (``review_run``).
 The subcommand is ``tunesmith.commands.review``.
 """
 

@@ -11,16 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.errors import UserError
-from tunesmith.fileio import link_or_copy
-from tunesmith.review.checkpoints import (
-    REVIEW_DIR,
-    CheckpointRef,
-    ReviewStats,
-    prepare_output,
-    twin_file,
-)
+from tunesmith.review.audio_samples import generate_review_audio, review_settings
+from tunesmith.review.checkpoints import REVIEW_DIR, CheckpointRef, ReviewStats
 from tunesmith.review.grid import Grid, column_label, distinct_checkpoints, group_cell, step_note
-from tunesmith.review.images import ensure_mel_png
 from tunesmith.review.run_config import config_section, resolve_relative
 
 log = logging.getLogger("tunesmith.review")
@@ -102,55 +95,22 @@ def review_prompts(
 def generation_defaults(config: dict, duration: float | None) -> dict[str, Any]:
     """Item settings: the one source of defaults (the run's ``generate`` section, else the family's;
     :mod:`tunesmith.inference.defaults`), with ``duration`` overriding when given. Logged once."""
-    from tunesmith.inference.defaults import describe
     from tunesmith.inference.defaults import generation_defaults as shared_defaults
 
     settings, origin = shared_defaults(config)
-    if duration is not None:
-        settings["duration"] = float(duration)
-    log.info("review settings: %s (from %s%s)", describe(settings), origin, "; --duration" if duration else "")
-    return settings
+    return review_settings(settings, origin, duration)
 
 
 def generate_lm_samples(
     run_dir: Path, refs: list[CheckpointRef], jobs: list[Any], device: str, stats: ReviewStats
 ) -> None:
     """Every job's wav (and spectrogram) for every checkpoint in ``refs``, skipping what exists."""
-    from tunesmith.audio.io import save_audio
     from tunesmith.inference.lm import Generator
 
-    base = run_dir / "samples" / REVIEW_DIR
-    for ref in refs:
-        folder = base / ref.name
-        prepare_output(folder, ref)
-        todo = []
-        for job in jobs:
-            target = folder / f"{job.id}.wav"
-            if target.is_file():
-                stats.existing += 1
-            elif (twin := twin_file(base, ref, refs, target.name)) is not None:
-                link_or_copy(twin, target)
-                stats.reused += 1
-            else:
-                todo.append(job)
-        if todo:
-            try:
-                generator = Generator.from_path(ref.folder, device=device)
-            except UserError as err:
-                log.warning("skipping checkpoint %s: %s", ref.name, err)
-                stats.skipped_checkpoints.append(ref.name)
-                continue
-            log.info("%s: generating %d samples", ref.label, len(todo))
-            for start in range(0, len(todo), generator.max_batch):
-                chunk = todo[start : start + generator.max_batch]
-                for job, result in zip(chunk, generator.generate([j.item for j in chunk]), strict=True):
-                    save_audio(folder / f"{job.id}.wav", result.wav, result.sample_rate)
-                    stats.generated += 1
-            del generator
-        for job in jobs:
-            wav = folder / f"{job.id}.wav"
-            if wav.is_file():
-                ensure_mel_png(wav)
+    def load(folder: Path) -> Generator:
+        return Generator.from_path(folder, device=device)
+
+    generate_review_audio(run_dir, refs, jobs, stats, load, "%s: generating %d samples")
 
 
 def lm_grid(run_dir: Path, refs: list[CheckpointRef], jobs: list[Any]) -> Grid:

@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
 from tunesmith.errors import UserError
-from tunesmith.fileio import link_or_copy
-from tunesmith.review.checkpoints import REVIEW_DIR, CheckpointRef, ReviewStats, prepare_output, twin_file
+from tunesmith.review.audio_samples import generate_review_audio, review_settings
+from tunesmith.review.checkpoints import REVIEW_DIR, CheckpointRef, ReviewStats
 from tunesmith.review.grid import Cell, Grid, column_label, distinct_checkpoints, group_cell, step_note
-from tunesmith.review.images import ensure_mel_png
 from tunesmith.review.run_config import config_section, resolve_relative
 
 log = logging.getLogger("tunesmith.review")
@@ -121,7 +119,6 @@ def review_speech_prompts(
 def speech_review_defaults(run_dir: Path, duration: float | None) -> dict[str, Any]:
     """Item settings: the run's (its source's generation_config.json, then its generate section), ``duration``
     (the longest audio, s) overriding when given. Logged once."""
-    from tunesmith.inference.defaults import describe
     from tunesmith.inference.higgs import FAMILY_DEFAULTS, model_speech_defaults
 
     try:
@@ -129,55 +126,20 @@ def speech_review_defaults(run_dir: Path, duration: float | None) -> dict[str, A
     except UserError as err:
         log.warning("%s: %s; using the family's defaults", run_dir, err)
         settings, origin = dict(FAMILY_DEFAULTS), "the family's defaults"
-    if duration is not None:
-        settings["duration"] = float(duration)
-    log.info("review settings: %s (from %s%s)", describe(settings), origin, "; --duration" if duration else "")
-    return settings
+    return review_settings(settings, origin, duration)
 
 
 def generate_speech_samples(
     run_dir: Path, refs: list[CheckpointRef], jobs: list[Any], device: str, stats: ReviewStats
 ) -> None:
-    """Every job's wav (and spectrogram) for every checkpoint in ``refs``, skipping what exists."""
-    from tunesmith.audio.io import save_audio
-    from tunesmith.fileio import atomic_write_text
+    """Every job's wav (and spectrogram) for every checkpoint in ``refs``, skipping what exists; an item whose
+    checkpoint ended before any audio frame leaves ``<id>.empty``."""
     from tunesmith.inference.higgs import HiggsGenerator
 
-    base = run_dir / "samples" / REVIEW_DIR
-    for ref in refs:
-        folder = base / ref.name
-        prepare_output(folder, ref)
-        todo = []
-        for job in jobs:
-            target = folder / f"{job.id}.wav"
-            if target.is_file() or (folder / f"{job.id}{EMPTY_SUFFIX}").is_file():
-                stats.existing += 1
-            elif (twin := twin_file(base, ref, refs, target.name)) is not None:
-                link_or_copy(twin, target)
-                stats.reused += 1
-            else:
-                todo.append(job)
-        if todo:
-            try:
-                generator = HiggsGenerator.from_path(ref.folder, device=device, precision="fp32")
-            except UserError as err:
-                log.warning("skipping checkpoint %s: %s", ref.name, err)
-                stats.skipped_checkpoints.append(ref.name)
-                continue
-            log.info("%s: speaking %d texts", ref.label, len(todo))
-            for start in range(0, len(todo), generator.max_batch):
-                chunk = todo[start : start + generator.max_batch]
-                for job, result in zip(chunk, generator.generate([j.item for j in chunk]), strict=True):
-                    if result.wav.shape[-1]:
-                        save_audio(folder / f"{job.id}.wav", result.wav, result.sample_rate)
-                    else:
-                        atomic_write_text(folder / f"{job.id}{EMPTY_SUFFIX}", "ended before any audio frame\n")
-                    stats.generated += 1
-            del generator
-        for job in jobs:
-            wav = folder / f"{job.id}.wav"
-            if wav.is_file():
-                ensure_mel_png(wav)
+    def load(folder: Path) -> HiggsGenerator:
+        return HiggsGenerator.from_path(folder, device=device, precision="fp32")
+
+    generate_review_audio(run_dir, refs, jobs, stats, load, "%s: speaking %d texts", empty_suffix=EMPTY_SUFFIX)
 
 
 def _speaker_cell(conditions: dict) -> str:
@@ -233,9 +195,8 @@ def review_tts_run(
     device: str,
     stats: ReviewStats,
 ) -> tuple[Grid, list[str]]:
-    """The sample grid of a tts run (making the missing samples unless ``index_only``) and skipped-line problems."""
-    if duration is not None and not (duration > 0 and math.isfinite(duration)):
-        raise UserError(f"--duration={duration}: must be a positive number of seconds")
+    """The sample grid of a tts run (making the missing samples unless ``index_only``) and skipped-line problems.
+    ``duration`` and ``num_prompts`` are checked by :func:`tunesmith.review.runner.review_run`, the caller."""
     defaults = speech_review_defaults(run_dir, duration)
     jobs, problems = review_speech_prompts(run_dir, config, prompts, defaults, num_prompts or DEFAULT_NUM_TEXTS)
     for problem in problems:

@@ -24,36 +24,29 @@ or ``$TUNESMITH_API_KEY``), when set, is required as ``Authorization: Bearer KEY
 """
 
 # No `from __future__ import annotations`: FastAPI must see the types imported inside build_app.
-import asyncio
-import contextlib
 import dataclasses
 import io
-import json
 import logging
 import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from tunesmith.inference.request import DEFAULTS, HTTP, FieldError, RequestError, http_errors, json_schema, validate
-from tunesmith.serve.auth import COOKIE, authorized, check_api_key, page_token
-from tunesmith.serve.queue import BatchQueue, Limits, QueueFull
+from tunesmith.inference.request import DEFAULTS, HTTP, FieldError, http_errors, json_schema, validate
+from tunesmith.serve.auth import check_api_key
+from tunesmith.serve.queue import BatchQueue, Limits
+from tunesmith.serve.shared import (
+    MEDIA_TYPES,
+    add_public_routes,
+    answer_from_queue,
+    key_dependency,
+    queue_lifespan,
+    read_request,
+)
 
 log = logging.getLogger("tunesmith.serve")
 
 API_KEY_ENV = "TUNESMITH_API_KEY"
-MEDIA_TYPES = {"wav": "audio/wav", "flac": "audio/flac"}
-
-
-def encode_audio(wav: Any, sample_rate: int, fmt: str) -> bytes:
-    """float [C, T] → 16-bit WAV or FLAC bytes: round(x · 32767) after clipping to [-1, 1], as save_audio writes."""
-    import numpy as np
-    import soundfile as sf
-
-    buffer = io.BytesIO()
-    pcm = np.rint(np.clip(np.asarray(wav, dtype=np.float32), -1.0, 1.0) * 32767.0).astype(np.int16).T
-    sf.write(buffer, pcm, int(sample_rate), format=fmt.upper(), subtype="PCM_16")
-    return buffer.getvalue()
 
 
 def model_defaults(generator: Any, limits: Limits) -> dict[str, Any]:
@@ -112,20 +105,6 @@ def take_melody(conditions: dict, melody_model: bool) -> tuple[bytes | None, dic
     return data, None
 
 
-def read_body(body: bytes, content_type: str | None) -> Any:
-    """The JSON of a request body; RequestError (field ``body``) when it is missing, not JSON or not JSON at all."""
-    if not body:
-        raise RequestError([FieldError("body", "Field required", "missing")])
-    subtype = (content_type or "application/json").split(";")[0].strip().lower().rsplit("/", 1)[-1]
-    if subtype != "json" and not subtype.endswith("+json"):
-        raise RequestError([FieldError("body", f"expected a JSON object, got {content_type}", "dict_type")])
-    try:
-        return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        reason = err.msg if isinstance(err, json.JSONDecodeError) else "not UTF-8"
-        raise RequestError([FieldError("body", f"not valid JSON ({reason})", "json_invalid")]) from None
-
-
 def build_app(
     generator: Any,
     limits: Limits,
@@ -139,10 +118,9 @@ def build_app(
     ``executor``: the single thread the generator was loaded on (see :func:`generation_thread`).
     ``docs``: serve /docs and /openapi.json (behind the key when one is set); off by default.
     """
-    from fastapi import Depends, FastAPI, HTTPException, Request
+    from fastapi import Depends, FastAPI, Request
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-    from starlette.requests import ClientDisconnect
+    from fastapi.responses import HTMLResponse, JSONResponse, Response
 
     from tunesmith.inference.lm import GenerationItem, attribute_problems, attribute_values
     from tunesmith.serve import page
@@ -158,59 +136,28 @@ def build_app(
     started = time.time()
     body_schema = {"required": True, "content": {"application/json": {"schema": json_schema(defaults, limits)}}}
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI):
-        queue.start()
-        yield
-        await queue.stop()
-
     app = FastAPI(
-        title="tunesmith", version=_version(), lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None
+        title="tunesmith",
+        version=_version(),
+        lifespan=queue_lifespan(queue),
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.queue = queue
-
-    def require_key(request: Request) -> None:
-        if not authorized(api_key, request.headers, request.cookies):
-            raise HTTPException(401, "missing or wrong API key", headers={"WWW-Authenticate": "Bearer"})
-
-    def signed_in(response: Response) -> Response:
-        if api_key:
-            response.set_cookie(COOKIE, page_token(api_key), httponly=True, samesite="strict", path="/")
-        return response
+    require_key = key_dependency(api_key)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         message, details = validation_errors(list(exc.errors()))
         return JSONResponse({"error": message, "detail": details}, status_code=422)
 
-    @app.get("/health")
-    async def health() -> dict:
-        return {"status": "ok"}
+    add_public_routes(app, api_key, page.web_page)
 
     @app.get("/v1/status", dependencies=[Depends(require_key)])
     async def status() -> dict:
         return {"status": "ok", "model": name, "uptime_s": round(time.time() - started, 1),
                 "precision": getattr(generator, "precision", "fp32"), **queue.stats()}  # fmt: skip
-
-    @app.get("/", include_in_schema=False)
-    async def web_page(request: Request, key: str | None = None) -> Response:
-        if key is not None:  # `/?key=KEY` once: a cookie instead, and the key leaves the address bar
-            if authorized(api_key, {"x-api-key": key}, {}):
-                return signed_in(RedirectResponse("/", status_code=303, headers=page.HEADERS))
-            return page.sign_in("wrong key")
-        if not authorized(api_key, request.headers, request.cookies):
-            return page.sign_in()
-        return page.web_page()
-
-    @app.post("/sign-in", include_in_schema=False)
-    async def sign_in(request: Request) -> Response:
-        from urllib.parse import parse_qs
-
-        form = parse_qs((await request.body()).decode("utf-8", "replace"))
-        key = (form.get("key") or [""])[0]
-        if authorized(api_key, {"x-api-key": key}, {}):
-            return signed_in(RedirectResponse("/", status_code=303, headers=page.HEADERS))
-        return page.sign_in("wrong key")
 
     @app.get("/v1/model", dependencies=[Depends(require_key)])
     async def model_info() -> dict:
@@ -253,14 +200,9 @@ def build_app(
         openapi_extra={"requestBody": body_schema},
     )
     async def generate(request: Request) -> Response:
-        try:
-            data = read_body(await request.body(), request.headers.get("content-type"))
-            values = validate(data, defaults, surface=HTTP, limits=limits)
-        except ClientDisconnect:  # left (or was closed for sending too slowly) before its body arrived
-            return Response(status_code=499)
-        except RequestError as err:
-            message, details = http_errors(err.errors)
-            return JSONResponse({"error": message, "detail": details}, status_code=422)
+        values = await read_request(request, lambda data: validate(data, defaults, surface=HTTP, limits=limits))
+        if not isinstance(values, dict):  # the answer: 499 or 422
+            return values
         fmt = values.pop("format")
         melody, melody_problem = take_melody(values["conditions"], melody_model)
         if melody_problem is not None:
@@ -277,51 +219,9 @@ def build_app(
             values["conditions"]["melody"] = melody
         seed = values["seed"] if values["seed"] is not None else secrets.randbelow(2**31)
         item = GenerationItem(**{**values, "seed": seed})
-        try:
-            job = queue.submit(item)
-        except QueueFull as full:
-            return JSONResponse(
-                {"error": str(full), "retry_after": full.retry_after},
-                status_code=503,
-                headers={"Retry-After": str(full.retry_after)},
-            )
-        watcher = asyncio.ensure_future(_disconnected(request))
-        try:
-            done, _ = await asyncio.wait({job.future, watcher}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not watcher.done():
-                watcher.cancel()
-        if job.future not in done:
-            queue.cancel(job)
-            return Response(status_code=499)  # nobody reads it: the client is gone
-        try:
-            result = job.future.result()
-        except QueueFull as full:  # shutting down
-            return JSONResponse({"error": "the server is shutting down"}, status_code=503,
-                                headers={"Retry-After": str(full.retry_after)})  # fmt: skip
-        except Exception as err:
-            return JSONResponse({"error": f"generation failed: {type(err).__name__}: {err}"}, status_code=500)
-        audio = encode_audio(result.wav, result.sample_rate, fmt)
-        now = time.perf_counter()
-        headers = {
-            "X-Seed": str(seed),
-            "X-Audio-Seconds": f"{result.wav.shape[-1] / result.sample_rate:.4f}",
-            "X-Sample-Rate": str(result.sample_rate),
-            "X-Batch-Size": str(int(result.stats["batch_size"])),
-            "X-Queue-Seconds": f"{job.started - job.enqueued:.4f}",
-            "X-Generation-Seconds": f"{now - job.started:.4f}",
-        }
-        return Response(audio, media_type=MEDIA_TYPES[fmt], headers=headers)
+        return await answer_from_queue(queue, item, request, fmt)
 
     return app
-
-
-async def _disconnected(request: Any) -> None:
-    """Returns when the client has closed the connection (the request body has been read already)."""
-    while True:
-        message = await request.receive()
-        if message.get("type") == "http.disconnect":
-            return
 
 
 def _version() -> str:

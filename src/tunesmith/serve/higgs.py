@@ -19,10 +19,8 @@ reference without its transcript and an empty text are 422 too. Requests are mic
 """
 
 # No `from __future__ import annotations`: FastAPI must see the types imported inside build_speech_app.
-import asyncio
 import base64
 import binascii
-import contextlib
 import dataclasses
 import io
 import logging
@@ -36,12 +34,11 @@ from tunesmith.inference.request import (
     MAX_MELODY_CHARS,
     FieldError,
     RequestError,
-    http_errors,
     validate,
 )
-from tunesmith.serve.app import MEDIA_TYPES, _disconnected, encode_audio, read_body
-from tunesmith.serve.auth import COOKIE, authorized, check_api_key, page_token
-from tunesmith.serve.queue import BatchQueue, Limits, QueueFull
+from tunesmith.serve import shared
+from tunesmith.serve.auth import check_api_key
+from tunesmith.serve.queue import BatchQueue, Limits
 
 log = logging.getLogger("tunesmith.serve")
 
@@ -159,13 +156,11 @@ def build_speech_app(
     docs: bool = False,
 ) -> Any:
     """The FastAPI app around a loaded :class:`~tunesmith.inference.higgs.HiggsGenerator`."""
-    from fastapi import Depends, FastAPI, HTTPException, Request
-    from fastapi.responses import JSONResponse, RedirectResponse, Response
-    from starlette.requests import ClientDisconnect
+    from fastapi import Depends, FastAPI, Request
+    from fastapi.responses import Response
 
     from tunesmith.errors import UserError
     from tunesmith.inference.request import GenerationItem
-    from tunesmith.serve import page
     from tunesmith.serve.speech_page import speech_page
 
     api_key = check_api_key(api_key)
@@ -174,52 +169,14 @@ def build_speech_app(
     generator.max_batch = limits.max_batch
     started = time.time()
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI):
-        queue.start()
-        yield
-        await queue.stop()
-
     if docs:
         log.info("--docs: not available for speech models yet (the API is described in GET /v1/model)")
-    app = FastAPI(title="tunesmith speech", lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="tunesmith speech", lifespan=shared.queue_lifespan(queue), openapi_url=None, docs_url=None, redoc_url=None
+    )
     app.state.queue = queue
-
-    def require_key(request: Request) -> None:
-        if not authorized(api_key, request.headers, request.cookies):
-            raise HTTPException(401, "missing or wrong API key", headers={"WWW-Authenticate": "Bearer"})
-
-    def unprocessable(errors: list[FieldError]) -> JSONResponse:
-        message, details = http_errors(errors)
-        return JSONResponse({"error": message, "detail": details}, status_code=422)
-
-    def signed_in(response: Response) -> Response:
-        if api_key:
-            response.set_cookie(COOKIE, page_token(api_key), httponly=True, samesite="strict", path="/")
-        return response
-
-    @app.get("/health")
-    async def health() -> dict:
-        return {"status": "ok"}
-
-    @app.get("/", include_in_schema=False)
-    async def web_page(request: Request, key: str | None = None) -> Response:
-        if key is not None:  # `/?key=KEY` once: a cookie instead, and the key leaves the address bar
-            if authorized(api_key, {"x-api-key": key}, {}):
-                return signed_in(RedirectResponse("/", status_code=303, headers=page.HEADERS))
-            return page.sign_in("wrong key")
-        if not authorized(api_key, request.headers, request.cookies):
-            return page.sign_in()
-        return speech_page()
-
-    @app.post("/sign-in", include_in_schema=False)
-    async def sign_in(request: Request) -> Response:
-        from urllib.parse import parse_qs
-
-        form = parse_qs((await request.body()).decode("utf-8", "replace"))
-        if authorized(api_key, {"x-api-key": (form.get("key") or [""])[0]}, {}):
-            return signed_in(RedirectResponse("/", status_code=303, headers=page.HEADERS))
-        return page.sign_in("wrong key")
+    require_key = shared.key_dependency(api_key)
+    shared.add_public_routes(app, api_key, speech_page)
 
     @app.get("/v1/status", dependencies=[Depends(require_key)])
     async def status() -> dict:
@@ -254,54 +211,18 @@ def build_speech_app(
             "defaults": defaults,
             "precision": generator.precision,
             "limits": dataclasses.asdict(limits),
-            "formats": sorted(MEDIA_TYPES),
+            "formats": sorted(shared.MEDIA_TYPES),
         }
 
     @app.post("/v1/generate", dependencies=[Depends(require_key)], response_class=Response)
     async def generate(request: Request) -> Response:
-        try:
-            data = read_body(await request.body(), request.headers.get("content-type"))
-            values = parse_speech_request(data, defaults, limits)
-        except ClientDisconnect:
-            return Response(status_code=499)
-        except RequestError as err:
-            return unprocessable(err.errors)
+        values = await shared.read_request(request, lambda data: parse_speech_request(data, defaults, limits))
+        if not isinstance(values, dict):  # the answer: 499 or 422
+            return values
         fmt = values.pop("format")
         seed = values["seed"] if values["seed"] is not None else secrets.randbelow(2**31)
         item = GenerationItem(**{**values, "seed": seed})
-        try:
-            job = queue.submit(item)
-        except QueueFull as full:
-            return JSONResponse({"error": str(full), "retry_after": full.retry_after}, status_code=503,
-                                headers={"Retry-After": str(full.retry_after)})  # fmt: skip
-        watcher = asyncio.ensure_future(_disconnected(request))
-        try:
-            done, _ = await asyncio.wait({job.future, watcher}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not watcher.done():
-                watcher.cancel()
-        if job.future not in done:
-            queue.cancel(job)
-            return Response(status_code=499)
-        try:
-            result = job.future.result()
-        except QueueFull as full:
-            return JSONResponse({"error": "the server is shutting down"}, status_code=503,
-                                headers={"Retry-After": str(full.retry_after)})  # fmt: skip
-        except UserError as err:  # e.g. a reference too short to encode, a prompt longer than the context
-            return unprocessable([FieldError("body", str(err), "value_error")])
-        except Exception as err:
-            return JSONResponse({"error": f"generation failed: {type(err).__name__}: {err}"}, status_code=500)
-        audio = encode_audio(result.wav, result.sample_rate, fmt)
-        headers = {
-            "X-Seed": str(seed),
-            "X-Audio-Seconds": f"{result.wav.shape[-1] / result.sample_rate:.4f}",
-            "X-Sample-Rate": str(result.sample_rate),
-            "X-Batch-Size": str(int(result.stats["batch_size"])),
-            "X-Queue-Seconds": f"{job.started - job.enqueued:.4f}",
-            "X-Generation-Seconds": f"{time.perf_counter() - job.started:.4f}",
-        }
-        return Response(audio, media_type=MEDIA_TYPES[fmt], headers=headers)
+        return await shared.answer_from_queue(queue, item, request, fmt, user_errors=(UserError,))
 
     return app
 

@@ -23,14 +23,57 @@ textarea{width:100%} .row{display:flex;gap:1em;flex-wrap:wrap} .row>div{flex:1;m
 #error{color:#b00020;white-space:pre-wrap} #queue,#info{color:#555;font-size:.9em} audio{width:100%;margin-top:1em}
 """
 
-_SCRIPT = """
+# The helpers both pages' scripts use (this page's and :mod:`tunesmith.serve.speech_page`'s): a page script
+# defines loadModel() and requestBody() (the POST /v1/generate JSON, possibly async), then calls start(...).
+_SHARED_SCRIPT = """
 const $ = id => document.getElementById(id);
-let model = null;
 async function getJSON(path) {
   const r = await fetch(path, {credentials: 'same-origin'});
   if (!r.ok) throw new Error(path + ': HTTP ' + r.status);
   return r.json();
 }
+async function pollQueue() {
+  try {
+    const s = await getJSON('/v1/status');
+    $('queue').textContent = 'queue: ' + s.queued + ' waiting, ' + s.running + ' generating, ' +
+      s.completed + ' done, ' + s.rejected + ' turned away';
+  } catch (e) { $('queue').textContent = 'queue: unknown (' + e.message + ')'; }
+}
+async function generate(event, busyText, filePrefix, requestBody) {
+  event.preventDefault();
+  $('error').textContent = ''; $('go').disabled = true; $('info').textContent = busyText;
+  try {
+    const body = await requestBody();
+    const r = await fetch('/v1/generate', {method: 'POST', credentials: 'same-origin',
+      headers: {'Content-Type': 'application/json'}, body: JSON.stringify(body)});
+    if (!r.ok) {
+      let message = 'HTTP ' + r.status;
+      try { message = (await r.json()).error || message; } catch (e) {}
+      throw new Error(message);
+    }
+    const seed = r.headers.get('X-Seed');
+    const url = URL.createObjectURL(await r.blob());
+    const old = $('player').src;
+    $('player').src = url; $('download').href = url; $('download').download = filePrefix + seed + '.wav';
+    $('result').hidden = false;
+    if (old.startsWith('blob:')) URL.revokeObjectURL(old);
+    $('info').textContent = 'seed ' + seed + ' · ' + Number(r.headers.get('X-Audio-Seconds')).toFixed(2) +
+      ' s of audio in ' + Number(r.headers.get('X-Generation-Seconds')).toFixed(2) + ' s';
+  } catch (e) {
+    $('error').textContent = e.message; $('info').textContent = '';
+  } finally {
+    $('go').disabled = false; pollQueue();
+  }
+}
+function start(busyText, filePrefix, requestBody) {
+  $('form').addEventListener('submit', event => generate(event, busyText, filePrefix, requestBody));
+  loadModel().catch(e => { $('error').textContent = 'cannot read the model: ' + e.message; });
+  pollQueue(); setInterval(pollQueue, 2000);
+}
+"""
+
+_SCRIPT = """
+let model = null;
 function attributeField(name, values) {
   const box = document.createElement('div');
   const label = document.createElement('label');
@@ -62,47 +105,16 @@ async function loadModel() {
   $('attributes-box').hidden = attrs.length === 0;
   $('go').disabled = false;
 }
-async function pollQueue() {
-  try {
-    const s = await getJSON('/v1/status');
-    $('queue').textContent = 'queue: ' + s.queued + ' waiting, ' + s.running + ' generating, ' +
-      s.completed + ' done, ' + s.rejected + ' turned away';
-  } catch (e) { $('queue').textContent = 'queue: unknown (' + e.message + ')'; }
-}
-async function generate(event) {
-  event.preventDefault();
-  $('error').textContent = ''; $('go').disabled = true; $('info').textContent = 'generating…';
+function requestBody() {
   const body = {prompt: $('prompt').value, duration: Number($('duration').value), cfg: Number($('cfg').value),
                 format: 'wav'};
   if ($('seed').value !== '') body.seed = Number($('seed').value);
   for (const el of document.querySelectorAll('[data-attribute]')) {
     if (el.value !== '') body[el.dataset.attribute] = el.dataset.attribute === 'bpm' ? Number(el.value) : el.value;
   }
-  try {
-    const r = await fetch('/v1/generate', {method: 'POST', credentials: 'same-origin',
-      headers: {'Content-Type': 'application/json'}, body: JSON.stringify(body)});
-    if (!r.ok) {
-      let message = 'HTTP ' + r.status;
-      try { message = (await r.json()).error || message; } catch (e) {}
-      throw new Error(message);
-    }
-    const seed = r.headers.get('X-Seed');
-    const url = URL.createObjectURL(await r.blob());
-    const old = $('player').src;
-    $('player').src = url; $('download').href = url; $('download').download = 'tunesmith-seed-' + seed + '.wav';
-    $('result').hidden = false;
-    if (old.startsWith('blob:')) URL.revokeObjectURL(old);
-    $('info').textContent = 'seed ' + seed + ' · ' + Number(r.headers.get('X-Audio-Seconds')).toFixed(2) +
-      ' s of audio in ' + Number(r.headers.get('X-Generation-Seconds')).toFixed(2) + ' s';
-  } catch (e) {
-    $('error').textContent = e.message; $('info').textContent = '';
-  } finally {
-    $('go').disabled = false; pollQueue();
-  }
+  return body;
 }
-$('form').addEventListener('submit', generate);
-loadModel().catch(e => { $('error').textContent = 'cannot read the model: ' + e.message; });
-pollQueue(); setInterval(pollQueue, 2000);
+start('generating…', 'tunesmith-seed-', requestBody);
 """
 
 _BODY = """
@@ -120,6 +132,10 @@ _BODY = """
   <div id="attributes-box" hidden><div id="attributes" class="row"></div></div>
   <button id="go" type="submit" disabled>Generate</button>
 </form>
+"""
+
+# What both pages show below their form: errors, progress, the player and download link, the queue.
+_RESULTS = """
 <p id="error" role="alert"></p>
 <p id="info"></p>
 <div id="result" hidden>
@@ -159,12 +175,20 @@ def _headers(nonce: str) -> dict[str, str]:
     return {**HEADERS, "Content-Security-Policy": csp}
 
 
-def web_page() -> Any:
-    """The page (an HTMLResponse with a fresh CSP nonce)."""
+def generation_page(title: str, form: str, script: str) -> Any:
+    """A generation page (an HTMLResponse with a fresh CSP nonce): ``form`` (HTML with the ``form`` element
+    and its ``go`` button) above the shared results block, and ``script`` (defining ``loadModel()`` and
+    calling ``start(...)``) after the shared script helpers."""
     from fastapi.responses import HTMLResponse
 
     nonce = secrets.token_urlsafe(16)
-    return HTMLResponse(_document("tunesmith", _BODY, nonce, _SCRIPT), headers=_headers(nonce))
+    document = _document(title, form + _RESULTS, nonce, _SHARED_SCRIPT + script)
+    return HTMLResponse(document, headers=_headers(nonce))
+
+
+def web_page() -> Any:
+    """The page (an HTMLResponse with a fresh CSP nonce)."""
+    return generation_page("tunesmith", _BODY, _SCRIPT)
 
 
 def sign_in(message: str = "") -> Any:

@@ -2,24 +2,18 @@
 transcript, seed and sampling settings, a player and a download link, and the queue state.
 
 One offline HTML file (inline style and script under a per-response CSP nonce, like
-:mod:`tunesmith.serve.page`, whose document frame, headers and sign-in form it reuses). The reference file is
-read in the browser (``FileReader.readAsDataURL``) and sent as the ``data:`` URL ``POST /v1/generate`` accepts.
+:mod:`tunesmith.serve.page`, whose document frame, headers, script helpers, results block and sign-in form it
+reuses). The reference file is read in the browser (``FileReader.readAsDataURL``) and sent as the ``data:`` URL
+``POST /v1/generate`` accepts.
 """
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
-from tunesmith.serve.page import _document, _headers
+from tunesmith.serve.page import generation_page
 
 _SCRIPT = """
-const $ = id => document.getElementById(id);
-async function getJSON(path) {
-  const r = await fetch(path, {credentials: 'same-origin'});
-  if (!r.ok) throw new Error(path + ': HTTP ' + r.status);
-  return r.json();
-}
 async function loadModel() {
   const model = await getJSON('/v1/model');
   const d = model.defaults, lim = model.limits;
@@ -30,13 +24,6 @@ async function loadModel() {
   $('text').maxLength = lim.max_prompt_chars; $('reference_text').maxLength = lim.max_prompt_chars;
   $('go').disabled = false;
 }
-async function pollQueue() {
-  try {
-    const s = await getJSON('/v1/status');
-    $('queue').textContent = 'queue: ' + s.queued + ' waiting, ' + s.running + ' generating, ' +
-      s.completed + ' done, ' + s.rejected + ' turned away';
-  } catch (e) { $('queue').textContent = 'queue: unknown (' + e.message + ')'; }
-}
 function readFile(file) {
   return new Promise((resolve, reject) => {
     const reader = new FileReader();
@@ -45,41 +32,17 @@ function readFile(file) {
     reader.readAsDataURL(file);
   });
 }
-async function generate(event) {
-  event.preventDefault();
-  $('error').textContent = ''; $('go').disabled = true; $('info').textContent = 'speaking…';
+async function requestBody() {
   const body = {text: $('text').value, duration: Number($('duration').value),
                 temperature: Number($('temperature').value), top_k: Number($('top_k').value),
                 top_p: Number($('top_p').value), format: 'wav'};
   if ($('seed').value !== '') body.seed = Number($('seed').value);
-  try {
-    const file = $('reference').files[0];
-    if (file) { body.reference = await readFile(file); body.reference_text = $('reference_text').value; }
-    else if ($('reference_text').value !== '') body.reference_text = $('reference_text').value;
-    const r = await fetch('/v1/generate', {method: 'POST', credentials: 'same-origin',
-      headers: {'Content-Type': 'application/json'}, body: JSON.stringify(body)});
-    if (!r.ok) {
-      let message = 'HTTP ' + r.status;
-      try { message = (await r.json()).error || message; } catch (e) {}
-      throw new Error(message);
-    }
-    const seed = r.headers.get('X-Seed');
-    const url = URL.createObjectURL(await r.blob());
-    const old = $('player').src;
-    $('player').src = url; $('download').href = url; $('download').download = 'tunesmith-speech-seed-' + seed + '.wav';
-    $('result').hidden = false;
-    if (old.startsWith('blob:')) URL.revokeObjectURL(old);
-    $('info').textContent = 'seed ' + seed + ' · ' + Number(r.headers.get('X-Audio-Seconds')).toFixed(2) +
-      ' s of audio in ' + Number(r.headers.get('X-Generation-Seconds')).toFixed(2) + ' s';
-  } catch (e) {
-    $('error').textContent = e.message; $('info').textContent = '';
-  } finally {
-    $('go').disabled = false; pollQueue();
-  }
+  const file = $('reference').files[0];
+  if (file) { body.reference = await readFile(file); body.reference_text = $('reference_text').value; }
+  else if ($('reference_text').value !== '') body.reference_text = $('reference_text').value;
+  return body;
 }
-$('form').addEventListener('submit', generate);
-loadModel().catch(e => { $('error').textContent = 'cannot read the model: ' + e.message; });
-pollQueue(); setInterval(pollQueue, 2000);
+start('speaking…', 'tunesmith-speech-seed-', requestBody);
 """
 
 _BODY = """
@@ -102,19 +65,9 @@ _BODY = """
   </div>
   <button id="go" type="submit" disabled>Speak</button>
 </form>
-<p id="error" role="alert"></p>
-<p id="info"></p>
-<div id="result" hidden>
-  <audio id="player" controls></audio>
-  <p><a id="download" href="#">Download the WAV</a></p>
-</div>
-<p id="queue">queue: …</p>
 """
 
 
 def speech_page() -> Any:
     """The page (an HTMLResponse with a fresh CSP nonce)."""
-    from fastapi.responses import HTMLResponse
-
-    nonce = secrets.token_urlsafe(16)
-    return HTMLResponse(_document("tunesmith speech", _BODY, nonce, _SCRIPT), headers=_headers(nonce))
+    return generation_page("tunesmith speech", _BODY, _SCRIPT)

@@ -277,15 +277,9 @@ class LMSolver(Solver):
 
     def data_fingerprint(self) -> dict | None:
         """The prepared dataset's manifests and the token cache key (dataset × codec weights)."""
-        from pathlib import Path
+        from tunesmith.data.prepare.fingerprint import token_cache_fingerprint
 
-        from tunesmith.data.prepare.fingerprint import audio_fingerprint
-
-        fingerprint = audio_fingerprint(self.cfg.data)
-        cache_dir = getattr(self.splits.get("train"), "cache_dir", None)
-        if cache_dir is not None:
-            fingerprint["token_cache"] = Path(cache_dir).name
-        return fingerprint
+        return token_cache_fingerprint(self.cfg.data, self.splits.get("train"))
 
     def preflight(self) -> list[str]:
         problems = []

@@ -285,13 +285,9 @@ class TTSSolver(Solver):
 
     def data_fingerprint(self) -> dict | None:
         """The prepared dataset's manifests and the token cache key (dataset × audio tokenizer weights)."""
-        from tunesmith.data.prepare.fingerprint import audio_fingerprint
+        from tunesmith.data.prepare.fingerprint import token_cache_fingerprint
 
-        fingerprint = audio_fingerprint(self.cfg.data)
-        cache_dir = getattr(self.splits.get("train"), "cache_dir", None)
-        if cache_dir is not None:
-            fingerprint["token_cache"] = Path(cache_dir).name
-        return fingerprint
+        return token_cache_fingerprint(self.cfg.data, self.splits.get("train"))
 
     def after_checkpoint(self) -> None:
         """With LoRA, RUN/adapter: peft's adapter folder of the best (else last) checkpoint's weights."""

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from support.higgs import TOKENIZER_DIR, save_tiny_lm
+from support.higgs import TOKENIZER_DIR, processor_config, save_tiny_lm
 from tunesmith.errors import UserError
 from tunesmith.models.higgs.checkpoint import load_text_tokenizer, prompt_builder, read_higgs_checkpoint
 from tunesmith.models.higgs.loss import higgs_loss
@@ -19,24 +19,6 @@ from tunesmith.models.higgs.prompt import SpeechExample
 from tunesmith.models.higgs.tokenizer import load_higgs_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def processor_config(tokenizer_path: str) -> dict:
-    """processor_config.json as transformers 5.23's HiggsAudioV2Processor.save_pretrained writes it."""
-    return {
-        "audio_bos_token": "<|audio_out_bos|>",
-        "audio_delay_token": "<|reserved_special_token_6|>",
-        "audio_eos_token": "<|audio_eos|>",
-        "audio_stream_bos_id": 32,
-        "audio_stream_eos_id": 33,
-        "audio_token": "<|AUDIO_OUT|>",
-        "audio_tokenizer": {
-            "audio_tokenizer_class": "HiggsAudioV2TokenizerModel",
-            "audio_tokenizer_name_or_path": tokenizer_path,
-        },
-        "feature_extractor": {"feature_extractor_type": "DacFeatureExtractor", "feature_size": 1, "hop_length": 1},
-        "processor_class": "HiggsAudioV2Processor",
-    }
 
 
 @pytest.fixture(scope="module")

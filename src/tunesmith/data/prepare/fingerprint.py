@@ -51,3 +51,13 @@ def audio_fingerprint(root: str | Path) -> dict[str, Any]:
         if path.is_file():
             files[path.relative_to(root).as_posix()] = file_digest(path, rows=True)
     return {"kind": "audio-manifest", "source": str(root.resolve()), "files": files}
+
+
+def token_cache_fingerprint(root: str | Path, train_split: Any) -> dict[str, Any]:
+    """:func:`audio_fingerprint` of ``root`` plus ``token_cache``: the name of the token-cache folder
+    ``train_split`` reads (``cache_dir``; the cache key of dataset × codec weights), when it has one."""
+    fingerprint = audio_fingerprint(root)
+    cache_dir = getattr(train_split, "cache_dir", None)
+    if cache_dir is not None:
+        fingerprint["token_cache"] = Path(cache_dir).name
+    return fingerprint

@@ -120,6 +120,21 @@ def weight_files(folder: Path) -> list[Path]:
     raise UserError(f"{folder}: no weights ({WEIGHTS} or {WEIGHTS_INDEX}) found")
 
 
+def weight_file_problems(folder: Path, files: list[Path]) -> list[str]:
+    """One line per file of ``files`` (``folder``'s :func:`weight_files`) that is missing or whose safetensors
+    header cannot be read (truncated, not safetensors); [] when every one is complete by its header."""
+    problems = []
+    for path in files:
+        if not path.is_file():
+            problems.append(f"{folder}: {path.name} is missing (named by the weight index)")
+            continue
+        try:
+            read_safetensors_header(path)
+        except (OSError, ValueError) as err:
+            problems.append(f"{folder}: {path.name} {err}")
+    return problems
+
+
 def tensor_names(folder: Path) -> dict[str, tuple[list[int], str]]:
     """Every tensor of a directory's safetensors: name → (shape, dtype), from the headers only."""
     names: dict[str, tuple[list[int], str]] = {}

@@ -18,8 +18,8 @@ from tunesmith.models.hf import convert
 from tunesmith.models.hf.hfdir import (
     CONFIG,
     MANIFEST,
-    read_safetensors_header,
     tensor_names,
+    weight_file_problems,
     weight_files,
 )
 
@@ -150,15 +150,7 @@ def check_weights(folder: Path, config: dict, model_type: str) -> list[str]:
         files = weight_files(folder)
     except UserError as err:
         return [str(err)]
-    problems = []
-    for path in files:
-        if not path.is_file():
-            problems.append(f"{folder}: {path.name} is missing (named by the weight index)")
-            continue
-        try:
-            read_safetensors_header(path)
-        except (OSError, ValueError) as err:
-            problems.append(f"{folder}: {path.name} {err}")
+    problems = weight_file_problems(folder, files)
     if problems:
         return problems
     names = tensor_names(folder)

@@ -77,21 +77,6 @@ def stored_dtype(config: dict[str, Any]) -> torch.dtype:
     return _DTYPES.get(name, torch.float32)
 
 
-def _finetune_of(run_config: dict[str, Any]):
-    """The run's ``finetune`` section as :class:`~tunesmith.models.higgs.model.HiggsFinetuneConfig` for rebuilding
-    the model (float32 base, no dropout, no activation checkpointing)."""
-    import dataclasses
-
-    from tunesmith.models.higgs.model import HiggsFinetuneConfig, HiggsLoraSettings
-
-    raw = dict(run_config.get("finetune") or {})
-    lora_raw = dict(raw.get("lora") or {})
-    known = {f.name for f in dataclasses.fields(HiggsLoraSettings)}
-    lora = HiggsLoraSettings(**{k: v for k, v in lora_raw.items() if k in known})
-    lora.base_dtype, lora.dropout = "fp32", 0.0
-    return HiggsFinetuneConfig(mode=raw.get("mode", "lora"), lora=lora, gradient_checkpointing=False)
-
-
 def _copy_side_files(base: Path, out: Path) -> None:
     """The base's text tokenizer files, chat template and generation config into ``out`` (hard links)."""
     for name in (*TEXT_TOKENIZER_FILES, *TEMPLATE_FILES, GENERATION_CONFIG):
@@ -161,7 +146,13 @@ def _own_adapter_export(out: Path) -> bool:
 def export_adapters(source: str | Path, out: str | Path, *, which: str = "best", force: bool = False) -> Path:
     """peft's adapter folder ``out`` of a LoRA tts run's checkpoint (see the module docstring)."""
     from tunesmith.models.higgs.checkpoint import read_higgs_checkpoint
-    from tunesmith.models.higgs.model import load_base_model, prepare_for_training, save_adapter
+    from tunesmith.models.higgs.model import (
+        load_base_model,
+        load_checkpoint_weights,
+        prepare_for_training,
+        rebuild_finetune,
+        save_adapter,
+    )
 
     out = Path(out).expanduser()
     if out.is_dir() and _own_adapter_export(out):
@@ -176,7 +167,7 @@ def export_adapters(source: str | Path, out: str | Path, *, which: str = "best",
         raise UserError(f"{source}: not a HiggsAudio v2 run or checkpoint")
     stored = ckpt.read_config(folder)
     meta, run_config = stored.get("meta") or {}, stored.get("config") or {}
-    finetune = _finetune_of(run_config)
+    finetune = rebuild_finetune(run_config)
     if not meta.get("source") or finetune.mode != "lora":
         what = "a transformers model folder" if not meta.get("source") else f"finetune.mode={finetune.mode}"
         raise UserError(
@@ -185,14 +176,7 @@ def export_adapters(source: str | Path, out: str | Path, *, which: str = "best",
         )
     checkpoint = read_higgs_checkpoint(meta["source"])
     model = prepare_for_training(load_base_model(checkpoint), finetune, text_loss=bool(run_config.get("text_loss")))
-    state = ckpt.load_weights(folder, "model")
-    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise UserError(
-            f"{folder}: the weights do not fit the model rebuilt from its config "
-            f"(missing {list(missing)[:4]}, unexpected {list(unexpected)[:4]})"
-        )
+    state = load_checkpoint_weights(model, folder)
     save_adapter(model, state, out, base=checkpoint.directory, checkpoint=folder)
     log.info("exported the LoRA adapters of %s to %s (base %s)", folder, out, checkpoint.directory)
     return out

@@ -237,13 +237,31 @@ class LoadedHiggs:
     run_config: dict | None  # the tts run's resolved config when loaded from a run, else None
 
 
-def _run_finetune(run_config: dict) -> HiggsFinetuneConfig:
-    """The ``finetune`` section of a stored run config as a :class:`HiggsFinetuneConfig`."""
+def rebuild_finetune(run_config: dict) -> HiggsFinetuneConfig:
+    """The ``finetune`` section of a stored run config as a :class:`HiggsFinetuneConfig` for rebuilding the
+    trained model: float32 base, no dropout, no activation checkpointing."""
     raw = dict(run_config.get("finetune") or {})
-    lora_raw = dict(raw.pop("lora", None) or {})
+    lora_raw = dict(raw.get("lora") or {})
     known = {f.name for f in dataclasses.fields(HiggsLoraSettings)}
     lora = HiggsLoraSettings(**{k: v for k, v in lora_raw.items() if k in known})
+    lora.base_dtype, lora.dropout = "fp32", 0.0
     return HiggsFinetuneConfig(mode=raw.get("mode", "lora"), lora=lora, gradient_checkpointing=False)
+
+
+def load_checkpoint_weights(model: nn.Module, folder: Path) -> dict[str, torch.Tensor]:
+    """Load a tts checkpoint's ``model`` weights (floating tensors as float32) into the rebuilt ``model`` and
+    return them; UserError when they do not fit it exactly."""
+    from tunesmith.artifacts import checkpoint as ckpt
+
+    state = ckpt.load_weights(folder, "model")
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise UserError(
+            f"{folder}: the weights do not fit the model rebuilt from its config "
+            f"(missing {list(missing)[:4]}, unexpected {list(unexpected)[:4]})"
+        )
+    return state
 
 
 def _load_run(folder: Path, audio_tokenizer: str | Path | None) -> tuple[nn.Module, HiggsCheckpoint, dict]:
@@ -266,19 +284,9 @@ def _load_run(folder: Path, audio_tokenizer: str | Path | None) -> tuple[nn.Modu
         )
     checkpoint = read_higgs_checkpoint(source, audio_tokenizer)
     model = load_base_model(checkpoint, torch.float32)
-    finetune = _run_finetune(run_config)
-    if finetune.mode == "lora":
-        finetune.lora.base_dtype = "fp32"  # merged in float32; the caller casts
-        finetune.lora.dropout = 0.0
+    finetune = rebuild_finetune(run_config)  # LoRA merged in float32; the caller casts
     model = prepare_for_training(model, finetune, text_loss=bool(run_config.get("text_loss")))
-    state = ckpt.load_weights(folder, "model")
-    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise UserError(
-            f"{folder}: the weights do not fit the model rebuilt from its config "
-            f"(missing {list(missing)[:4]}, unexpected {list(unexpected)[:4]})"
-        )
+    load_checkpoint_weights(model, folder)
     return merge_lora(model), checkpoint, run_config
 
 

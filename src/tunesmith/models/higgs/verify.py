@@ -62,21 +62,13 @@ def check_manifests(folder: Path) -> list[str]:
 
 def check_weight_files(folder: Path, what: str) -> tuple[list[str], bool]:
     """(problems, all weights readable) for the safetensors of ``folder``: present and complete by header."""
-    from tunesmith.models.hf.hfdir import read_safetensors_header, weight_files
+    from tunesmith.models.hf.hfdir import weight_file_problems, weight_files
 
     try:
         files = weight_files(folder)
     except UserError as err:
         return [f"{what}: {err}"], False
-    problems = []
-    for path in files:
-        if not path.is_file():
-            problems.append(f"{folder}: {path.name} is missing (named by the weight index)")
-            continue
-        try:
-            read_safetensors_header(path)
-        except (OSError, ValueError) as err:
-            problems.append(f"{folder}: {path.name} {err}")
+    problems = weight_file_problems(folder, files)
     return problems, not problems
 
 
