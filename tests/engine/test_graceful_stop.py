@@ -215,3 +215,30 @@ def test_ddp_a_signal_on_one_rank_stops_every_rank_after_the_same_update(tmp_pat
     assert sorted(got) == sorted(expected)
     for step, loss in expected.items():
         assert got[step] == pytest.approx(loss, rel=1e-6, abs=1e-7), step
+
+
+def test_the_signal_handler_never_goes_through_logging(capfd):
+    """A handler runs between two bytecodes of the main thread, possibly inside its write to stderr, where a
+    logging call fails ("reentrant call inside BufferedWriter" → "--- Logging error ---" and a traceback, seen on
+    CI). The notice goes out with one os.write instead; the flag is set either way."""
+    import logging
+
+    from tunesmith.engine.signals import StopRequest
+
+    class Reentrant(logging.Handler):
+        def emit(self, record):
+            raise RuntimeError("reentrant call inside <_io.BufferedWriter name='<stderr>'>")
+
+    logger = logging.getLogger("tunesmith.train")
+    handler = Reentrant()
+    logger.addHandler(handler)
+    try:
+        stop = StopRequest()
+        stop._handle(signal.SIGTERM, None)
+        stop._handle(signal.SIGTERM, None)
+    finally:
+        logger.removeHandler(handler)
+    err = capfd.readouterr().err
+    assert stop.signal_name == "SIGTERM"
+    assert "SIGTERM received: finishing the current update" in err and "already stopping" in err
+    assert "Logging error" not in err and "Traceback" not in err

@@ -12,9 +12,12 @@ update boundary, so all ranks stop after the same update; alone, it is a plain a
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import signal
 import threading
+import time
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -66,15 +69,12 @@ class StopRequest:
         name = signal.Signals(signum).name
         if self.signal_name is None:
             self.signal_name = name
-            log.warning(
-                "%s received: finishing the current update, then writing a checkpoint%s",
-                name,
-                " (Ctrl-C again to stop at once)" if signum == signal.SIGINT else "",
-            )
+            again = " (Ctrl-C again to stop at once)" if signum == signal.SIGINT else ""
+            _notice("WARNING", f"{name} received: finishing the current update, then writing a checkpoint{again}")
         elif signum == signal.SIGINT:
             raise KeyboardInterrupt
         else:
-            log.info("%s received: already stopping", name)
+            _notice("INFO", f"{name} received: already stopping")
 
     def agreed(self, device: torch.device, distributed: bool) -> bool:
         """Whether to stop now. Distributed: a collective (call it on every rank at the same point) that
@@ -90,6 +90,15 @@ class StopRequest:
         if stop and self.signal_name is None:
             self.signal_name = "a signal on another rank"
         return stop
+
+
+def _notice(level: str, message: str) -> None:
+    """Say something from a signal handler: one ``os.write`` to stderr, in the log's format. A handler runs
+    between two bytecodes of the main thread, possibly inside its write to the same stream, where ``logging``
+    fails with "reentrant call inside <_io.BufferedWriter name='<stderr>'>" (and prints a traceback). The
+    engine logs the stop itself, through every handler, once the update ends."""
+    with contextlib.suppress(OSError):  # stderr closed: nothing to say it on
+        os.write(2, f"{time.strftime('%H:%M:%S')} {level} {log.name}: {message}\n".encode())
 
 
 def ignore_stop_signals(worker_id: int = 0) -> None:

@@ -797,6 +797,8 @@ class Solver(Task):
 
     def _stop_run(self, *, write: bool) -> None:
         """After a stop request: ``last`` at this update (``write``), status "interrupted", TrainingStopped."""
+        log.warning("stopped by %s after update %d%s", self._stop.signal_name or "a signal", self.step,
+                    ": writing the checkpoint" if write else "")  # fmt: skip
         folder = self.save_mid_epoch() if write else None
         if folder is None and self.dist.is_main:
             candidates = ckpt.checkpoint_candidates(self.run.dir)
