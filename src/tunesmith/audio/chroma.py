@@ -24,6 +24,7 @@ import dataclasses
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -112,6 +113,19 @@ def chroma_features(wav: Tensor, settings: ChromaSettings = ChromaSettings()) ->
     (the dominant pitch class of each frame; ties and silence go to the lowest bin, C)."""
     energy = chroma_energy(wav, settings)
     return torch.nn.functional.one_hot(energy.argmax(dim=-1), settings.n_chroma).to(energy.dtype)
+
+
+def waveform_chroma(
+    wav: np.ndarray, sample_rate: int, settings: ChromaSettings = ChromaSettings(), max_seconds: float = 30.0
+) -> Tensor:
+    """Audio float32 ``[C, T]`` at ``sample_rate`` Hz → one-hot chroma [frames, n_chroma]: mixed to mono, resampled
+    to ``settings.sample_rate`` and cut to ``max_seconds`` (MusicGen-melody reads at most 30 s)."""
+    from tunesmith.audio.io import convert_channels, resample
+
+    mono = resample(convert_channels(np.ascontiguousarray(wav), 1), int(sample_rate), settings.sample_rate)
+    return chroma_features(
+        torch.from_numpy(np.ascontiguousarray(mono[0, : int(max_seconds * settings.sample_rate)])), settings
+    )
 
 
 def melody_chroma(path: str | Path, settings: ChromaSettings = ChromaSettings(), max_seconds: float = 30.0) -> Tensor:

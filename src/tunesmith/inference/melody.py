@@ -20,17 +20,14 @@ MELODY = "melody"
 
 def melody_to_chroma(melody: str | Path | bytes, settings: Any, max_seconds: float = 30.0) -> torch.Tensor:
     """A wav path or a wav file's bytes → one-hot chroma float [frames, bins] (mono, resampled, ≤ 30 s)."""
-    from tunesmith.audio.chroma import chroma_features, melody_chroma
+    from tunesmith.audio.chroma import melody_chroma, waveform_chroma
 
     if isinstance(melody, (str, Path)):
         path = Path(melody).expanduser()
         if not path.is_file():
             raise UserError(f"melody={melody}: no such audio file")
         return melody_chroma(path, settings, max_seconds)
-    import numpy as np
     import soundfile as sf
-
-    from tunesmith.audio.io import convert_channels, resample
 
     try:
         data, rate = sf.read(io.BytesIO(melody), dtype="float32", always_2d=True)
@@ -38,9 +35,7 @@ def melody_to_chroma(melody: str | Path | bytes, settings: Any, max_seconds: flo
         raise UserError(f"melody: not a readable audio file ({err})") from None
     if data.shape[0] == 0:
         raise UserError("melody: the audio file holds no samples")
-    wav = resample(convert_channels(np.ascontiguousarray(data.T), 1), int(rate), settings.sample_rate)
-    wav = torch.from_numpy(np.ascontiguousarray(wav[0, : int(max_seconds * settings.sample_rate)]))
-    return chroma_features(wav, settings)
+    return waveform_chroma(data.T, int(rate), settings, max_seconds)
 
 
 def resolve_melodies(conditions: list[dict], cond_cfg: Any) -> list[dict]:

@@ -133,13 +133,10 @@ class EvaluateStage:
 
     def _melody(self, clip: AudioClip) -> torch.Tensor:
         """A reference clip's one-hot chroma [frames, bins], with the LM's own analysis settings."""
-        from tunesmith.audio.chroma import chroma_features
-        from tunesmith.audio.io import convert_channels, resample
+        from tunesmith.audio.chroma import waveform_chroma
         from tunesmith.models.lm.conditioners import chroma_settings
 
-        settings = chroma_settings(self.solver.lm_config.conditioner)
-        mono = resample(convert_channels(clip.wav, 1), clip.sample_rate, settings.sample_rate)
-        return chroma_features(torch.from_numpy(mono[0].copy()), settings)
+        return waveform_chroma(clip.wav, clip.sample_rate, chroma_settings(self.solver.lm_config.conditioner))
 
     def __call__(self, model: Any, epoch: int) -> dict[str, float]:
         from tunesmith.eval.suite import MetricModels, evaluate_clips
