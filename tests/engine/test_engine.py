@@ -356,3 +356,16 @@ def test_task_preflight_runs_before_anything_is_built(tmp_path):
     solver.__class__ = Checked
     with pytest.raises(PreflightError, match="data=/nowhere"):
         solver.fit()
+
+
+def test_bf16_on_a_gpu_without_it_is_refused_for_every_task(tmp_path, monkeypatch):
+    """The engine checks the precision the device can run before anything is built (not one task's preflight)."""
+    from tunesmith.engine.preflight import PreflightError
+
+    monkeypatch.setattr("tunesmith.engine.precision.bf16_supported", lambda device: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    solver = build_solver("toy", "default", ["train.precision=bf16"], runs_dir=tmp_path)
+    solver.device = torch.device("cuda:0")  # as on a GPU without bf16 (e.g. a T4)
+    with pytest.raises(PreflightError, match="does not support bfloat16; use train.precision=fp16"):
+        solver.fit()
+    assert not (solver.run.dir / "checkpoints").exists()

@@ -107,7 +107,7 @@ def test_b_fp16_with_frozen_parameters_never_raises_no_inf_checks(setup, tmp_pat
 
 
 def test_c_bf16_where_unsupported_is_a_clear_preflight_error(setup, tmp_path, monkeypatch):
-    from tunesmith.tasks.tts import precision_problems
+    from tunesmith.engine.precision import precision_problems
 
     assert precision_problems("bf16", torch.device("cpu")) == []  # CPU autocast runs bf16
     monkeypatch.setattr("tunesmith.engine.precision.bf16_supported", lambda device: False)

@@ -22,6 +22,18 @@ def bf16_supported(device: torch.device) -> bool:
     return False  # CPU bf16 autocast works but is slower than fp32 on most CPUs
 
 
+def precision_problems(precision: str, device: torch.device) -> list[str]:
+    """``train.precision=bf16`` on a GPU without bf16 → the fix (fp16 with the loss scaler, or auto); checked by
+    the engine before anything is built, for every task. CPU autocast runs bf16, so CPU is never refused."""
+    if precision == "bf16" and device.type == "cuda" and not bf16_supported(device):
+        name = torch.cuda.get_device_name(device) if torch.cuda.is_available() else "this GPU"
+        return [
+            f"train.precision=bf16: {name} does not support bfloat16; use train.precision=fp16 "
+            "(mixed precision with the loss scaler) or train.precision=auto"
+        ]
+    return []
+
+
 def resolve_precision(policy: str, device: torch.device) -> str:
     """``auto`` → bf16 where the device supports it, else fp16 on older GPUs, fp32 on CPU."""
     if policy == "auto":

@@ -33,7 +33,14 @@ from tunesmith.config import Resolved
 from tunesmith.engine.data_identity import check_data_identity
 from tunesmith.engine.distributed import DistInfo, all_reduce_sum, barrier, init_distributed
 from tunesmith.engine.ema import EMA
-from tunesmith.engine.precision import SafeScaler, autocast, input_dtype, move_batch, resolve_precision
+from tunesmith.engine.precision import (
+    SafeScaler,
+    autocast,
+    input_dtype,
+    move_batch,
+    precision_problems,
+    resolve_precision,
+)
 from tunesmith.engine.preflight import (
     PreflightError,
     checkpoint_bytes,
@@ -706,7 +713,8 @@ class Solver(Task):
             return self._fit()
 
     def _fit(self) -> dict:
-        raise_problems(list(self.preflight()))  # the task's data checks, before anything is built or loaded
+        # the precision the device can run, then the task's data checks: before anything is built or loaded
+        raise_problems([*precision_problems(self.precision, self.device), *self.preflight()])
         raise_problems(writable_problems(self.run.dir, self.dist.rank))  # a resume writes too (TensorBoard...)
         self.setup()
         self.run_preflight()

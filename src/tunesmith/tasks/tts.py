@@ -138,19 +138,6 @@ def import_source(source: Path, run_dir: Path, cache: Path, audio_tokenizer: str
     return import_higgs(shared, run_dir / INIT_DIR, force=True)
 
 
-def precision_problems(precision: str, device: torch.device) -> list[str]:
-    """``train.precision=bf16`` on a GPU without bf16 → the fix (fp16 with the loss scaler, or auto)."""
-    from tunesmith.engine.precision import bf16_supported
-
-    if precision == "bf16" and device.type == "cuda" and not bf16_supported(device):
-        name = torch.cuda.get_device_name(device) if torch.cuda.is_available() else "this GPU"
-        return [
-            f"train.precision=bf16: {name} does not support bfloat16; use train.precision=fp16 "
-            "(mixed precision with the loss scaler) or train.precision=auto"
-        ]
-    return []
-
-
 class TTSSolver(Solver):
     task = "tts"
     config_class = TTSTaskConfig
@@ -162,7 +149,7 @@ class TTSSolver(Solver):
     # ------------------------------------------------------------------ set-up
 
     def preflight(self) -> list[str]:
-        problems = precision_problems(self.precision, self.device)
+        problems = []
         if not self.cfg.data:
             problems.append("data= is required: a prepared speech dataset (tunesmith prepare SRC --sample-rate 24000)")
         if not self.cfg.init_from:
