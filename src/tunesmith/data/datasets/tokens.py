@@ -26,11 +26,13 @@ CONDITION_FIELDS = ("description", "transcript", "genre", "bpm", "key", "instrum
 
 def open_token_cache(data: str, codec: Any, device: str = "cpu", progress: bool = True) -> dict[str, Any]:
     """Token shards per split for (dataset, codec object); encodes what is not cached yet first."""
+    import json
+
     from tunesmith.data.token_cache import TokenShards, ensure_token_cache
-    from tunesmith.models.codec import codec_fingerprint
 
     cache_dir = ensure_token_cache(data, codec, progress=progress, device=device)
-    fingerprint = codec_fingerprint(codec)
+    # the fingerprint ensure_token_cache just computed and checked (hashing every codec weight again costs seconds)
+    fingerprint = json.loads((cache_dir / "codec.json").read_text(encoding="utf-8"))["fingerprint"]
     splits = {}
     for split in ("train", "valid"):
         try:
