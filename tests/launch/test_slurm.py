@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import datetime, timedelta
 
 import pytest
 
 from support.grids import ENV, LONG, status, step_losses, wait_for
+from support.slurm_cluster import CRED_EXPIRE_S
 from tunesmith.cli import main
 
 pytest.importorskip("submitit")
@@ -57,12 +59,14 @@ def test_grid_through_sbatch_with_a_scancelled_job_requeued_and_resumed_exactly(
     wait_for(lambda: status(long_dir).get("state") == "interrupted" or status(long_dir).get("step", 0) >= 200, 120,
              "the signalled run to stop")  # fmt: skip
     assert status(long_dir)["state"] == "interrupted" and status(long_dir)["step"] < 200, "stopped too late"
-    # Slurm holds a requeued job back for a while (BeginTime); let it start now, as a free cluster would
+    # Slurm holds a requeued job back until its node has dropped the old launch's credential (BeginTime =
+    # requeue + cred_expire + 1 s); once that time has passed, start it now instead of at the next periodic
+    # scheduling pass (up to a minute). Releasing it earlier races the revocation: "Job credential revoked".
     reason = wait_for(lambda: _pending_reason(cluster, job_id), 120, "the job to be requeued (pending)", 0.2)
-    cluster.run("scontrol", "update", f"JobId={job_id}", "StartTime=now")
-    sys.__stderr__.write(
-        f"\nrequeued job {job_id} was pending ({reason}); released with scontrol update StartTime=now\n"
-    )
+    begin = _begin_time(cluster, job_id)
+    wait_for(lambda: datetime.now() > begin + timedelta(seconds=1), 2 * CRED_EXPIRE_S + 30, "the requeue hold")
+    cluster.run("scontrol", "update", f"JobId={job_id}", "StartTime=now", check=False)  # already started: fine
+    sys.__stderr__.write(f"\nrequeued job {job_id} was pending ({reason}) until {begin:%H:%M:%S}; released\n")
     finished = lambda: all(status(d).get("state") == "finished" for d in (long_dir, short_dir))  # noqa: E731
     try:
         wait_for(finished, 600, "both runs to finish (the requeued job to resume)", 0.5)
@@ -98,6 +102,15 @@ def _pending_reason(cluster, job_id: str) -> str:
     out = cluster.run("squeue", "-h", "-j", job_id, "-o", "%T|%r", check=False).stdout.strip()
     state, _, reason = out.partition("|")
     return reason if state == "PENDING" else ""
+
+
+def _begin_time(cluster, job_id: str) -> datetime:
+    """When Slurm lets the pending job start (squeue's START_TIME for a job held by BeginTime), local time."""
+    out = cluster.run("squeue", "-h", "-j", job_id, "-o", "%S", check=False).stdout.strip()
+    try:
+        return datetime.fromisoformat(out)
+    except ValueError:
+        return datetime.now()  # no begin time to wait for (N/A): Slurm already let it go
 
 
 def test_a_two_task_job_trains_one_ddp_run_from_slurms_variables(tmp_path, slurm_env, capsys) -> None:

@@ -90,6 +90,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# A requeued job is held back cred_expire + 1 s (Slurm's default 120 s), long enough for the node to forget
+# the old launch's revoked credential; a launch in the same second as the revocation is killed ("Job credential
+# revoked"). 10 s keeps the tests quick and leaves a loaded 2-core box time to use a fresh credential.
+CRED_EXPIRE_S = 10
+
+
 def slurm_conf(folder: Path, host: str, cpus: int, memory_mb: int, munge_socket: Path) -> str:
     ctld_port, slurmd_port = _free_port(), _free_port()
     return f"""\
@@ -101,7 +107,7 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket={munge_socket}
+AuthInfo=socket={munge_socket},cred_expire={CRED_EXPIRE_S}
 StateSaveLocation={folder}/state
 SlurmdSpoolDir={folder}/spool
 SlurmctldPidFile={folder}/slurmctld.pid
