@@ -19,6 +19,7 @@ from tunesmith.models.midi.tasks import (
     check_task_config,
     merge_velocities,
     source_and_target,
+    velocity_frame,
 )
 from tunesmith.models.midi.tokenizer import PITCH, VELOCITY, MidiTokenizerConfig, build_tokenizer
 from tunesmith.tasks.midi import lm_loss
@@ -31,19 +32,31 @@ def piece(n: int = 40):
     return synth_piece("mozart", 8.0, seed=3).take(slice(0, n))
 
 
-def test_velocity_record_layout_and_mask() -> None:
+def test_velocity_record_layouts_and_masks() -> None:
+    """interleaved: the target is the notes again with their velocities, only velocities (and EOS) trained;
+    appended: the velocity tokens alone. Both put back together give the slice's encoding."""
     notes = piece(24)
-    cfg = PianoTaskConfig(tasks=["velocity"])
-    rec = build_record(TOK, "velocity", notes, cfg, RNG, max_tokens=1000)
     full = TOK.encode(notes, float(notes.start.min()))
-    sep = int(np.nonzero(rec.tokens == TOK.sep_id)[0][0])
-    assert rec.tokens[0] == TOK.bos_id and rec.tokens[1] == TOK.task_id("velocity")
-    source, target = rec.tokens[2:sep], rec.tokens[sep + 1 : -1]
-    assert rec.tokens[-1] == TOK.eos_id
-    assert not np.any(TOK.types_of(source) == VELOCITY)
-    assert np.all(TOK.types_of(target) == VELOCITY) and len(target) == len(notes)
-    assert np.array_equal(merge_velocities(TOK, source, target), full)
-    assert rec.target_mask.tolist() == [False] * (sep + 1) + [True] * (len(target) + 1)
+    for layout in ("interleaved", "appended"):
+        cfg = PianoTaskConfig(tasks=["velocity"], velocity_layout=layout)
+        rec = build_record(TOK, "velocity", notes, cfg, RNG, max_tokens=1000)
+        sep = int(np.nonzero(rec.tokens == TOK.sep_id)[0][0])
+        assert rec.tokens[0] == TOK.bos_id and rec.tokens[1] == TOK.task_id("velocity")
+        assert rec.prompt_len == sep + 1 and rec.tokens[-1] == TOK.eos_id
+        source, target = rec.tokens[2:sep], rec.tokens[sep + 1 : -1]
+        assert not np.any(TOK.types_of(source) == VELOCITY)
+        velocities = target[TOK.types_of(target) == VELOCITY]
+        assert len(velocities) == len(notes)
+        assert np.array_equal(merge_velocities(TOK, source, velocities), full)
+        if layout == "interleaved":
+            assert np.array_equal(target, full)
+        else:
+            assert np.array_equal(target, velocities)
+        trained = [False] * (sep + 1) + (TOK.types_of(target) == VELOCITY).tolist() + [True]
+        assert rec.target_mask.tolist() == trained
+        frame = velocity_frame(TOK, source, layout)
+        slots = TOK.types_of(frame) == VELOCITY
+        assert np.array_equal(slots, TOK.types_of(target) == VELOCITY) and np.array_equal(frame[~slots], target[~slots])
 
 
 def test_denoise_and_partition_tasks() -> None:
@@ -51,7 +64,10 @@ def test_denoise_and_partition_tasks() -> None:
     cfg = PianoTaskConfig(tasks=["velocity_denoise"], noise_std=20.0)
     source, target = source_and_target(TOK, "velocity_denoise", notes, cfg, np.random.default_rng(1))
     assert len(source) == len(TOK.encode(notes, float(notes.start.min())))
-    assert np.array_equal(target, TOK.encode(notes, notes.start.min())[TOK.types_of(source) == VELOCITY])
+    assert np.array_equal(target, TOK.encode(notes, notes.start.min()))  # interleaved: the true notes
+    appended = PianoTaskConfig(tasks=["velocity_denoise"], noise_std=20.0, velocity_layout="appended")
+    _, velocities = source_and_target(TOK, "velocity_denoise", notes, appended, np.random.default_rng(1))
+    assert np.array_equal(velocities, target[TOK.types_of(source) == VELOCITY])
     assert not np.array_equal(source, TOK.encode(notes, notes.start.min()))  # noise changed velocities
 
     origin = float(notes.start.min())

@@ -84,8 +84,9 @@ def test_guidance_with_allowed_tokens() -> None:
     prompt = np.concatenate([cond.prefix("low"), [tok.bos_id, tok.task_id("velocity")]])
     uncond = np.concatenate([cond.unconditional(), prompt[1:]])
     is_velocity = tok.token_types == VELOCITY
+    frame = np.full(10, np.nonzero(is_velocity)[0][0])  # the appended layout: ten velocity slots in a row
     got = generate_target(
-        model, tok, "velocity", prompt, SamplingConfig(0.0, guidance=2.0), num_velocities=10, uncond_prompt=uncond
+        model, tok, "velocity", prompt, SamplingConfig(0.0, guidance=2.0), frame=frame, uncond_prompt=uncond
     )
     assert np.all(is_velocity[got])
     want = reference(model, prompt.tolist(), uncond.tolist(), 2.0, lambda _t: is_velocity, 10)
@@ -178,15 +179,16 @@ def test_free_running_evaluation_uses_the_same_guidance() -> None:
     head = np.concatenate(
         [cond.prefix("high"), [tok.bos_id, tok.task_id("velocity")], full[~is_velocity], [tok.sep_id]]
     )
-    tokens = np.concatenate([head, full[is_velocity], [tok.eos_id]])
-    record = TaskRecord(tokens, np.arange(len(tokens)) >= len(head), "velocity")
+    tokens = np.concatenate([head, full, [tok.eos_id]])  # the interleaved layout: the notes with velocities
+    mask = np.concatenate([np.zeros(len(head), bool), is_velocity, [True]])
+    record = TaskRecord(tokens, mask, "velocity", len(head))
     uncond = np.concatenate([cond.unconditional(), head[1:]])
     values = np.array([int(n.split("_")[1]) if n.startswith("Velocity_") else 0 for n in tok.vocab], float)
     for g in (1.0, 2.5):
         stats = FreeRunStats(tok, ["velocity"], TaskEvalConfig(guidance=g), 64.0, cond.unconditional())
         stats.add(model, record, record_seed=0)
         sampling = SamplingConfig(temperature=0.0, guidance=g)
-        want = generate_target(model, tok, "velocity", head, sampling, num_velocities=4, uncond_prompt=uncond)
+        want = generate_target(model, tok, "velocity", head, sampling, frame=full, uncond_prompt=uncond)
         mae = np.abs(values[want] - values[full[is_velocity]]).sum()
         assert stats.sums["velocity/greedy/abs"] == pytest.approx(mae)
     with pytest.raises(ValueError, match="conditioned model"):

@@ -202,10 +202,41 @@ def test_piano_task_fine_tuning_and_generation(data, pretrained, tmp_path, capsy
     args = ["generate-midi", str(exported), "--prompt", str(prompt), "--task", "velocity", "--out", str(out2)]
     assert main(args) == 0
     assert np.array_equal(read_midi(out2).velocity, after.velocity)  # same weights, same seed
+    # a model saved before piano_task.velocity_layout existed is decoded with the layout it trained with
+    config = json.loads((exported / "config.json").read_text())
+    del config["meta"]["piano_task"]["velocity_layout"]
+    (exported / "config.json").write_text(json.dumps(config))
+    ckpt.write_manifest(exported)  # as that older version wrote it
+    assert load_midi_model(exported).piano_task.velocity_layout == "appended"
+    assert load_midi_model(tuned["run_dir"]).piano_task.velocity_layout == "interleaved"
     capsys.readouterr()
     # a pretrained-only run cannot fill velocities: clear error, exit 2
     assert main(["generate-midi", pretrained["run_dir"], "--prompt", str(prompt), "--task", "velocity"]) == 2
     assert "not fine-tuned on the velocity task" in capsys.readouterr().err
+
+
+def test_resuming_a_run_from_before_velocity_layout_keeps_its_layout(data, pretrained, tmp_path, caplog) -> None:
+    """A checkpoint whose piano_task has no velocity_layout trained with the appended one: a resume goes on
+    with it (the training records change layout), a checkpoint of today's runs changes nothing."""
+    from tunesmith.models.midi.tokenizer import VELOCITY
+
+    solver = build_solver(
+        "midi", "velocity-tiny", [*SMALL, f"data={data}", f"init_from={pretrained['run_dir']}"], runs_dir=tmp_path
+    )
+    train_set = solver.build_datasets()["train"]
+    stored = {"tasks": ["velocity", "velocity_denoise"], "notes_per_record": 16}
+
+    def target_types(dataset) -> set[int]:
+        record = next(r for r in (dataset.record((i, 0)) for i in range(len(dataset))) if r.task == "velocity")
+        return set(solver.tokenizer.types_of(record.tokens[record.prompt_len : -1]).tolist())
+
+    assert target_types(train_set) != {VELOCITY}  # interleaved: the notes are in the target too
+    solver._resume_piano_task({**stored, "velocity_layout": "interleaved"})
+    assert solver.cfg.piano_task.velocity_layout == "interleaved"
+    with caplog.at_level(logging.INFO, logger="tunesmith.midi"):
+        solver._resume_piano_task(stored)
+    assert solver.cfg.piano_task.velocity_layout == "appended" and "velocity_layout=appended" in caplog.text
+    assert target_types(train_set) == {VELOCITY}  # the records already built follow it
 
 
 def test_init_from_a_different_shape_is_refused(data, pretrained, tmp_path) -> None:

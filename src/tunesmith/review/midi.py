@@ -188,7 +188,7 @@ def _generate_rows(ref: CheckpointRef, rows: list, device: str, folder: Path) ->
             out[row.key] = generate_continuation(loaded, row)
             made = notes_from_json(out[row.key])
         else:
-            tokens = generate_target(loaded.model, tok, row.task, row.prompt, greedy, num_velocities=len(row.target))
+            tokens = generate_target(loaded.model, tok, row.task, row.prompt, greedy, frame=row.target)
             out[row.key] = tokens.tolist()
             made = row_notes(tok, row, tokens)[2]
         write_midi(made, folder / f"{row_stem(row)}.mid")
@@ -224,7 +224,7 @@ def row_notes(tok, row: RollRow, generated: np.ndarray | None):
     prompt = tok.decode(row.prompt)
     if row.task in VELOCITY_TASKS:
         bare = row.prompt[tok.types_of(row.prompt) != VELOCITY]
-        target = tok.decode(merge_velocities(tok, bare, row.target))
+        target = tok.decode(merge_velocities(tok, bare, row.target[tok.types_of(row.target) == VELOCITY]))
         made = None if generated is None else tok.decode(merge_velocities(tok, bare, generated))
         return prompt, target, made
     return prompt, tok.decode(row.target), None if generated is None else tok.decode(generated)

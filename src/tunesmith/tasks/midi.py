@@ -487,7 +487,16 @@ class MidiSolver(Solver):
         extra.register_value("stage", lambda: self.cfg.stage)
         extra.register_value("tokens_seen", self._total_tokens_seen, self._resume_tokens_seen)
         if self.cfg.stage == "piano_task":
-            extra.register_value("piano_task", lambda: to_dict(self.cfg.piano_task))
+            extra.register_value("piano_task", lambda: to_dict(self.cfg.piano_task), self._resume_piano_task)
+
+    def _resume_piano_task(self, stored: dict | None) -> None:
+        """A run saved before ``velocity_layout`` existed goes on with the layout it trained with (appended)."""
+        from tunesmith.models.midi.loading import stored_piano_task
+
+        layout = stored_piano_task(stored).get("velocity_layout", self.cfg.piano_task.velocity_layout)
+        if layout != self.cfg.piano_task.velocity_layout:
+            log.info("resuming with piano_task.velocity_layout=%s, the layout this run trained with", layout)
+            self.cfg.piano_task.velocity_layout = layout
 
     def _check_tokenizer(self, stored: dict) -> None:
         from tunesmith.tasks.midi_bpe import comparable_desc  # the vocabulary is compared, not MidiTok's version

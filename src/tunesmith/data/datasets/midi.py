@@ -249,9 +249,11 @@ class PianoTaskRecords(Dataset):
         prefix = self.conditioner.piece_prefix(self.store.pieces[piece])
         prefix = self.conditioner.drop(prefix, rng, self.condition_dropout)
         rec = build_record(self.tok, task, notes, self.cfg, rng, self.max_tokens - len(prefix))
-        return TaskRecord(
-            np.concatenate([prefix, rec.tokens]), np.concatenate([np.zeros(len(prefix), bool), rec.target_mask]), task
+        tokens, mask = (
+            np.concatenate([prefix, rec.tokens]),
+            np.concatenate([np.zeros(len(prefix), bool), rec.target_mask]),
         )
+        return TaskRecord(tokens, mask, task, len(prefix) + rec.prompt_len)
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
         rec = self.record(key)

@@ -23,8 +23,9 @@ from tunesmith.models.midi.tasks import (
     assemble,
     merge_velocities,
     source_and_target,
+    velocity_frame,
 )
-from tunesmith.models.midi.tokenizer import PITCH, VELOCITY, MidiTokenizer, SecondsTokenizer, TokenGrammar
+from tunesmith.models.midi.tokenizer import VELOCITY, MidiTokenizer, SecondsTokenizer, TokenGrammar
 from tunesmith.models.sampling import check_sampling, sample_next
 
 
@@ -114,6 +115,62 @@ def generate_tokens(
     return torch.tensor(new, dtype=torch.long)
 
 
+@torch.no_grad()
+def generate_slots(
+    model: MidiGPT,
+    prompt: torch.Tensor,
+    frame: torch.Tensor,
+    slots: torch.Tensor,
+    sampling: SamplingConfig,
+    *,
+    allowed: torch.Tensor | None = None,
+    uncond_prompt: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Fill the ``slots`` of ``frame`` after ``prompt``: the tokens drawn at the slots, Long ``[S]``.
+
+    ``prompt`` Long ``[P]`` (non-empty); ``frame`` Long ``[F]``, the tokens that follow it, of which those
+    where ``slots`` (Bool ``[F]``) is True are drawn (in order, each after every frame token before it; a
+    slot's own value in ``frame`` is ignored) and the others are given: fed to the model as they are. So a
+    velocity fill sees each note's tokens before writing its velocity. ``allowed`` (Bool ``[V]``) restricts
+    the draws; guidance as in :func:`generate_tokens`. Prompt and frame must fit the model's context.
+    """
+    check_sampling(sampling.temperature, sampling.top_k, sampling.top_p)
+    if prompt.numel() == 0:
+        raise ValueError("generation needs a prompt of at least one token (e.g. BOS)")
+    if frame.shape != slots.shape:
+        raise ValueError(f"frame {tuple(frame.shape)} and slots {tuple(slots.shape)} differ in shape")
+    if len(prompt) + len(frame) > model.cfg.max_seq_len:
+        raise ValueError(
+            f"{len(prompt)} prompt + {len(frame)} frame tokens exceed the model's context ({model.cfg.max_seq_len})"
+        )
+    guided = sampling.guidance != 1.0
+    if guided and (uncond_prompt is None or uncond_prompt.shape != prompt.shape):
+        raise ValueError("guidance != 1 needs the unconditional prompt, of the prompt's length")
+    model.eval()
+    device = next(model.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(sampling.seed)
+    rows = torch.stack([prompt, uncond_prompt]) if guided else prompt[None]  # [R, P]
+    rows = rows.to(device).long()
+    filled = frame.to(device).long().clone()
+    mask = None if allowed is None else torch.where(allowed.to(device), 0.0, float("-inf"))
+    cache = model.make_cache(len(rows), len(prompt) + len(frame))
+    drawn: list[int] = []
+    pending = rows  # [R, t]: tokens to feed before the next draw
+    done = 0  # frame tokens fed so far
+    for slot in torch.nonzero(slots.to(device)).flatten().tolist():
+        given = filled[done:slot][None].expand(len(rows), -1)
+        out = model(torch.cat([pending, given], dim=1), cache=cache)[:, -1].float()
+        logits = out[1] + sampling.guidance * (out[0] - out[1]) if guided else out[0]
+        if mask is not None:
+            logits = logits + mask
+        token = int(sample_next(logits, sampling.temperature, sampling.top_k, sampling.top_p, generator=gen))
+        drawn.append(token)
+        filled[slot] = token
+        pending = filled[slot : slot + 1][None].expand(len(rows), -1)
+        done = slot + 1
+    return torch.tensor(drawn, dtype=torch.long)
+
+
 def continue_notes(
     model: MidiGPT,
     tok: MidiTokenizer,
@@ -152,24 +209,28 @@ def generate_target(
     prompt: np.ndarray,
     sampling: SamplingConfig,
     *,
-    num_velocities: int = 0,
+    frame: np.ndarray | None = None,
     uncond_prompt: np.ndarray | None = None,
 ) -> np.ndarray:
     """The target tokens ``[N]`` (no EOS) a model generates for a piano-task ``prompt`` (a record's head).
 
-    Velocity tasks: ``num_velocities`` velocity tokens (only velocity tokens may be drawn). Partition and
-    note-denoising tasks: notes under the tokenizer's grammar until EOS or the end of the context. This is the one
-    decoding of a task, used by ``generate-midi`` and by the free-running evaluation alike.
+    Velocity tasks: the velocity tokens ``[N]``, one per note in note order, written into ``frame`` (the
+    target layout, :func:`~tunesmith.models.midi.tasks.velocity_frame` or a record's target: its velocity
+    tokens are drawn, only from velocity tokens, and its other tokens are given). Partition and
+    note-denoising tasks: notes under the tokenizer's grammar until EOS or the end of the context. This is
+    the one decoding of a task, used by ``generate-midi`` and by the free-running evaluation alike.
     ``uncond_prompt``: the prompt with its conditioning prefix dropped, for guidance (``sampling.guidance``).
     """
     prompt_t = torch.from_numpy(np.asarray(prompt, np.int64))
     uncond_t = None if uncond_prompt is None else torch.from_numpy(np.asarray(uncond_prompt, np.int64))
     if task in VELOCITY_TASKS:
-        if num_velocities <= 0:
-            return np.zeros(0, np.int64)
+        if frame is None:
+            raise ValueError("a velocity task needs the frame of its target (tasks.velocity_frame)")
+        frame_t = torch.from_numpy(np.asarray(frame, np.int64))
+        slots = torch.from_numpy(tok.types_of(np.asarray(frame, np.int64)) == VELOCITY)
         allowed = torch.from_numpy(tok.token_types == VELOCITY)
-        return generate_tokens(
-            model, prompt_t, num_velocities, sampling, allowed=allowed, uncond_prompt=uncond_t
+        return generate_slots(
+            model, prompt_t, frame_t, slots, sampling, allowed=allowed, uncond_prompt=uncond_t
         ).numpy()
     budget = model.cfg.max_seq_len - len(prompt)
     if budget < 4:
@@ -215,38 +276,44 @@ def fill_velocities(
 ) -> Notes:
     """New velocities for ``notes`` with a velocity piano task (``velocity``: from the notes without
     velocities; ``velocity_denoise``: from the notes with their current velocities), slice by slice of
-    ``notes_per_record`` notes. With the seconds tokenizer timing and pitches are kept exactly (notes
-    outside its pitch range keep their velocity); with REMI the result is REMI's decoding (timing on
-    its beat grid)."""
+    ``notes_per_record`` notes (fewer where a record would not fit the context, as in training). With the
+    seconds tokenizer timing and pitches are kept exactly (notes outside its pitch range keep their
+    velocity); with REMI the result is REMI's decoding (timing on its beat grid)."""
     if task not in VELOCITY_TASKS:
         raise ValueError(f"{task!r} is not a velocity task ({', '.join(VELOCITY_TASKS)})")
     notes = notes.sorted()
     velocity = notes.velocity.copy()
     value_of = velocity_values(tok)
-    npr = task_cfg.notes_per_record
     as_given = dataclasses.replace(task_cfg, noise_std=0.0)  # denoise what is there, add no noise
     rng = np.random.default_rng(sampling.seed)
     covered = np.nonzero(tok.in_range(notes))[0]
     decoded: list[Notes] = []
-    for begin in range(0, len(covered), npr):
-        index = covered[begin : begin + npr]
-        part = notes.take(index)
-        source, _ = source_and_target(tok, task, part, as_given, rng)
-        prompt = assemble(tok, task, source, np.zeros(0, np.int64), task_cfg.prompt_format, with_target=False)
-        head = np.concatenate([_prefix(prefix), prompt.tokens])
-        n_pitch = int((tok.types_of(source) == PITCH).sum())
-        if len(head) + n_pitch > model.cfg.max_seq_len:
-            raise UserError(
-                f"{len(part)} notes need {len(head) + n_pitch} tokens, more than the model's context "
-                f"({model.cfg.max_seq_len}); lower piano_task.notes_per_record"
-            )
+    begin, max_len = 0, model.cfg.max_seq_len
+    while begin < len(covered):
+        n = min(task_cfg.notes_per_record, len(covered) - begin)
+        while True:
+            index = covered[begin : begin + n]
+            part = notes.take(index)
+            source, _ = source_and_target(tok, task, part, as_given, rng)
+            prompt = assemble(tok, task, source, np.zeros(0, np.int64), task_cfg.prompt_format, with_target=False)
+            head = np.concatenate([_prefix(prefix), prompt.tokens])
+            frame = velocity_frame(tok, source, task_cfg.velocity_layout)
+            need = len(head) + len(frame)
+            if need <= max_len:
+                break
+            if n == 1:
+                raise UserError(
+                    f"one note needs {need} tokens, more than the model's context ({max_len}); raise model.max_seq_len"
+                )
+            n = max(1, min(n - 1, int(n * max_len / need)))
         uncond = _unconditional(head, prefix, uncond_prefix)
-        predicted = generate_target(model, tok, task, head, sampling, num_velocities=n_pitch, uncond_prompt=uncond)
+        predicted = generate_target(model, tok, task, head, sampling, frame=frame, uncond_prompt=uncond)
         if isinstance(tok, SecondsTokenizer):
             velocity[index[note_order(tok, part)]] = value_of[predicted]
         else:
             bare = source[tok.types_of(source) != VELOCITY]
             decoded.append(tok.decode(merge_velocities(tok, bare, predicted)).shifted(float(part.start.min())))
+        begin += n
     if isinstance(tok, SecondsTokenizer):
         return notes.with_velocity(velocity)
     return _concat(decoded)

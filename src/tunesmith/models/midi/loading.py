@@ -3,6 +3,7 @@
 The tokenizer comes from the description the run trained with, stored in config.json's ``meta`` of every
 checkpoint and exported model (older checkpoints: the training state's ``extra``); failing both it is
 rebuilt from the stored config's ``tokenizer`` section. The embedding size is checked against it either way.
+The piano-task settings are the checkpoint's own (:func:`stored_piano_task`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,15 @@ class LoadedMidiModel:
     piano_task: PianoTaskConfig
     folder: Path
     conditioner: Conditioner | None = None  # the conditioning prefix the model was trained with, if any
+
+
+def stored_piano_task(stored: dict | None) -> dict:
+    """A checkpoint's ``piano_task`` section as it trained: one saved before ``velocity_layout`` existed
+    trained its velocity tasks with the ``appended`` layout."""
+    section = dict(stored or {})
+    if section:
+        section.setdefault("velocity_layout", "appended")
+    return section
 
 
 def resolve_checkpoint(ref: str | Path, which: str = "best", runs_dir: str | Path | None = None) -> Path:
@@ -73,7 +83,7 @@ def load_midi_model(
         )
     model.load_state_dict(weights)
     model.to(device).eval()
-    piano_task = from_dict(PianoTaskConfig, extra.get("piano_task") or config.get("piano_task") or {})
+    piano_task = from_dict(PianoTaskConfig, stored_piano_task(extra.get("piano_task") or config.get("piano_task")))
     stage = extra.get("stage") or config.get("stage", "pretrain")
     cond = extra.get("conditioning") or {}
     conditioner = None

@@ -7,7 +7,8 @@ the target with :func:`~tunesmith.models.midi.generation.generate_target` (greed
 sampled with a fixed seed per record) and the result is compared with the truth:
 
 - velocity tasks (``velocity``, ``velocity_denoise``): one predicted velocity per note, in the
-  tokenizer's note order, against the target's velocity (the bin value of the true velocity token):
+  tokenizer's note order (written into the target's layout: its note tokens given), against the target's
+  velocity (the bin value of the true velocity token):
   mean absolute error and Pearson correlation over all notes of the split. Baselines: the mean
   velocity of the training split for every note (``baseline_mean``) and, for denoising, the noisy
   input velocities themselves (``baseline_copy``).
@@ -89,12 +90,11 @@ def stat_keys(tasks: list[str], cfg: TaskEvalConfig) -> list[str]:
 
 
 def record_parts(record: TaskRecord) -> tuple[np.ndarray, np.ndarray]:
-    """(prompt ``[P]``, target ``[N]``) of a record: the tokens before the first target, and the targets
-    without the closing EOS."""
-    first = int(np.argmax(record.target_mask))
-    if not record.target_mask[first]:
+    """(prompt ``[P]``, target ``[N]``) of a record: its first ``prompt_len`` tokens, and the rest without
+    the closing EOS (a velocity task's target in its layout: the velocities, with the notes when interleaved)."""
+    if not record.target_mask.any():
         raise ValueError("record has no target tokens")
-    return record.tokens[:first], record.tokens[first:-1]
+    return record.tokens[: record.prompt_len], record.tokens[record.prompt_len : -1]
 
 
 def note_matches(pred: Notes, ref: Notes, tolerance: float) -> int:
@@ -165,16 +165,10 @@ class FreeRunStats:
         s = self.sums
         s[f"{task}/records"] += 1
         if task in VELOCITY_TASKS:
-            truth = self._values[target]
+            truth = self._values[target[self.tok.types_of(target) == VELOCITY]]
             for mode in modes(self.cfg):
                 predicted = generate_target(
-                    model,
-                    self.tok,
-                    task,
-                    prompt,
-                    self.sampling(mode, record_seed),
-                    num_velocities=len(target),
-                    uncond_prompt=uncond,
+                    model, self.tok, task, prompt, self.sampling(mode, record_seed), frame=target, uncond_prompt=uncond
                 )
                 self._add_velocity(f"{task}/{mode}", self._values[predicted], truth)
             s[f"{task}/baseline_mean/abs"] += float(np.abs(self.mean_velocity - truth).sum())

@@ -5,12 +5,12 @@ A record is built from a slice of ``notes_per_record`` notes, times measured fro
     task_first:  BOS Task_x source... SEP target... EOS
     task_last:   BOS source... Task_x target... EOS
 
-Only the target tokens and the closing EOS are trained on (``target_mask``). Tasks:
+Only the target tokens and the closing EOS are trained on (``target_mask``); a velocity task trains on
+its target's velocity tokens only. Tasks:
 
-- ``velocity``: source = the notes without their velocity tokens; target = the velocity tokens, in
-  note order.
+- ``velocity``: source = the notes without their velocity tokens; target = the velocities (layout below).
 - ``velocity_denoise``: source = the notes with Gaussian noise (``noise_std``) on their velocities;
-  target = the true velocity tokens.
+  target = the true velocities (layout below).
 - ``loud_from_soft`` / ``soft_from_loud``: notes split at the slice's median velocity (above the
   median is "loud"); source = one half, target = the other half (all their tokens).
 - ``high_from_low`` / ``low_from_high``: the same split by pitch.
@@ -23,6 +23,16 @@ Only the target tokens and the closing EOS are trained on (``target_mask``). Tas
   (all their tokens).
 - ``time_denoise``: source = the notes with Gaussian noise (``time_noise_std`` seconds) on their onsets
   (durations kept, onsets not before the slice's first true onset); target = the true notes.
+
+A velocity task's target has one of two layouts (``velocity_layout``):
+
+- ``interleaved`` (the default): the slice's notes written again with their true velocity tokens, each
+  right after its note's pitch token. The note tokens are given (not trained on; at generation they are
+  fed, not drawn), so the model writes each velocity right after the note it belongs to, with the whole
+  source before it.
+- ``appended``: the velocity tokens alone, in note order (runs made before the layout existed): the model
+  must count along the source to know which note a velocity is for, and at generation it leans on
+  copying its own earlier velocities (benchmarks/RESULTS.md, issue 19).
 
 The tasks after the first six use the tokenizer's reserved tokens as task tokens
 (:data:`~tunesmith.models.midi.tokenizer.RESERVED_TASKS`).
@@ -41,6 +51,7 @@ from tunesmith.models.midi.notes import Notes
 from tunesmith.models.midi.tokenizer import ALL_TASKS, PITCH, VELOCITY, MidiTokenizer
 
 VELOCITY_TASKS: tuple[str, ...] = ("velocity", "velocity_denoise")
+VELOCITY_LAYOUTS: tuple[str, ...] = ("interleaved", "appended")
 NOTE_DENOISE_TASKS: tuple[str, ...] = ("pitch_denoise", "time_denoise")  # target: the true notes, all tokens
 PARTITION_TASKS: tuple[str, ...] = (
     "loud_from_soft",
@@ -63,6 +74,7 @@ class PianoTaskConfig:
     tasks: list[str] = dataclasses.field(default_factory=lambda: ["velocity"])
     notes_per_record: int = 64
     prompt_format: Literal["task_first", "task_last"] = "task_first"
+    velocity_layout: Literal["interleaved", "appended"] = "interleaved"  # a velocity task's target (above)
     noise_std: float = 12.0  # velocity_denoise: std of the Gaussian noise on velocities (velocity units)
     pitch_noise: int = 2  # pitch_denoise: a noisy note moves by 1..pitch_noise semitones, up or down
     pitch_noise_fraction: float = 0.25  # pitch_denoise: share of the notes whose pitch is moved
@@ -79,6 +91,8 @@ def check_task_config(cfg: PianoTaskConfig) -> None:
         raise UserError(f"piano_task.tasks: unknown task(s) {unknown}; choose from {', '.join(ALL_TASKS)}")
     if cfg.notes_per_record < 2 or cfg.min_notes < 1:
         raise UserError("piano_task.notes_per_record must be >= 2 and piano_task.min_notes >= 1")
+    if cfg.velocity_layout not in VELOCITY_LAYOUTS:
+        raise UserError(f"piano_task.velocity_layout={cfg.velocity_layout!r}: expected {' or '.join(VELOCITY_LAYOUTS)}")
     if cfg.noise_std < 0:
         raise UserError(f"piano_task.noise_std={cfg.noise_std}: must be >= 0")
     if cfg.pitch_noise < 1:
@@ -91,11 +105,13 @@ def check_task_config(cfg: PianoTaskConfig) -> None:
 
 @dataclasses.dataclass
 class TaskRecord:
-    """tokens ``[T]`` int64 and target_mask ``[T]`` bool (True where the token is a training target)."""
+    """tokens ``[T]`` int64 and target_mask ``[T]`` bool (True where the token is a training target);
+    the first ``prompt_len`` tokens are the prompt a model continues from (the target follows)."""
 
     tokens: np.ndarray
     target_mask: np.ndarray
     task: str
+    prompt_len: int
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -112,7 +128,7 @@ def source_and_target(
         require_base_tokens(tok, task)  # a BPE tokenizer's merged tokens hide the velocity slots: refused
         full = tok.encode(notes, origin)
         is_velocity = tok.types_of(full) == VELOCITY
-        target = full[is_velocity]
+        target = full if cfg.velocity_layout == "interleaved" else full[is_velocity]
         if task == "velocity":
             return full[~is_velocity], target
         noisy = np.clip(np.round(notes.velocity + rng.normal(0.0, cfg.noise_std, len(notes))), 1, 127)
@@ -179,7 +195,8 @@ def partition_target(task: str, notes: Notes, rng: np.random.Generator) -> np.nd
 def assemble(
     tok: MidiTokenizer, task: str, source: np.ndarray, target: np.ndarray, fmt: str, *, with_target: bool = True
 ) -> TaskRecord:
-    """Lay out a record in ``fmt``; without the target it is the prompt a model continues from."""
+    """Lay out a record in ``fmt``; without the target it is the prompt a model continues from. The mask
+    covers the target and the EOS; for a velocity task only the target's velocity tokens and the EOS."""
     task_id = tok.task_id(task)
     if fmt == "task_first":
         head = [tok.bos_id, task_id, *source.tolist(), tok.sep_id]
@@ -191,7 +208,9 @@ def assemble(
     tokens = np.asarray(head + tail, np.int64)
     mask = np.zeros(len(tokens), bool)
     mask[len(head) :] = True
-    return TaskRecord(tokens, mask, task)
+    if task in VELOCITY_TASKS and with_target:
+        mask[len(head) : -1] = tok.types_of(np.asarray(target, np.int64)) == VELOCITY
+    return TaskRecord(tokens, mask, task, len(head))
 
 
 def build_record(
@@ -226,6 +245,20 @@ def merge_velocities(tok: MidiTokenizer, source: np.ndarray, velocities: np.ndar
     pitch_positions = np.nonzero(tok.types_of(source) == PITCH)[0]
     k = min(len(pitch_positions), len(velocities))
     return np.insert(source, pitch_positions[:k] + 1, velocities[:k])
+
+
+def velocity_frame(tok: MidiTokenizer, source: np.ndarray, layout: str) -> np.ndarray:
+    """The target layout of a velocity task on ``source`` with every velocity still to be written: Long
+    ``[F]`` whose velocity tokens are the slots (a placeholder value) and whose other tokens are given.
+    ``interleaved``: the source's notes with a slot after each pitch token; ``appended``: one slot per note."""
+    bare = source[tok.types_of(source) != VELOCITY]
+    slot = int(np.nonzero(tok.token_types == VELOCITY)[0][0])
+    slots = np.full(int((tok.types_of(bare) == PITCH).sum()), slot, np.int64)
+    if layout == "appended":
+        return slots
+    if layout != "interleaved":
+        raise ValueError(f"velocity layout {layout!r}: expected {' or '.join(VELOCITY_LAYOUTS)}")
+    return merge_velocities(tok, bare, slots)
 
 
 def slice_starts(n_notes: int, cfg: PianoTaskConfig) -> list[int]:
