@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from tunesmith.data.datasets.midi import PianoTaskRecords, TokenWindows, collate, token_stream
 from tunesmith.data.midi_prepare import MidiNotesStore, prepare_midi
+from tunesmith.errors import UserError
 from tunesmith.models.midi.generation import SamplingConfig, complete_notes, fill_velocities, generate_tokens
 from tunesmith.models.midi.gpt import MidiGPT, MidiGPTConfig
 from tunesmith.models.midi.synthetic import make_fake_maestro, synth_piece
@@ -197,6 +198,15 @@ def test_generation_constraints_and_sliding_window() -> None:
     assert np.array_equal(filled.pitch, notes.sorted().pitch) and np.array_equal(filled.start, notes.sorted().start)
     values = {int(n.split("_")[1]) for n in TOK.vocab if n.startswith("Velocity_")}
     assert set(filled.velocity.tolist()) <= values
+
+
+def test_a_note_that_cannot_fit_the_context_is_a_clear_error() -> None:
+    notes = piece(4)
+    with pytest.raises(UserError, match="a single note of task 'velocity' takes .* raise model.max_seq_len"):
+        build_record(TOK, "velocity", notes, PianoTaskConfig(), RNG, max_tokens=6)
+    model = tiny_model(TOK.vocab_size, max_seq_len=6)  # BOS Task SEP + a note twice (interleaved) > 6
+    with pytest.raises(UserError, match="one note needs .* tokens, more than the model's context \\(6\\)"):
+        fill_velocities(model, TOK, notes, PianoTaskConfig(notes_per_record=4), SamplingConfig(seed=0))
 
 
 def test_denoise_and_partition_generation_keep_the_given_notes() -> None:

@@ -21,6 +21,7 @@ from tunesmith.models.midi.tasks import (
     VELOCITY_TASKS,
     PianoTaskConfig,
     assemble,
+    fit_notes,
     merge_velocities,
     source_and_target,
     velocity_frame,
@@ -290,22 +291,23 @@ def fill_velocities(
     decoded: list[Notes] = []
     begin, max_len = 0, model.cfg.max_seq_len
     while begin < len(covered):
-        n = min(task_cfg.notes_per_record, len(covered) - begin)
-        while True:
+
+        def build(n: int, begin: int = begin) -> tuple[int, tuple]:  # begin bound: this slice's start
             index = covered[begin : begin + n]
             part = notes.take(index)
             source, _ = source_and_target(tok, task, part, as_given, rng)
             prompt = assemble(tok, task, source, np.zeros(0, np.int64), task_cfg.prompt_format, with_target=False)
             head = np.concatenate([_prefix(prefix), prompt.tokens])
             frame = velocity_frame(tok, source, task_cfg.velocity_layout)
-            need = len(head) + len(frame)
-            if need <= max_len:
-                break
-            if n == 1:
-                raise UserError(
-                    f"one note needs {need} tokens, more than the model's context ({max_len}); raise model.max_seq_len"
-                )
-            n = max(1, min(n - 1, int(n * max_len / need)))
+            return len(head) + len(frame), (index, part, source, head, frame)
+
+        n, need, (index, part, source, head, frame) = fit_notes(
+            min(task_cfg.notes_per_record, len(covered) - begin), max_len, build
+        )
+        if need > max_len:
+            raise UserError(
+                f"one note needs {need} tokens, more than the model's context ({max_len}); raise model.max_seq_len"
+            )
         uncond = _unconditional(head, prefix, uncond_prefix)
         predicted = generate_target(model, tok, task, head, sampling, frame=frame, uncond_prompt=uncond)
         if isinstance(tok, SecondsTokenizer):
@@ -377,17 +379,16 @@ def denoise_notes(
     parts = [notes.take(~inside)]
     repairs, begin, max_len = 0, 0, model.cfg.max_seq_len
     while begin < len(covered):
-        n = min(task_cfg.notes_per_record, len(covered) - begin)
-        while True:
+
+        def build(n: int, begin: int = begin) -> tuple[int, tuple]:  # begin bound: this slice's start
             part = notes.take(covered[begin : begin + n])
             origin = float(part.start.min())
             source = tok.encode(part, origin)
             prompt = assemble(tok, task, source, np.zeros(0, np.int64), task_cfg.prompt_format, with_target=False)
             head = np.concatenate([_prefix(prefix), prompt.tokens])
-            need = len(head) + len(source) + 1  # the clean notes take about as many tokens as the noisy ones
-            if need <= max_len or n == 1:
-                break
-            n = max(1, min(n - 1, int(n * max_len / need)))
+            return len(head) + len(source) + 1, (origin, head)  # the clean notes take about as many tokens
+
+        n, _, (origin, head) = fit_notes(min(task_cfg.notes_per_record, len(covered) - begin), max_len, build)
         new = generate_target(
             model, tok, task, head, sampling, uncond_prompt=_unconditional(head, prefix, uncond_prefix)
         )

@@ -41,7 +41,8 @@ The tasks after the first six use the tokenizer's reserved tokens as task tokens
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from collections.abc import Callable
+from typing import Literal, TypeVar
 
 import numpy as np
 
@@ -49,6 +50,8 @@ from tunesmith.errors import UserError
 from tunesmith.models.midi.bpe import require_base_tokens
 from tunesmith.models.midi.notes import Notes
 from tunesmith.models.midi.tokenizer import ALL_TASKS, PITCH, VELOCITY, MidiTokenizer
+
+Built = TypeVar("Built")
 
 VELOCITY_TASKS: tuple[str, ...] = ("velocity", "velocity_denoise")
 VELOCITY_LAYOUTS: tuple[str, ...] = ("interleaved", "appended")
@@ -222,18 +225,30 @@ def build_record(
     max_tokens: int,
 ) -> TaskRecord:
     """A training/eval record of at most ``max_tokens`` tokens: trailing notes are dropped until it fits."""
-    n = len(notes)
-    while True:
+
+    def build(n: int) -> tuple[int, TaskRecord]:
         source, target = source_and_target(tok, task, notes.take(slice(0, n)), cfg, rng)
         record = assemble(tok, task, source, target, cfg.prompt_format)
-        if len(record) <= max_tokens:
-            return record
-        if n <= 1:
-            raise UserError(
-                f"a single note of task {task!r} takes {len(record)} tokens, more than the model's "
-                f"context ({max_tokens}); raise model.max_seq_len"
-            )
-        n = max(1, min(n - 1, int(n * max_tokens / len(record))))
+        return len(record), record
+
+    _, need, record = fit_notes(len(notes), max_tokens, build)
+    if need > max_tokens:
+        raise UserError(
+            f"a single note of task {task!r} takes {need} tokens, more than the model's "
+            f"context ({max_tokens}); raise model.max_seq_len"
+        )
+    return record
+
+
+def fit_notes(n: int, max_tokens: int, build: Callable[[int], tuple[int, Built]]) -> tuple[int, int, Built]:
+    """The most notes, ``n`` at most, whose record fits: ``build(k)`` → (tokens needed, record) for the first
+    ``k`` notes; each retry shrinks ``k`` in proportion to the overshoot. Returns (k, tokens needed, record);
+    at ``k`` <= 1 it stops even when the record does not fit (the caller says what to do then)."""
+    while True:
+        need, built = build(n)
+        if need <= max_tokens or n <= 1:
+            return n, need, built
+        n = max(1, min(n - 1, int(n * max_tokens / need)))
 
 
 def merge_velocities(tok: MidiTokenizer, source: np.ndarray, velocities: np.ndarray) -> np.ndarray:
